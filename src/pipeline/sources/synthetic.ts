@@ -1,0 +1,37 @@
+import type { CatalogSource, Item } from './types.ts';
+import { syntheticLabel } from './synthetic-image.ts';
+
+export interface SyntheticOptions {
+  count: number;
+  numClasses: number;
+  width: number;
+  height: number;
+  seed: number;
+}
+
+export function openSynthetic(o: SyntheticOptions): CatalogSource {
+  const classes = Array.from({ length: o.numClasses }, (_, i) => `class${String(i).padStart(3, '0')}`);
+  return {
+    mode: 'catalog',
+    kind: 'synthetic',
+    classes,
+    channels: 3,
+    count: o.count,
+    shuffle: true,
+    listingErrors: [],
+    description: `synthetic: ${o.count} images, ${o.numClasses} classes, ${o.width}x${o.height}, seed ${o.seed}`,
+    synthetic: { seed: o.seed, numClasses: o.numClasses, width: o.width, height: o.height },
+    load(indices) {
+      const items: Item[] = [];
+      for (let k = 0; k < indices.length; k++) {
+        const index = indices[k]!;
+        items.push({
+          label: syntheticLabel(index, o.numClasses),
+          name: `synthetic[${index}]`,
+          ref: { kind: 'synthetic', index },
+        });
+      }
+      return Promise.resolve({ items });
+    },
+  };
+}

@@ -1,0 +1,93 @@
+// The contract between dataset sources and the shard job. A source turns a dataset on disk into
+// labelled items; a worker turns an item into a shard sample. Items are plain data so they can
+// cross to piscina worker threads.
+
+/** Where an item's bytes are. Offsets of `payload` refs point into the task's payload buffer. */
+export type ItemRef =
+  | { kind: 'file'; path: string }
+  | { kind: 'range'; path: string; offset: number; size: number }
+  | { kind: 'payload-encoded'; offset: number; size: number }
+  | { kind: 'payload-pixels'; offset: number; width: number; height: number; channels: 1 | 3; layout: 'hwc' | 'chw' }
+  | { kind: 'synthetic'; index: number };
+
+export interface Item {
+  label: number;
+  /** Human-readable origin for error reports: a path, `archive.tar#member` or `file[index]`. */
+  name: string;
+  ref: ItemRef;
+}
+
+export interface LoadedItems {
+  items: Item[];
+  /** Bytes referenced by `payload-*` refs; transferred (not copied) to the worker. */
+  payload?: Uint8Array;
+}
+
+export type SourceKind =
+  | 'imagefolder'
+  | 'imagenet21k'
+  | 'imagenet'
+  | 'cifar10'
+  | 'cifar100'
+  | 'idx'
+  | 'webdataset'
+  | 'synthetic';
+
+export const SOURCE_KINDS: readonly SourceKind[] = [
+  'imagefolder',
+  'imagenet21k',
+  'imagenet',
+  'cifar10',
+  'cifar100',
+  'idx',
+  'webdataset',
+  'synthetic',
+];
+
+export interface SyntheticParams {
+  seed: number;
+  numClasses: number;
+  width: number;
+  height: number;
+}
+
+interface SourceBase {
+  kind: SourceKind;
+  /** Class names; the label of class `classes[i]` is i. */
+  classes: string[];
+  channels: 1 | 3;
+  /** One line for logs and the index's `source` field. */
+  description: string;
+  /** Files (or skipped classes, ...) the source itself dropped while listing, with why. */
+  listingErrors: { file: string; reason: string }[];
+  synthetic?: SyntheticParams;
+  /** Shuffle before writing: true for class-ordered sources. */
+  shuffle: boolean;
+}
+
+/** A source whose items are known up front and can be loaded in any order. */
+export interface CatalogSource extends SourceBase {
+  mode: 'catalog';
+  count: number;
+  load(indices: ArrayLike<number>): Promise<LoadedItems>;
+  close?(): Promise<void>;
+}
+
+/** A source that can only be read in order (re-sharding WebDataset URLs). */
+export interface StreamSource extends SourceBase {
+  mode: 'stream';
+  count: number | null;
+  /** Items in order; `skip` items are read past without being loaded when resuming. */
+  iterate(skip: number): AsyncIterable<{ item: Item; bytes: Uint8Array }>;
+}
+
+export type Source = CatalogSource | StreamSource;
+
+export class SourceError extends Error {
+  readonly file: string | undefined;
+  constructor(message: string, file?: string) {
+    super(file ? `${file}: ${message}` : message);
+    this.name = 'SourceError';
+    this.file = file;
+  }
+}

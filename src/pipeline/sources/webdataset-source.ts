@@ -1,0 +1,61 @@
+// Re-sharding existing WebDataset shards (ours or anyone's): each sample's image member (npy or
+// an encoded image) and its `cls` label are streamed in order from local paths or URLs. Order is
+// kept (the shards were shuffled when written), so no catalog of the dataset is needed.
+import { decodeCls } from '../webdataset/codecs.ts';
+import { expandUrls } from '../webdataset/urls.ts';
+import { webdataset, type WdsSample } from '../webdataset/open-url.ts';
+import { readWidsIndex } from '../webdataset/wids-index.ts';
+import { SourceError, type Item, type StreamSource } from './types.ts';
+
+const IMAGE_EXTS = ['npy', 'jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff'];
+const LABEL_EXTS = ['cls', 'cls2', 'index', 'id'];
+
+export async function openWebDataset(specs: string[], channels?: 1 | 3): Promise<StreamSource> {
+  if (specs.length === 0) throw new SourceError('webdataset: give shard URLs or an index .json');
+  let urls: string[];
+  let classes: string[] = [];
+  let count: number | null = null;
+  let indexChannels: number | undefined;
+  if (specs.length === 1 && specs[0]!.endsWith('.json')) {
+    const index = await readWidsIndex(specs[0]!);
+    urls = index.resolvedUrls;
+    count = index.shardlist.reduce((a, s) => a + s.nsamples, 0);
+    if (Array.isArray(index['classes'])) classes = (index['classes'] as unknown[]).map(String);
+    if (typeof index['channels'] === 'number') indexChannels = index['channels'];
+  } else {
+    urls = expandUrls(specs);
+  }
+  if (urls.length === 0) throw new SourceError(`webdataset: no shard URLs in ${specs.join(' ')}`);
+  const ch: 1 | 3 = channels ?? (indexChannels === 1 ? 1 : 3);
+  return {
+    mode: 'stream',
+    kind: 'webdataset',
+    classes,
+    channels: ch,
+    count,
+    shuffle: false,
+    listingErrors: [],
+    description: `webdataset ${urls.length} shards (${urls[0]}${urls.length > 1 ? ' ...' : ''})${count !== null ? `, ${count} samples` : ''}`,
+    async *iterate(skip: number) {
+      let seen = 0;
+      for await (const sample of webdataset(urls)) {
+        if (seen++ < skip) continue;
+        yield toItem(sample);
+      }
+    },
+  };
+}
+
+function toItem(sample: WdsSample): { item: Item; bytes: Uint8Array } {
+  const where = `${sample.__url__}#${sample.__key__}`;
+  const imageExt = IMAGE_EXTS.find((e) => sample[e] instanceof Uint8Array);
+  const labelExt = LABEL_EXTS.find((e) => sample[e] instanceof Uint8Array);
+  if (!imageExt) throw new SourceError(`sample has no image member (looked for ${IMAGE_EXTS.join(', ')})`, where);
+  if (!labelExt) throw new SourceError(`sample has no label member (looked for ${LABEL_EXTS.join(', ')})`, where);
+  const bytes = sample[imageExt] as Uint8Array;
+  const label = decodeCls(sample[labelExt] as Uint8Array, { url: sample.__url__, key: sample.__key__ });
+  return {
+    item: { label, name: where, ref: { kind: 'payload-encoded', offset: 0, size: bytes.length } },
+    bytes,
+  };
+}
