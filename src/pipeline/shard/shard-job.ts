@@ -271,7 +271,8 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
     if (!writer) return;
     const name = shardName(split.name, writer.shard);
     const closed = await writer.tar.close();
-    await writeAtomic(join(o.out, name.replace(/\.tar$/, '.idx')), encodeDaliIndex(writer.members));
+    // DALI rejects an index of zero samples: a shard whose every item failed gets none.
+    if (writer.members.length) await writeAtomic(join(o.out, name.replace(/\.tar$/, '.idx')), encodeDaliIndex(writer.members));
     const record = { ...writer.record, nsamples: closed.nsamples, filesize: closed.size, md5sum: closed.md5 };
     await writeShardRecord(o.out, name, record);
     records.set(name, record);

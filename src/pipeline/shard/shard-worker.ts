@@ -1,7 +1,7 @@
 // Piscina worker: turns a task's items into finished tar records (decode, resize, encode, tar
 // headers) so the main thread only appends bytes to files.
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
-import { Piscina } from 'piscina';
+import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { decodeImage } from '../image/decode.ts';
 import { encodeJpeg, toChannels } from '../image/encode.ts';
 import { fitImage } from '../image/resize.ts';
@@ -157,8 +157,8 @@ export default async function (task: ShardTask): Promise<unknown> {
   const result = await runShardTask(task);
   // A custom Transferable: piscina posts `valueSymbol` with `transferableSymbol` in the
   // transfer list (a plain move() of the object would clone the nested buffer).
-  return Piscina.move({
-    [Piscina.transferableSymbol]: result.bytes.buffer,
-    [Piscina.valueSymbol]: result,
+  return move({
+    [transferableSymbol]: result.bytes.buffer,
+    [valueSymbol]: result,
   });
 }

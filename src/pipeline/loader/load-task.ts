@@ -1,0 +1,48 @@
+// What the loader's main thread asks a worker to do: fill rows [rowStart, rowStart + n) of the
+// batch frame at `frameOffset` in the ring's shared memory. Plain data: the samples, the epoch
+// (augmentation parameters derive from it), and where the sections are.
+import type { TrainAugment } from './augment-params.ts';
+import type { SampleTableBuffers } from './sample-table.ts';
+
+export interface LoaderFormat {
+  res: number;
+  channels: 1 | 3;
+  mode: 'train' | 'eval';
+  augment: TrainAugment;
+  /** Eval crop: the centred square of this fraction of the shorter side. */
+  evalCropFraction: number;
+  seed: number;
+  /** Per channel, in 0..255 units. */
+  mean: number[];
+  std: number[];
+}
+
+export interface LoaderWorkerData {
+  table: SampleTableBuffers;
+  ring: SharedArrayBuffer;
+  format: LoaderFormat;
+  /** Tests only: the first task whose rowStart equals `row` kills its thread once. */
+  crashOnce?: { flag: SharedArrayBuffer; row: number };
+}
+
+export interface LoadTask {
+  epoch: number;
+  /** Byte offset of the frame in the ring buffer, and of its sections relative to it. */
+  frameOffset: number;
+  labelsOffset: number;
+  imagesOffset: number;
+  rowStart: number;
+  indices: Uint32Array;
+}
+
+export interface CorruptSample {
+  index: number;
+  shard: string;
+  key: string;
+  reason: string;
+  replacement: number;
+}
+
+export interface LoadTaskResult {
+  corrupt: CorruptSample[];
+}

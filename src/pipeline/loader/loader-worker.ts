@@ -1,0 +1,120 @@
+// Loader worker thread: reads samples by offset, decodes, augments and writes them in place into
+// a batch frame in shared memory. The task result carries only the list of replaced samples.
+import { closeSync, openSync, readSync } from 'node:fs';
+import { workerData } from 'node:worker_threads';
+import { decodeImage, decodeJpegSync } from '../image/decode.ts';
+import type { RawImage } from '../image/types.ts';
+import { hash32 } from '../random.ts';
+import { centerCrop, randomResizedCrop } from './augment-params.ts';
+import { Augmenter, normalisation } from './augment.ts';
+import type { CorruptSample, LoadTask, LoadTaskResult, LoaderWorkerData } from './load-task.ts';
+import { SampleTable } from './sample-table.ts';
+import { parseNpyImage } from './npy-image.ts';
+
+const data = workerData as LoaderWorkerData;
+const table = new SampleTable(data.table);
+const format = data.format;
+const norm = normalisation(format.mean, format.std);
+const augmenter = new Augmenter(format.res, format.channels);
+const chw = format.channels * format.res * format.res;
+const fds = new Map<number, number>();
+let readBuf = Buffer.allocUnsafe(1 << 16);
+const MAX_REPLACEMENTS = 16;
+
+function fdOf(shard: number): number {
+  let fd = fds.get(shard);
+  if (fd === undefined) {
+    fd = openSync(table.shardPaths[shard]!, 'r');
+    fds.set(shard, fd);
+  }
+  return fd;
+}
+
+/** One positioned read covering label and image (they are adjacent members of the sample). */
+function readSample(i: number): { label: Uint8Array; image: Uint8Array } {
+  const lo = table.labelOffset[i]!;
+  const ls = table.labelSize[i]!;
+  const io = table.imageOffset[i]!;
+  const is = table.imageSize[i]!;
+  const start = Math.min(lo, io);
+  const end = Math.max(lo + ls, io + is);
+  const span = end - start;
+  if (span > (1 << 26)) throw new Error(`sample spans ${span} bytes: label and image members are far apart`);
+  if (readBuf.length < span) readBuf = Buffer.allocUnsafe(span * 2);
+  const n = readSync(fdOf(table.shard[i]!), readBuf, 0, span, start);
+  if (n !== span) throw new Error(`truncated shard: read ${n} of ${span} bytes at offset ${start}`);
+  return { label: readBuf.subarray(lo - start, lo - start + ls), image: readBuf.subarray(io - start, io - start + is) };
+}
+
+function parseLabel(b: Uint8Array): number {
+  let v = 0;
+  let digits = 0;
+  for (let k = 0; k < b.length; k++) {
+    const c = b[k]!;
+    if (c >= 48 && c <= 57) {
+      v = v * 10 + (c - 48);
+      digits++;
+    } else if (c !== 32 && c !== 10 && c !== 13 && c !== 9) throw new Error(`label is not a decimal integer: ${JSON.stringify(Buffer.from(b).toString('latin1'))}`);
+  }
+  if (digits === 0) throw new Error('empty label');
+  return v;
+}
+
+let decodeOut = new Uint8Array(1 << 16);
+
+async function decode(i: number, bytes: Uint8Array): Promise<RawImage> {
+  const kind = table.imageKind[i]!;
+  if (kind === 0) return parseNpyImage(bytes);
+  if (kind === 1 || kind === 2) {
+    const fast = decodeJpegSync(bytes, format.channels, undefined, decodeOut);
+    if (fast) {
+      if (fast.data.buffer !== decodeOut.buffer && fast.data.length > decodeOut.length) decodeOut = new Uint8Array(fast.data.length * 2);
+      return fast;
+    }
+  }
+  return decodeImage(bytes, { channels: format.channels, file: table.key(i) });
+}
+
+async function fill(i: number, epoch: number, images: Float32Array, labels: Int32Array, row: number): Promise<void> {
+  const { label, image } = readSample(i);
+  const lab = parseLabel(label);
+  const img = await decode(i, image);
+  if (img.channels !== format.channels) throw new Error(`image has ${img.channels} channels, the dataset ${format.channels}`);
+  const box = format.mode === 'train'
+    ? randomResizedCrop(format.seed, epoch, i, img.width, img.height, format.augment)
+    : centerCrop(img.width, img.height, format.evalCropFraction);
+  augmenter.run(img.data, img.width, img.height, box, norm, images, row * chw);
+  labels[row] = lab;
+}
+
+export default async function loadTask(task: LoadTask): Promise<LoadTaskResult> {
+  if (data.crashOnce && task.rowStart === data.crashOnce.row && Atomics.compareExchange(new Int32Array(data.crashOnce.flag), 0, 0, 1) === 0) {
+    process.exit(17);
+  }
+  const n = task.indices.length;
+  const images = new Float32Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw * 4, n * chw);
+  const labels = new Int32Array(data.ring, task.frameOffset + task.labelsOffset + task.rowStart * 4, n);
+  const corrupt: CorruptSample[] = [];
+  for (let r = 0; r < n; r++) {
+    const index = task.indices[r]!;
+    let candidate = index;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await fill(candidate, task.epoch, images, labels, r);
+        break;
+      } catch (err) {
+        // A bad sample is replaced by another chosen from (seed, epoch, index, attempt) alone,
+        // so the batch keeps its shape and a rerun replaces it identically.
+        const replacement = hash32(format.seed, task.epoch, index, attempt) % table.count;
+        corrupt.push({ index: candidate, shard: table.shardPaths[table.shard[candidate]!]!, key: table.key(candidate), reason: (err as Error).message, replacement });
+        if (attempt + 1 >= MAX_REPLACEMENTS) throw new Error(`sample ${index}: ${MAX_REPLACEMENTS} replacements in a row failed; last: ${(err as Error).message}`);
+        candidate = replacement;
+      }
+    }
+  }
+  return { corrupt };
+}
+
+process.on('exit', () => {
+  for (const fd of fds.values()) closeSync(fd);
+});
