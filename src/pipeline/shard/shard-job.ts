@@ -267,17 +267,25 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
   const progress: ShardProgress = { split: split.name, done: 0, total, errors: 0, shardsDone: done.size };
   let writer: OpenShard | null = null;
   const inflight: { planned: PlannedTask; result: Promise<ShardTaskResult> }[] = [];
-  const closeShard = async (): Promise<void> => {
+  // Closing a shard (fsync, rename, idx, record) runs in the background while the next shard
+  // fills: awaiting the fsync here starved the workers (measured: ~0.7 s idle per 50k CIFAR).
+  const closing: Promise<void>[] = [];
+  const closeShard = (): void => {
     if (!writer) return;
-    const name = shardName(split.name, writer.shard);
-    const closed = await writer.tar.close();
-    // DALI rejects an index of zero samples: a shard whose every item failed gets none.
-    if (writer.members.length) await writeAtomic(join(o.out, name.replace(/\.tar$/, '.idx')), encodeDaliIndex(writer.members));
-    const record = { ...writer.record, nsamples: closed.nsamples, filesize: closed.size, md5sum: closed.md5 };
-    await writeShardRecord(o.out, name, record);
-    records.set(name, record);
-    progress.shardsDone++;
+    const open = writer;
     writer = null;
+    const name = shardName(split.name, open.shard);
+    closing.push((async () => {
+      const closed = await open.tar.close();
+      // DALI rejects an index of zero samples: a shard whose every item failed gets none.
+      if (open.members.length) await writeAtomic(join(o.out, name.replace(/\.tar$/, '.idx')), encodeDaliIndex(open.members));
+      const record = { ...open.record, nsamples: closed.nsamples, filesize: closed.size, md5sum: closed.md5 };
+      await writeShardRecord(o.out, name, record);
+      records.set(name, record);
+      progress.shardsDone++;
+    })());
+    // Surfaced by the Promise.all below; this only stops an early unhandled-rejection report.
+    closing[closing.length - 1]!.catch(() => undefined);
   };
   try {
     let exhausted = false;
@@ -300,7 +308,7 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
       if (o.signal?.aborted) throw new ShardJobError('interrupted');
       const { planned, result } = inflight.shift()!;
       const r = await result;
-      if (writer && writer.shard !== planned.shard) await closeShard();
+      if (writer && writer.shard !== planned.shard) closeShard();
       if (!writer) {
         writer = {
           shard: planned.shard,
@@ -329,11 +337,12 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
       o.onProgress?.({ ...progress });
       await fill();
     }
-    await closeShard();
+    closeShard();
+    await Promise.all(closing);
   } catch (err) {
     const open = writer as OpenShard | null;
     if (open) await open.tar.abort().catch(() => undefined);
-    await Promise.allSettled(inflight.map((f) => f.result));
+    await Promise.allSettled([...inflight.map((f) => f.result), ...closing]);
     throw err;
   } finally {
     await pool.destroy();
