@@ -45,37 +45,66 @@ export class Augmenter {
     const rows = ys.hi - ys.lo;
     const plane = rows * res;
     if (this.tmp.length < C * plane) this.tmp = new Float32Array(C * plane);
+    if (xs.twoTaps && C === 3) this.horizontal3(src, width, ys.lo, rows, box.flip);
+    else this.horizontalAny(src, width, ys.lo, rows, box.flip);
+    this.vertical(norm, out, offset, plane);
+  }
+
+  /** The common case (RGB, crop enlarged): two taps per output, channels unrolled. */
+  private horizontal3(src: Uint8Array, width: number, lo: number, rows: number, flip: boolean): void {
+    const res = this.res;
     const tmp = this.tmp;
-    const xStart = xs.start;
-    const xw = xs.weights;
-    const xStride = xs.stride;
-    const flip = box.flip;
-    // Horizontal pass over only the source rows the vertical pass will read.
+    const start = this.xs.start;
+    const w = this.xs.weights;
+    const plane = rows * res;
+    const p1 = plane;
+    const p2 = 2 * plane;
     for (let r = 0; r < rows; r++) {
-      const rowBase = (ys.lo + r) * width * C;
+      const rowBase = (lo + r) * width * 3;
       const tRow = r * res;
       for (let x = 0; x < res; x++) {
-        const ox = tRow + (flip ? res - 1 - x : x);
-        const s = rowBase + xStart[x]! * C;
-        const wb = x * xStride;
-        if (xs.twoTaps) {
-          const w0 = xw[wb]!;
-          const w1 = xw[wb + 1]!;
-          for (let c = 0; c < C; c++) tmp[c * plane + ox] = w0 * src[s + c]! + w1 * src[s + C + c]!;
-        } else {
-          const n = xs.count[x]!;
-          for (let c = 0; c < C; c++) {
-            let acc = 0;
-            for (let k = 0; k < n; k++) acc += xw[wb + k]! * src[s + k * C + c]!;
-            tmp[c * plane + ox] = acc;
-          }
+        const ox = flip ? tRow + res - 1 - x : tRow + x;
+        const s = rowBase + start[x]! * 3;
+        const w0 = w[2 * x]!;
+        const w1 = w[2 * x + 1]!;
+        tmp[ox] = w0 * src[s]! + w1 * src[s + 3]!;
+        tmp[p1 + ox] = w0 * src[s + 1]! + w1 * src[s + 4]!;
+        tmp[p2 + ox] = w0 * src[s + 2]! + w1 * src[s + 5]!;
+      }
+    }
+  }
+
+  private horizontalAny(src: Uint8Array, width: number, lo: number, rows: number, flip: boolean): void {
+    const res = this.res;
+    const C = this.channels;
+    const tmp = this.tmp;
+    const { start, count, weights, stride } = this.xs;
+    const plane = rows * res;
+    for (let r = 0; r < rows; r++) {
+      const rowBase = (lo + r) * width * C;
+      const tRow = r * res;
+      for (let x = 0; x < res; x++) {
+        const ox = flip ? tRow + res - 1 - x : tRow + x;
+        const s = rowBase + start[x]! * C;
+        const wb = x * stride;
+        const n = count[x]!;
+        for (let c = 0; c < C; c++) {
+          let acc = 0;
+          for (let k = 0; k < n; k++) acc += weights[wb + k]! * src[s + k * C + c]!;
+          tmp[c * plane + ox] = acc;
         }
       }
     }
-    // Vertical pass, one output plane per channel, normalised on the way out.
-    const yStart = ys.start;
-    const yw = ys.weights;
-    const yStride = ys.stride;
+  }
+
+  /** One output plane per channel, normalised on the way out. */
+  private vertical(norm: Normalisation, out: Float32Array, offset: number, plane: number): void {
+    const res = this.res;
+    const C = this.channels;
+    const tmp = this.tmp;
+    const ys = this.ys;
+    const { start, count, weights, stride, lo } = ys;
+    const two = ys.twoTaps;
     const resSq = res * res;
     for (let c = 0; c < C; c++) {
       const scale = norm.scale[c]!;
@@ -83,19 +112,19 @@ export class Augmenter {
       const tBase = c * plane;
       const oBase = offset + c * resSq;
       for (let y = 0; y < res; y++) {
-        const a = tBase + (yStart[y]! - ys.lo) * res;
+        const a = tBase + (start[y]! - lo) * res;
         const o = oBase + y * res;
-        const wb = y * yStride;
-        if (ys.twoTaps) {
-          const w0 = yw[wb]! * scale;
-          const w1 = yw[wb + 1]! * scale;
+        const wb = y * stride;
+        if (two) {
+          const w0 = weights[wb]! * scale;
+          const w1 = weights[wb + 1]! * scale;
           const b = a + res;
           for (let x = 0; x < res; x++) out[o + x] = w0 * tmp[a + x]! + w1 * tmp[b + x]! + bias;
         } else {
-          const n = ys.count[y]!;
+          const n = count[y]!;
           for (let x = 0; x < res; x++) {
             let acc = 0;
-            for (let k = 0; k < n; k++) acc += yw[wb + k]! * tmp[a + k * res + x]!;
+            for (let k = 0; k < n; k++) acc += weights[wb + k]! * tmp[a + k * res + x]!;
             out[o + x] = acc * scale + bias;
           }
         }

@@ -1,0 +1,267 @@
+// The loader: plans batches, has piscina threads fill them in place in a shared-memory ring of
+// msgpack frames, and hands the trainer zero-copy views in order. The main thread only writes
+// frame headers and dispatches tasks; it never touches pixels.
+import { availableParallelism } from 'node:os';
+import { Piscina } from 'piscina';
+import type { Batch, DataFeed, DatasetInfo } from '../../train/data-feed.ts';
+import { maxFrameBytes, readFrame, writeFrameHeader } from '../ring/frame.ts';
+import { Ring, RingClosedError, RingSlotError, type RingWriteSlot } from '../ring/ring.ts';
+import { DEFAULT_AUGMENT, type TrainAugment } from './augment-params.ts';
+import { openDataset, type OpenedDataset } from './dataset.ts';
+import type { CorruptSample, LoadTask, LoadTaskResult, LoaderFormat, LoaderWorkerData } from './load-task.ts';
+import { batchIndices, batchRows, checkPlan, stepsPerEpoch, type PlanConfig, type PlanMode } from './plan.ts';
+
+export type Normalize = 'dataset' | 'imagenet' | 'none';
+
+export interface LoaderOptions {
+  /** index.json, a folder holding one, or shard paths/URLs with brace patterns. */
+  data: string;
+  batchSize: number;
+  mode: PlanMode;
+  seed?: number;
+  rank?: number;
+  world?: number;
+  workers?: number;
+  /** Ring slots (default 3: one consumed, one ready, one filling). */
+  slots?: number;
+  /** Rows per worker task (default 256: piscina costs ~50 us a task). */
+  taskRows?: number;
+  /** Output resolution (default: the dataset's; smaller stored images are upscaled). */
+  res?: number;
+  augment?: TrainAugment;
+  evalCropFraction?: number;
+  normalize?: Normalize;
+  cacheDir?: string;
+  /** Called for every replaced corrupt sample. */
+  onCorrupt?: (c: CorruptSample) => void;
+  /** Tests only: kill the worker thread running the first task that starts at this row, once. */
+  crashOnceAtRow?: number;
+}
+
+export interface LoaderBatch extends Batch {
+  seq: number;
+  keys: string[];
+  /** The whole msgpack frame, in place (valid until release). */
+  frame: Uint8Array;
+}
+
+export class LoaderError extends Error {
+  override name = 'LoaderError';
+}
+
+const IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255];
+const IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255];
+const TASK_RETRIES = 3;
+
+function normalisationStats(d: OpenedDataset, how: Normalize): { mean: number[]; std: number[] } {
+  const c = d.channels;
+  if (how === 'none') return { mean: new Array(c).fill(0), std: new Array(c).fill(255) };
+  if (how === 'imagenet' && c === 3) return { mean: IMAGENET_MEAN, std: IMAGENET_STD };
+  if (d.mean && d.std && d.mean.length === c && d.std.every((s) => s > 0)) return { mean: d.mean, std: d.std };
+  return c === 3 ? { mean: IMAGENET_MEAN, std: IMAGENET_STD } : { mean: [127.5], std: [127.5] };
+}
+
+export class Loader implements DataFeed {
+  readonly info: DatasetInfo;
+  readonly plan: PlanConfig;
+  readonly ring: Ring;
+  readonly slotBytes: number;
+  readonly format: LoaderFormat;
+  readonly corrupt: CorruptSample[] = [];
+  corruptCount = 0;
+  private readonly pool: Piscina;
+  private nextSeq = 0;
+  private closed = false;
+  private failure: Error | null = null;
+
+  private constructor(
+    private readonly dataset: OpenedDataset,
+    private readonly o: LoaderOptions,
+  ) {
+    const table = dataset.table;
+    this.plan = { numSamples: table.count, batchSize: o.batchSize, seed: o.seed ?? 0, rank: o.rank ?? 0, world: o.world ?? 1, mode: o.mode };
+    checkPlan(this.plan);
+    const res = o.res ?? dataset.resolution ?? 64;
+    const stats = normalisationStats(dataset, o.normalize ?? 'dataset');
+    this.format = {
+      res,
+      channels: dataset.channels,
+      mode: o.mode,
+      augment: o.augment ?? DEFAULT_AUGMENT,
+      evalCropFraction: o.evalCropFraction ?? 1,
+      seed: this.plan.seed,
+      mean: stats.mean,
+      std: stats.std,
+    };
+    this.info = {
+      numSamples: table.count,
+      numClasses: dataset.numClasses,
+      classes: dataset.classes,
+      channels: dataset.channels,
+      res,
+    };
+    this.slotBytes = maxFrameBytes({ n: o.batchSize, channels: dataset.channels, height: res, width: res, maxKeyBytes: table.maxKeyBytes() });
+    this.ring = Ring.create({ slots: o.slots ?? 3, slotBytes: this.slotBytes });
+    const workers = o.workers ?? availableParallelism();
+    const workerData: LoaderWorkerData = {
+      table: table.buffers,
+      ring: this.ring.buffers.data,
+      format: this.format,
+      ...(o.crashOnceAtRow !== undefined ? { crashOnce: { flag: new SharedArrayBuffer(4), row: o.crashOnceAtRow } } : {}),
+    };
+    this.pool = new Piscina({
+      filename: new URL('./loader-worker.ts', import.meta.url).href,
+      minThreads: workers,
+      maxThreads: workers,
+      idleTimeout: Infinity,
+      workerData,
+    });
+  }
+
+  static async open(o: LoaderOptions): Promise<Loader> {
+    return new Loader(await openDataset(o.data, o.cacheDir), o);
+  }
+
+  /** Shared memory held: ring slots + control words, and the sample table. */
+  get memory(): { ringBytes: number; tableBytes: number; slots: number; slotBytes: number } {
+    return { ringBytes: this.ring.bytes, tableBytes: this.dataset.table.bytes, slots: this.ring.slots, slotBytes: this.slotBytes };
+  }
+
+  describe(): string {
+    const m = this.memory;
+    return `loader: ${this.info.numSamples} samples, ${this.plan.mode} batches of ${this.plan.batchSize} at ${this.format.channels}x${this.format.res}x${this.format.res}, ` +
+      `${this.pool.options.maxThreads} workers; shared memory ${m.slots} slots x ${(m.slotBytes / 2 ** 20).toFixed(1)} MiB = ${(m.ringBytes / 2 ** 20).toFixed(1)} MiB ring + ${(m.tableBytes / 2 ** 20).toFixed(1)} MiB sample table`;
+  }
+
+  stepsPerEpoch(): number {
+    return stepsPerEpoch(this.plan);
+  }
+
+  async *epoch(epoch: number, startStep = 0): AsyncGenerator<LoaderBatch> {
+    if (this.closed) throw new LoaderError('loader is closed');
+    const steps = this.stepsPerEpoch();
+    if (!Number.isInteger(startStep) || startStep < 0 || startStep > steps) throw new LoaderError(`start step ${startStep} out of range: epoch has ${steps} steps`);
+    const seq0 = this.nextSeq;
+    const run = { cancelled: false, produced: 0, settled: false };
+    const producer = this.produce(epoch, startStep, steps, seq0, run).finally(() => (run.settled = true));
+    producer.catch(() => undefined);
+    let consumed = 0;
+    try {
+      for (let step = startStep; step < steps; step++) {
+        const view = await this.ring.next().catch((err: unknown) => {
+          throw err instanceof RingSlotError && this.failure ? this.failure : err;
+        });
+        consumed++;
+        yield this.batchOf(view.bytes, view.seq, () => view.release());
+      }
+      await producer;
+    } finally {
+      // An early exit (break, error) must leave the ring at a clean sequence for the next epoch:
+      // stop producing, then drain every slot already acquired.
+      run.cancelled = true;
+      while (!this.closed && (!run.settled || consumed < run.produced)) {
+        if (consumed < run.produced) {
+          const v = await this.ring.next().catch(() => null);
+          v?.release();
+          consumed++;
+        } else {
+          await producer.catch(() => undefined);
+        }
+      }
+      this.nextSeq = seq0 + run.produced;
+    }
+  }
+
+  private batchOf(bytes: Uint8Array, seq: number, release: () => void): LoaderBatch {
+    const f = readFrame(bytes);
+    return {
+      seq,
+      epoch: f.epoch,
+      step: f.step,
+      n: f.n,
+      channels: f.channels,
+      height: f.height,
+      width: f.width,
+      images: f.images,
+      labels: f.labels,
+      keys: f.keys,
+      frame: bytes,
+      release,
+    };
+  }
+
+  private async produce(epoch: number, start: number, steps: number, seq0: number, run: { cancelled: boolean; produced: number }): Promise<void> {
+    const pending: Promise<void>[] = [];
+    for (let step = start; step < steps && !run.cancelled && !this.closed; step++) {
+      let slot: RingWriteSlot;
+      try {
+        slot = await this.ring.acquire(seq0 + (step - start));
+      } catch (err) {
+        if (err instanceof RingClosedError) break;
+        throw err;
+      }
+      run.produced++;
+      pending.push(this.fillSlot(slot, epoch, step));
+    }
+    await Promise.all(pending);
+  }
+
+  /** Writes the header, has the workers fill the rows, then publishes (or fails) the slot. */
+  private async fillSlot(slot: RingWriteSlot, epoch: number, step: number): Promise<void> {
+    try {
+      const indices = batchIndices(this.plan, epoch, step);
+      const n = batchRows(this.plan, step);
+      const table = this.dataset.table;
+      const keys = new Array<string>(n);
+      for (let i = 0; i < n; i++) keys[i] = table.key(indices[i]!);
+      const layout = writeFrameHeader(slot.bytes, {
+        epoch, step, rank: this.plan.rank, world: this.plan.world, n,
+        channels: this.format.channels, height: this.format.res, width: this.format.res, keys,
+      });
+      const rowsPerTask = this.o.taskRows ?? 256;
+      const tasks: Promise<void>[] = [];
+      for (let r = 0; r < n; r += rowsPerTask) {
+        tasks.push(this.runTask({
+          epoch,
+          frameOffset: slot.bytes.byteOffset,
+          labelsOffset: layout.labelsOffset,
+          imagesOffset: layout.imagesOffset,
+          rowStart: r,
+          indices: indices.subarray(r, Math.min(n, r + rowsPerTask)),
+        }));
+      }
+      await Promise.all(tasks);
+      if (!this.closed) slot.publish(layout.totalBytes);
+    } catch (err) {
+      this.failure ??= err instanceof Error ? err : new Error(String(err));
+      if (!this.closed) slot.fail();
+    }
+  }
+
+  /** Runs a task; a crashed thread's task is simply run again (it writes the same bytes). */
+  private async runTask(task: LoadTask): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const result = (await this.pool.run(task)) as LoadTaskResult;
+        for (const c of result.corrupt) {
+          this.corruptCount++;
+          if (this.corrupt.length < 1000) this.corrupt.push(c);
+          this.o.onCorrupt?.(c);
+        }
+        return;
+      } catch (err) {
+        if (this.closed) throw new LoaderError('loader closed');
+        const crashed = /exited|terminated|worker/i.test(String((err as Error).message)) && !(err as Error).message.includes('replacements');
+        if (!crashed || attempt + 1 >= TASK_RETRIES) throw err;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.ring.close();
+    await this.pool.destroy();
+  }
+}
+
