@@ -1,0 +1,92 @@
+// Loader throughput, end to end: shard bytes on disk -> decoded, augmented, normalised float32
+// rows in a ring slot, consumed (released at once) on the main thread. One JSON line per
+// configuration. Without --data it generates synthetic 64x64 shards (raw and JPEG) first.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Loader } from '../src/pipeline/loader/loader.ts';
+import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
+import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
+
+const { values: v } = parseArgs({
+  options: {
+    data: { type: 'string' },
+    encoding: { type: 'string' },
+    workers: { type: 'string' },
+    'batch-size': { type: 'string' },
+    mode: { type: 'string', default: 'train' },
+    images: { type: 'string', default: '32768' },
+    'min-seconds': { type: 'string', default: '4' },
+    'target-rate': { type: 'string', default: '400000' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+if (v.help) {
+  process.stdout.write(`npm run bench -- pipeline [--data <index.json>] [--encoding raw,jpeg] [--workers 1,2] [--batch-size 1024,16384]
+  [--mode train|eval] [--images 32768] [--min-seconds 4] [--target-rate 400000]
+Prints {bench:"pipeline", encoding, workers, batch_size, images_per_sec, images_per_sec_per_worker,
+cores_for_target, ...} per configuration; --target-rate is the trainer's appetite in images/s
+(default 400,000: a modern GPU on B_12-Wi_1024 at 64x64, see shared notes).\n`);
+  process.exit(0);
+}
+const cores = availableParallelism();
+const list = (s: string | undefined, dflt: string): string[] => (s ?? dflt).split(',').filter(Boolean);
+const workerCounts = list(v.workers, Array.from({ length: cores }, (_, i) => i + 1).join(',')).map(Number);
+const batchSizes = list(v['batch-size'], '1024,16384').map(Number);
+const target = Number(v['target-rate']);
+const minSeconds = Number(v['min-seconds']);
+const tmp = mkdtempSync(join(tmpdir(), 'bench-pipeline-'));
+process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
+
+async function dataset(encoding: string): Promise<string> {
+  const out = join(tmp, encoding);
+  process.stderr.write(`generating ${v.images} synthetic 64x64 images as ${encoding} shards ...\n`);
+  await runShardJob(openSynthetic({ count: Number(v.images), numClasses: 100, width: 64, height: 64, seed: 0 }), {
+    out, res: 64, resize: 'max-side', encoding: encoding as 'raw' | 'jpeg', quality: 90, samplesPerShard: 5000, seed: 0, split: 'train', valFraction: 0, command: 'bench',
+  });
+  return out;
+}
+
+const cases = v.data ? [{ encoding: v.encoding ?? 'given', data: v.data }] : await Promise.all(list(v.encoding, 'raw,jpeg').map(async (e) => ({ encoding: e, data: await dataset(e) })));
+for (const c of cases) {
+  for (const batchSize of batchSizes) {
+    for (const workers of workerCounts) {
+      const loader = await Loader.open({ data: c.data, batchSize, mode: v.mode as 'train' | 'eval', workers });
+      // Warm-up: thread start, JIT, page cache.
+      let epoch = 0;
+      for await (const b of loader.epoch(epoch++)) b.release();
+      let images = 0;
+      let waits = 0;
+      const t0 = performance.now();
+      while ((performance.now() - t0) / 1000 < minSeconds) {
+        let tw = performance.now();
+        for await (const b of loader.epoch(epoch++)) {
+          waits += performance.now() - tw;
+          images += b.n;
+          b.release();
+          tw = performance.now();
+        }
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      const rate = images / seconds;
+      process.stdout.write(`${JSON.stringify({
+        bench: 'pipeline',
+        encoding: c.encoding,
+        mode: v.mode,
+        workers,
+        batch_size: batchSize,
+        res: loader.info.res,
+        images,
+        seconds: Number(seconds.toFixed(2)),
+        images_per_sec: Math.round(rate),
+        images_per_sec_per_worker: Math.round(rate / workers),
+        cores_for_target: Math.ceil(target / (rate / workers)),
+        target_rate: target,
+        ring_mib: Math.round(loader.memory.ringBytes / 2 ** 20),
+        cores,
+      })}\n`);
+      await loader.close();
+    }
+  }
+}
