@@ -3,6 +3,7 @@
 const benches: Record<string, string> = {
   shard: './shard.ts',
   pipeline: './pipeline.ts',
+  augment: './augment.ts',
   'image-decode': './image-decode.ts',
 };
 

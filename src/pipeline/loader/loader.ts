@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { Batch, DataFeed, DatasetInfo } from '../../train/data-feed.ts';
-import { maxFrameBytes, readFrame, writeFrameHeader } from '../ring/frame.ts';
+import { maxFrameBytes, writeFrameHeader, type FrameLayout } from '../ring/frame.ts';
 import { Ring, RingClosedError, RingSlotError, type RingWriteSlot } from '../ring/ring.ts';
 import { DEFAULT_AUGMENT, type TrainAugment } from './augment-params.ts';
 import { openDataset, type OpenedDataset } from './dataset.ts';
@@ -73,6 +73,8 @@ export class Loader implements DataFeed {
   private nextSeq = 0;
   private closed = false;
   private failure: Error | null = null;
+  /** What the producer wrote into each in-flight frame, so the consumer never re-parses it. */
+  private readonly written = new Map<number, { epoch: number; step: number; n: number; keys: string[]; layout: FrameLayout }>();
 
   private constructor(
     private readonly dataset: OpenedDataset,
@@ -173,19 +175,22 @@ export class Loader implements DataFeed {
   }
 
   private batchOf(bytes: Uint8Array, seq: number, release: () => void): LoaderBatch {
-    const f = readFrame(bytes);
+    const w = this.written.get(seq);
+    if (!w) throw new LoaderError(`no record of frame ${seq}`);
+    this.written.delete(seq);
+    const { res, channels } = this.format;
     return {
       seq,
-      epoch: f.epoch,
-      step: f.step,
-      n: f.n,
-      channels: f.channels,
-      height: f.height,
-      width: f.width,
-      images: f.images,
-      labels: f.labels,
-      keys: f.keys,
-      frame: bytes,
+      epoch: w.epoch,
+      step: w.step,
+      n: w.n,
+      channels,
+      height: res,
+      width: res,
+      images: new Float32Array(bytes.buffer, bytes.byteOffset + w.layout.imagesOffset, w.n * channels * res * res),
+      labels: new Int32Array(bytes.buffer, bytes.byteOffset + w.layout.labelsOffset, w.n),
+      keys: w.keys,
+      frame: bytes.subarray(0, w.layout.totalBytes),
       release,
     };
   }
@@ -218,6 +223,7 @@ export class Loader implements DataFeed {
         epoch, step, rank: this.plan.rank, world: this.plan.world, n,
         channels: this.format.channels, height: this.format.res, width: this.format.res, keys,
       });
+      this.written.set(slot.seq, { epoch, step, n, keys, layout });
       const rowsPerTask = this.o.taskRows ?? 256;
       const tasks: Promise<void>[] = [];
       for (let r = 0; r < n; r += rowsPerTask) {

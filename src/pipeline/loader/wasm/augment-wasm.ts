@@ -14,9 +14,24 @@ export interface ImageAugmenter {
   run(src: Uint8Array, width: number, height: number, box: CropBox, norm: Normalisation, out: Float32Array, offset: number): void;
 }
 
+// The WebAssembly namespace is declared by lib.dom, which this project does not load (lib ES2023,
+// types node); the few members used here, typed locally.
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmModule {
+  readonly __brand?: 'WebAssembly.Module';
+}
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => WasmModule;
+  Instance: new (module: WasmModule, imports: object) => { exports: unknown };
+}
+const WebAssembly = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
 interface Exports {
-  memory: WebAssembly.Memory;
-  __heap_base: WebAssembly.Global;
+  memory: WasmMemory;
+  __heap_base: { value: number };
   run(
     res: number, C: number, src: number, W: number, H: number, r0: number, r1: number,
     bx: number, by: number, bw: number, bh: number, flip: number,
@@ -29,12 +44,13 @@ const PAGE = 65536;
 /** Channels the kernel is compiled for. */
 export const WASM_MAX_CHANNELS = 4;
 
-let compiled: WebAssembly.Module | null | undefined;
+let compiled: WasmModule | null | undefined;
 
 /** The compiled module, or null where this runtime cannot compile it (no SIMD). Cached. */
-export function wasmAugmentModule(): WebAssembly.Module | null {
+export function wasmAugmentModule(): WasmModule | null {
   if (compiled === undefined) {
     try {
+      // Throws where WebAssembly or its SIMD proposal is missing (or the file is).
       compiled = new WebAssembly.Module(readFileSync(WASM_URL));
     } catch {
       compiled = null;
@@ -66,7 +82,7 @@ export class WasmAugmenter implements ImageAugmenter {
     if (!mod) throw new Error('WebAssembly SIMD is not available in this runtime');
     this.ex = new WebAssembly.Instance(mod, {}).exports as unknown as Exports;
     const rowB = align16(res * 4);
-    this.outPtr = align16(this.ex.__heap_base.value as number);
+    this.outPtr = align16(this.ex.__heap_base.value);
     this.normPtr = this.outPtr + align16(channels * res * res * 4 + 64);
     this.scratchPtr = this.normPtr + 64;
     // Room for tables and an enlarged crop's horizontal pass; grown on demand for big shrinks.

@@ -207,7 +207,12 @@ __attribute__((export_name("run"))) int run(int res, int C, const uint8_t *src, 
   ys.stride = sy;
   fill(&xs, res, W, bx, bw);
   fill(&ys, res, H, by, bh);
-  if (xs.lo < 0 || xs.hi > W || ys.lo < 0 || ys.hi > H) return -2;
+  // AxisTable never produces taps outside [0, inSize); checked anyway since a wasm read past the
+  // copied rows would be garbage (or a trap) rather than JS's undefined.
+  for (int i = 0; i < res; i++) {
+    if (xs.count[i] > 0 && (xs.start[i] < 0 || xs.start[i] + xs.count[i] > W)) return -2;
+    if (ys.count[i] > 0 && (ys.start[i] < 0 || ys.start[i] + ys.count[i] > H)) return -2;
+  }
   if (ys.lo < r0 || ys.hi > r1) return -1;
   const int rows = ys.hi - ys.lo;
   const int plane = rows * resP;
@@ -221,12 +226,15 @@ __attribute__((export_name("run"))) int run(int res, int C, const uint8_t *src, 
     for (int i = 0; i < 4; i++) {
       int x = 4 * g + i;
       j[i] = x < res ? (flip ? res - 1 - x : x) : -1;
+      // Lanes past res, and columns with no taps (a box beyond the image edge), read nothing.
+      if (j[i] >= 0 && xs.count[j[i]] <= 0) j[i] = -1;
       if (j[i] >= 0) {
         s[i] = xs.start[j[i]];
         if (s[i] < mn) mn = s[i];
         if (s[i] > mx) mx = s[i];
       }
     }
+    if (mn > mx) mn = mx = 0;
     for (int i = 0; i < 4; i++)
       if (j[i] < 0) s[i] = mn;
     int fits = (mx - mn) * C + C - 1 <= 15;

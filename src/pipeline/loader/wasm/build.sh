@@ -8,4 +8,5 @@ clang --target=wasm32 -O3 -msimd128 -mbulk-memory -ffp-contract=off -nostdlib \
   -Wl,--no-entry -Wl,--stack-first -Wl,-z,stack-size=65536 \
   -Wl,--export=__heap_base -Wl,--initial-memory=1048576 \
   -o augment.wasm augment.c
+chmod 644 augment.wasm
 ls -l augment.wasm
