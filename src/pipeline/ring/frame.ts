@@ -1,0 +1,354 @@
+/**
+ * The batch frame: the contract between the pipeline and the trainer. One frame is ONE msgpack
+ * map, laid out so the two big sections sit at 64-byte-aligned offsets and can be filled in
+ * place by workers, while the bytes as a whole stay a plain msgpack document that any msgpack
+ * library can read from a file or socket.
+ *
+ *   map {                                   (fixmap, 11 entries, 12 with meta)
+ *     "epoch": uint, "step": uint, "rank": uint, "world": uint,
+ *     "shape": [n, c, h, w], "dtype": "float32", "keys": [str x n], ("meta": {str: str|num|bool})
+ *     "_pad0": bin8 (0..63 zero bytes)      so that the labels payload starts at a multiple of 64
+ *     "labels": bin32 (n x int32 LE)        at labelsOffset
+ *     "_pad1": bin8 (0..63 zero bytes)      so that the images payload starts at a multiple of 64
+ *     "images": bin32 (n*c*h*w x float32 LE, NCHW)   at imagesOffset; always the last entry
+ *   }
+ *
+ * The sections use bin32 headers whatever their size, so a 3.2 GB image section needs no other
+ * code path, and the frame's length is imagesOffset + image bytes.
+ */
+import { FrameError, type FrameErrorCode } from './errors.ts';
+import {
+  BinRef,
+  MsgpackReader,
+  MsgpackWriter,
+  containerHeaderSize,
+  strHeaderSize,
+  strSize,
+  uintSize,
+  valueSize,
+  type Value,
+} from './msgpack.ts';
+
+export { FrameError, type FrameErrorCode };
+
+export type FrameMeta = Record<string, string | number | boolean>;
+
+export interface FrameHeader {
+  epoch: number;
+  step: number;
+  rank: number;
+  world: number;
+  n: number;
+  channels: number;
+  height: number;
+  width: number;
+  keys: string[];
+  meta?: FrameMeta;
+}
+
+/** Offsets relative to the frame start. */
+export interface FrameLayout {
+  /** Every byte that is not labels or images payload (map structure, small entries, padding). */
+  headerBytes: number;
+  labelsOffset: number;
+  imagesOffset: number;
+  totalBytes: number;
+}
+
+export interface DecodedFrame extends FrameHeader {
+  labels: Int32Array;
+  images: Float32Array;
+  layout: FrameLayout;
+}
+
+/** Alignment of both sections: a cache line, and enough for any SIMD load of float32. */
+export const FRAME_ALIGN = 64;
+
+const UINT32_MAX = 0xffffffff;
+// "_pad0"/"_pad1" (fixstr, 6 bytes) + bin8 header (2 bytes).
+const PAD_ENTRY_HEAD = 8;
+// "labels"/"images" (fixstr, 7 bytes) + bin32 header (5 bytes).
+const SECTION_HEAD = 12;
+const INT_KEYS = ['epoch', 'step', 'rank', 'world'] as const;
+const DIM_KEYS = ['n', 'channels', 'height', 'width'] as const;
+// Sizes of the entries whose size does not depend on the header's values.
+const FIXED_PREFIX =
+  1 + INT_KEYS.reduce((s, k) => s + strSize(k), 0) + strSize('shape') + 1 + strSize('dtype') +
+  strSize('float32') + strSize('keys');
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+interface FullLayout extends FrameLayout {
+  pad0: number;
+  pad1: number;
+  labelBytes: number;
+  imageBytes: number;
+}
+
+/** Where a section starts when its pad entry starts at `padAt`, and the pad that gets it there. */
+function alignSection(padAt: number): { pad: number; offset: number } {
+  const bare = padAt + PAD_ENTRY_HEAD + SECTION_HEAD;
+  const pad = (FRAME_ALIGN - (bare % FRAME_ALIGN)) % FRAME_ALIGN;
+  return { pad, offset: bare + pad };
+}
+
+function layoutFrom(prefixBytes: number, n: number, imageBytes: number): FullLayout {
+  const labelBytes = 4 * n;
+  const l = alignSection(prefixBytes);
+  const i = alignSection(l.offset + labelBytes);
+  const totalBytes = i.offset + imageBytes;
+  return {
+    headerBytes: totalBytes - labelBytes - imageBytes,
+    labelsOffset: l.offset,
+    imagesOffset: i.offset,
+    totalBytes,
+    pad0: l.pad,
+    pad1: i.pad,
+    labelBytes,
+    imageBytes,
+  };
+}
+
+function isUint32(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= UINT32_MAX;
+}
+
+function metaSize(meta: FrameMeta | undefined): number {
+  if (meta === undefined) return 0;
+  const entries = Object.entries(meta);
+  let size = strSize('meta') + containerHeaderSize(entries.length);
+  for (const [k, v] of entries) size += strSize(k) + valueSize(v);
+  return size;
+}
+
+function imageBytesOf(d: { n: number; channels: number; height: number; width: number }): number {
+  const bytes = d.n * d.channels * d.height * d.width * 4;
+  if (bytes > UINT32_MAX || 4 * d.n > UINT32_MAX) {
+    throw new FrameError('invalid', `a section of ${bytes} bytes does not fit a msgpack bin32`);
+  }
+  return bytes;
+}
+
+function checkHeader(h: FrameHeader): void {
+  for (const k of [...INT_KEYS, ...DIM_KEYS]) {
+    if (!isUint32(h[k])) throw new FrameError('invalid', `${k} must be an integer in [0, 2^32), got ${String(h[k])}`);
+  }
+  if (h.world < 1 || h.rank >= h.world) {
+    throw new FrameError('invalid', `rank ${h.rank} is not in a world of ${h.world}`);
+  }
+  if (!Array.isArray(h.keys) || h.keys.length !== h.n) {
+    throw new FrameError('invalid', `need one key per sample: ${h.n} samples, ${h.keys?.length} keys`);
+  }
+  for (const k of h.keys) if (typeof k !== 'string') throw new FrameError('invalid', 'keys must be strings');
+  if (h.meta !== undefined) {
+    for (const [k, v] of Object.entries(h.meta)) {
+      const t = typeof v;
+      if (t !== 'string' && t !== 'number' && t !== 'boolean') {
+        throw new FrameError('invalid', `meta.${k} must be a string, number or boolean`);
+      }
+    }
+  }
+}
+
+function layoutOf(h: FrameHeader): FullLayout {
+  checkHeader(h);
+  let prefix = FIXED_PREFIX;
+  for (const k of INT_KEYS) prefix += uintSize(h[k]);
+  for (const k of DIM_KEYS) prefix += uintSize(h[k]);
+  prefix += containerHeaderSize(h.n);
+  for (const k of h.keys) prefix += strSize(k);
+  prefix += metaSize(h.meta);
+  return layoutFrom(prefix, h.n, imageBytesOf(h));
+}
+
+/** The layout writeFrameHeader would produce for `h`, without writing anything. */
+export function frameLayout(h: FrameHeader): FrameLayout {
+  const { headerBytes, labelsOffset, imagesOffset, totalBytes } = layoutOf(h);
+  return { headerBytes, labelsOffset, imagesOffset, totalBytes };
+}
+
+/**
+ * An upper bound on the frame size for batches of this shape whose keys take at most
+ * `maxKeyBytes` UTF-8 bytes each; pass `meta` to also reserve room for a meta map no bigger
+ * than that one when encoded. Use it to size ring slots.
+ */
+export function maxFrameBytes(o: {
+  n: number;
+  channels: number;
+  height: number;
+  width: number;
+  maxKeyBytes: number;
+  meta?: FrameMeta;
+}): number {
+  for (const k of [...DIM_KEYS, 'maxKeyBytes'] as const) {
+    if (!isUint32(o[k])) throw new FrameError('invalid', `${k} must be an integer in [0, 2^32), got ${String(o[k])}`);
+  }
+  const prefix =
+    FIXED_PREFIX + INT_KEYS.length * 5 + // a uint32 takes at most 5 bytes
+    uintSize(o.n) + uintSize(o.channels) + uintSize(o.height) + uintSize(o.width) +
+    containerHeaderSize(o.n) + o.n * (strHeaderSize(o.maxKeyBytes) + o.maxKeyBytes) +
+    metaSize(o.meta);
+  return layoutFrom(prefix, o.n, imageBytesOf(o)).totalBytes;
+}
+
+/**
+ * Writes everything of the frame except the labels and images payloads into `target` (which
+ * must hold the whole frame: FrameError 'too-small' otherwise) and says where those go. The
+ * padding bytes are zeroed, since a reused slot holds the previous batch.
+ */
+export function writeFrameHeader(target: Uint8Array, h: FrameHeader): FrameLayout {
+  const l = layoutOf(h);
+  if (target.length < l.totalBytes) {
+    throw new FrameError('too-small', `frame needs ${l.totalBytes} bytes, target has ${target.length}`, target.length);
+  }
+  const w = new MsgpackWriter(target);
+  w.mapHeader(h.meta === undefined ? 11 : 12);
+  for (const k of INT_KEYS) {
+    w.str(k);
+    w.uint(h[k]);
+  }
+  w.str('shape');
+  w.arrayHeader(4);
+  for (const k of DIM_KEYS) w.uint(h[k]);
+  w.str('dtype');
+  w.str('float32');
+  w.str('keys');
+  w.arrayHeader(h.n);
+  for (const k of h.keys) w.str(k);
+  if (h.meta !== undefined) {
+    const entries = Object.entries(h.meta);
+    w.str('meta');
+    w.mapHeader(entries.length);
+    for (const [k, v] of entries) {
+      w.str(k);
+      w.value(v);
+    }
+  }
+  w.str('_pad0');
+  w.bin8Header(l.pad0);
+  w.zeros(l.pad0);
+  w.str('labels');
+  w.bin32Header(l.labelBytes);
+  if (w.pos !== l.labelsOffset) throw new Error(`frame layout bug: labels at ${w.pos}, expected ${l.labelsOffset}`);
+  w.pos += l.labelBytes;
+  w.str('_pad1');
+  w.bin8Header(l.pad1);
+  w.zeros(l.pad1);
+  w.str('images');
+  w.bin32Header(l.imageBytes);
+  if (w.pos !== l.imagesOffset) throw new Error(`frame layout bug: images at ${w.pos}, expected ${l.imagesOffset}`);
+  return { headerBytes: l.headerBytes, labelsOffset: l.labelsOffset, imagesOffset: l.imagesOffset, totalBytes: l.totalBytes };
+}
+
+/** The length of the frame (any msgpack map) starting at bytes[0]; FrameError if incomplete. */
+export function frameLength(bytes: Uint8Array): number {
+  const r = new MsgpackReader(bytes);
+  r.skip(2 * r.mapHeader());
+  return r.pos;
+}
+
+function fail(code: FrameErrorCode, message: string, offset: number): never {
+  throw new FrameError(code, message, offset);
+}
+
+// Readers are more lenient than the writer: other encoders may send counters past 2^32.
+function uintField(v: Value | undefined, key: string, at: number): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail('invalid', `"${key}" must be a non-negative integer`, at);
+  return v;
+}
+
+/**
+ * Views of a section: zero-copy over `bytes` when the payload is 4-byte aligned (always the
+ * case for frames written here into an aligned buffer), otherwise a copy.
+ */
+function section(bytes: Uint8Array, ref: BinRef, float: boolean): Int32Array | Float32Array {
+  const at = bytes.byteOffset + ref.offset;
+  const count = ref.length / 4;
+  if (LITTLE_ENDIAN) {
+    if (at % 4 === 0) return float ? new Float32Array(bytes.buffer, at, count) : new Int32Array(bytes.buffer, at, count);
+    const copy = bytes.slice(ref.offset, ref.offset + ref.length).buffer;
+    return float ? new Float32Array(copy) : new Int32Array(copy);
+  }
+  // The format is little-endian on the wire; a big-endian host has to swap.
+  const dv = new DataView(bytes.buffer, at, ref.length);
+  const out = float ? new Float32Array(count) : new Int32Array(count);
+  for (let i = 0; i < count; i++) out[i] = float ? dv.getFloat32(4 * i, true) : dv.getInt32(4 * i, true);
+  return out;
+}
+
+/**
+ * Parses the frame at the start of `bytes` (trailing bytes, e.g. the next frame, are ignored).
+ * Accepts any encoding of the same map (key order, int widths, bin8 sections), so frames
+ * re-encoded by another msgpack library read back too. The labels/images views alias `bytes`
+ * when aligned: copy them before the memory is reused (e.g. before a ring slot is released).
+ */
+export function readFrame(bytes: Uint8Array): DecodedFrame {
+  const r = new MsgpackReader(bytes);
+  const count = r.mapHeader();
+  const fields = new Map<string, { v: Value; at: number }>();
+  for (let i = 0; i < count; i++) {
+    const keyAt = r.pos;
+    const key = r.str();
+    if (fields.has(key)) fail('invalid', `duplicate key "${key}"`, keyAt);
+    const at = r.pos;
+    fields.set(key, { v: r.value(), at });
+  }
+  const end = r.pos;
+  const get = (key: string): { v: Value; at: number } => fields.get(key) ?? fail('invalid', `missing key "${key}"`, end);
+
+  const [epoch, step, rank, world] = INT_KEYS.map((k) => {
+    const f = get(k);
+    return uintField(f.v, k, f.at);
+  }) as [number, number, number, number];
+
+  const shape = get('shape');
+  if (!Array.isArray(shape.v) || shape.v.length !== 4) fail('invalid', '"shape" must be [n, c, h, w]', shape.at);
+  const [n, channels, height, width] = shape.v.map((d) => uintField(d, 'shape', shape.at)) as [number, number, number, number];
+
+  const dtype = get('dtype');
+  if (dtype.v !== 'float32') fail('invalid', `unsupported dtype ${JSON.stringify(dtype.v)}`, dtype.at);
+
+  const keysF = get('keys');
+  if (!Array.isArray(keysF.v) || keysF.v.length !== n || !keysF.v.every((k) => typeof k === 'string')) {
+    fail('invalid', `"keys" must be ${n} strings`, keysF.at);
+  }
+  const keys = keysF.v as string[];
+
+  let meta: FrameMeta | undefined;
+  const metaF = fields.get('meta');
+  if (metaF !== undefined) {
+    const m = metaF.v;
+    if (typeof m !== 'object' || m === null || Array.isArray(m) || m instanceof BinRef) fail('invalid', '"meta" must be a map', metaF.at);
+    meta = {};
+    for (const [k, v] of Object.entries(m)) {
+      if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
+        fail('invalid', `meta.${k} must be a string, number or boolean`, metaF.at);
+      }
+      meta[k] = v;
+    }
+  }
+
+  const imageBytes = n * channels * height * width * 4;
+  const sectionRef = (key: string, expected: number): BinRef => {
+    const f = get(key);
+    if (!(f.v instanceof BinRef)) fail('invalid', `"${key}" must be bin`, f.at);
+    if (f.v.length !== expected) fail('invalid', `"${key}" has ${f.v.length} bytes, shape needs ${expected}`, f.at);
+    return f.v;
+  };
+  const labelsRef = sectionRef('labels', 4 * n);
+  const imagesRef = sectionRef('images', imageBytes);
+
+  const frame: DecodedFrame = {
+    epoch, step, rank, world, n, channels, height, width, keys,
+    labels: section(bytes, labelsRef, false) as Int32Array,
+    images: section(bytes, imagesRef, true) as Float32Array,
+    layout: {
+      headerBytes: end - labelsRef.length - imagesRef.length,
+      labelsOffset: labelsRef.offset,
+      imagesOffset: imagesRef.offset,
+      totalBytes: end,
+    },
+  };
+  if (meta !== undefined) frame.meta = meta;
+  return frame;
+}
