@@ -29,6 +29,8 @@ export interface LoaderOptions {
   /** Output resolution (default: the dataset's; smaller stored images are upscaled). */
   res?: number;
   augment?: TrainAugment;
+  /** Train order without augmentation (centre crop, no flip): the trainer's --no-augment. */
+  noAugment?: boolean;
   evalCropFraction?: number;
   normalize?: Normalize;
   cacheDir?: string;
@@ -88,7 +90,7 @@ export class Loader implements DataFeed {
     this.format = {
       res,
       channels: dataset.channels,
-      mode: o.mode,
+      mode: o.noAugment ? 'eval' : o.mode,
       augment: o.augment ?? DEFAULT_AUGMENT,
       evalCropFraction: o.evalCropFraction ?? 1,
       seed: this.plan.seed,

@@ -20,16 +20,15 @@ interface ClassStyle {
   colourB: [number, number, number];
 }
 
+// Each class has its own palette, drawn from a narrow range so that classes sit close together
+// under heavy noise: the grating's orientation and frequency do not survive flips and crops,
+// so colour statistics must carry the class.
 function classStyle(seed: number, label: number): ClassStyle {
   const rng = new Rng(seed, 0x5c1a55, label);
-  const colour = (): [number, number, number] => [
-    30 + rng.below(196),
-    30 + rng.below(196),
-    30 + rng.below(196),
-  ];
+  const colour = (): [number, number, number] => [70 + rng.below(116), 70 + rng.below(116), 70 + rng.below(116)];
   return {
     angle: rng.next() * Math.PI,
-    frequency: 1.5 + rng.next() * 4.5,
+    frequency: 1 + rng.next() * 3,
     colourA: colour(),
     colourB: colour(),
   };
@@ -50,10 +49,10 @@ export function syntheticImage(
   const label = syntheticLabel(index, numClasses);
   const style = classStyle(seed, label);
   const rng = new Rng(seed, 0x5a3b1e, index);
-  const angle = style.angle + (rng.next() - 0.5) * 0.4;
+  const angle = style.angle + (rng.next() - 0.5) * 0.3;
   const phase = rng.next() * 2 * Math.PI;
-  const gain = 0.75 + rng.next() * 0.5;
-  const noise = 24;
+  const gain = 0.6 + rng.next() * 0.8;
+  const noise = 120;
   const kx = (2 * Math.PI * style.frequency * Math.cos(angle)) / width;
   const ky = (2 * Math.PI * style.frequency * Math.sin(angle)) / height;
   const data = out ?? new Uint8Array(width * height * 3);

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""PyTorch reference for bench/train.ts: the same MLP, batch, optimizer and loss, data from
+memory, one JSON line per run. The comparison point for the wasm backend (stack.md: Debian's
+python3-torch 1.13 with libopenblas0-pthread, one thread)."""
+import argparse
+import json
+import math
+import re
+import time
+
+import torch
+from torch import nn
+
+
+def build(arch: str, dim_in: int, classes: int) -> nn.Module:
+    m = re.fullmatch(r"([BS])_(\d+)-Wi_(\d+)(?:-Ex_(\d+))?", arch)
+    if not m:
+        raise SystemExit(f"bad --arch {arch!r}: expected B_<depth>-Wi_<width> or S_<depth>-Wi_<width>")
+    kind, depth, width = m.group(1), int(m.group(2)), int(m.group(3))
+    ex = int(m.group(4) or 4)
+
+    if kind == "B":
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.block = nn.Sequential(nn.Linear(width, ex * width), nn.GELU(), nn.Linear(ex * width, width))
+
+            def forward(self, x):
+                return self.block(x)
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear_in = nn.Linear(dim_in, width)
+                self.linear_out = nn.Linear(width, classes)
+                self.blocks = nn.ModuleList([Block() for _ in range(depth)])
+                self.layernorms = nn.ModuleList([nn.LayerNorm(width) for _ in range(depth)])
+
+            def forward(self, x):
+                x = self.linear_in(x)
+                for b, n in zip(self.blocks, self.layernorms):
+                    x = x + b(n(x))
+                return self.linear_out(x)
+    else:
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear_in = nn.Linear(dim_in, width)
+                self.linear_out = nn.Linear(width, classes)
+                self.layers = nn.ModuleList([nn.Linear(width, width) for _ in range(depth - 1)])
+                self.layernorms = nn.ModuleList([nn.LayerNorm(width) for _ in range(depth - 1)])
+
+            def forward(self, x):
+                z = self.linear_in(x)
+                for layer, norm in zip(self.layers, self.layernorms):
+                    z = layer(nn.functional.gelu(norm(z)))
+                return self.linear_out(z)
+
+    return Net()
+
+
+def forward_macs(model: nn.Module) -> int:
+    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--arch", default="B_2-Wi_512")
+    p.add_argument("--res", type=int, default=32)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    a = p.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    dim_in = a.channels * a.res * a.res
+    model = build(a.arch, dim_in, a.num_classes)
+    opt = {
+        "adam": lambda: torch.optim.Adam(model.parameters(), lr=1e-4),
+        "adamw": lambda: torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3),
+        "sgd": lambda: torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9),
+    }[a.optimizer]()
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.randn(a.batch_size, dim_in)
+    y = torch.randint(0, a.num_classes, (a.batch_size,))
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(a.warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        loss = step()
+    dt = time.perf_counter() - t0
+    ips = a.batch_size * a.steps / dt
+    flops = 6 * forward_macs(model)
+    print(json.dumps({
+        "bench": "train", "impl": "pytorch", "torch": torch.__version__, "threads": a.threads,
+        "arch": a.arch, "backend": "torch-cpu", "optimizer": a.optimizer, "batch_size": a.batch_size,
+        "input_dim": dim_in, "num_classes": a.num_classes, "steps": a.steps,
+        "step_ms": round(1000 * dt / a.steps, 2), "images_per_sec": round(ips, 1),
+        "gflops": round(ips * flops / 1e9, 2), "loss": None if math.isnan(loss) else round(loss, 4),
+    }))
+
+
+if __name__ == "__main__":
+    main()

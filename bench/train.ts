@@ -1,0 +1,114 @@
+// Training throughput of one model on one backend, data served from memory: forward + backward +
+// optimizer update per step, timed after warm-up. Prints one JSON line per run:
+//   node --import tsx bench/train.ts [--arch B_2-Wi_512] [--batch-size 1024] [--backend auto]
+//     [--res 32] [--channels 3] [--num-classes 10] [--steps 10] [--warmup-steps 2]
+//     [--optimizer adamw] [--stock]
+// --stock measures the wasm backend without the kernel overrides (src/train/wasm-kernels.ts).
+// The default model is the one bench/torch_mlp.py measures in PyTorch for comparison; adamw with
+// weight decay 0 is Adam. On a shared machine, read single runs as rough figures.
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { parseArch } from '../src/model/arch.ts';
+import { trainFlopsPerSample } from '../src/model/layout.ts';
+import { Mlp } from '../src/model/mlp.ts';
+import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from '../src/train/backend.ts';
+import { MemoryFeed, syntheticArrays } from '../src/train/memory-feed.ts';
+import { createOptimizer, OPTIMIZER_NAMES, type OptimizerName } from '../src/train/optim/index.ts';
+import { applyUpdate, microStep } from '../src/train/step.ts';
+import { uninstallWasmKernels, wasmKernelsInstalled } from '../src/train/wasm-kernels.ts';
+
+const { values: a } = parseArgs({
+  options: {
+    arch: { type: 'string', default: 'B_2-Wi_512' },
+    'batch-size': { type: 'string', default: '1024' },
+    backend: { type: 'string', default: 'auto' },
+    res: { type: 'string', default: '32' },
+    channels: { type: 'string', default: '3' },
+    'num-classes': { type: 'string', default: '10' },
+    steps: { type: 'string', default: '10' },
+    'warmup-steps': { type: 'string', default: '2' },
+    optimizer: { type: 'string', default: 'adamw' },
+    'weight-decay': { type: 'string', default: '0' },
+    stock: { type: 'boolean', default: false },
+  },
+});
+
+const int = (s: string, name: string): number => {
+  const v = Number(s);
+  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name}: expected a non-negative integer, got ${s}`);
+  return v;
+};
+const batch = int(a['batch-size'], 'batch-size');
+const res = int(a.res, 'res');
+const channels = int(a.channels, 'channels');
+const numClasses = int(a['num-classes'], 'num-classes');
+const steps = Math.max(1, int(a.steps, 'steps'));
+const warmup = int(a['warmup-steps'], 'warmup-steps');
+const optName = a.optimizer as OptimizerName;
+if (!OPTIMIZER_NAMES.includes(optName)) throw new Error(`--optimizer: one of ${OPTIMIZER_NAMES.join(', ')}`);
+const backend = a.backend as BackendChoice | 'auto';
+if (backend !== 'auto' && !BACKEND_ORDER.includes(backend)) throw new Error(`--backend: auto or one of ${BACKEND_ORDER.join(', ')}`);
+
+const selection = await selectBackend(backend);
+if (a.stock) uninstallWasmKernels();
+const described = describeSelection(a.stock ? { ...selection, notes: ['wasm: stock kernels (overrides removed)'] } : selection);
+process.stderr.write(`${described}\n`);
+
+const spec = parseArch(a.arch);
+const shape = { res, channels, numClasses };
+// Two batches of distinct data, served in order (views, no copy), one per step alternately.
+const data = syntheticArrays(2 * batch, channels, res, numClasses, 1);
+const feed = new MemoryFeed({ ...data, channels, res, numClasses, batchSize: batch });
+const model = new Mlp({ arch: spec.name, ...shape }, 0);
+const optimizer = createOptimizer(
+  optName,
+  model.params.map((p) => ({ name: p.entry.name, variable: p.variable })),
+  { weightDecay: Number(a['weight-decay']) },
+);
+
+async function* batches() {
+  for (let e = 0; ; e++) yield* feed.epoch(e);
+}
+
+const times: number[] = [];
+let loss = NaN;
+let it = 0;
+for await (const b of batches()) {
+  if (it >= warmup + steps) break;
+  const t0 = performance.now();
+  const x = tf.tensor2d(b.images, [b.n, model.inputDim]);
+  const y = tf.tensor1d(b.labels, 'int32');
+  const r = microStep(model, x, y, 0);
+  tf.dispose([x, y, r.top1, r.top5]);
+  applyUpdate(optimizer, r.grads, 1e-4, 0);
+  loss = (await r.loss.data())[0]!;
+  r.loss.dispose();
+  if (it >= warmup) times.push(performance.now() - t0);
+  it++;
+}
+const mean = times.reduce((s, t) => s + t, 0) / times.length;
+const best = Math.min(...times);
+const flops = trainFlopsPerSample(spec, shape);
+const ips = (1000 * batch) / mean;
+process.stdout.write(
+  `${JSON.stringify({
+    bench: 'train',
+    arch: spec.name,
+    backend: selection.backend,
+    wasm_kernels: wasmKernelsInstalled(),
+    optimizer: optName,
+    batch_size: batch,
+    input_dim: channels * res * res,
+    num_classes: numClasses,
+    params: model.numParams,
+    steps,
+    step_ms: Math.round(mean * 100) / 100,
+    best_step_ms: Math.round(best * 100) / 100,
+    images_per_sec: Math.round(ips * 10) / 10,
+    gflops: Math.round(((ips * flops) / 1e9) * 100) / 100,
+    loss: Math.round(loss * 1e4) / 1e4,
+    num_tensors: tf.memory().numTensors,
+  })}\n`,
+);
+optimizer.dispose();
+model.dispose();

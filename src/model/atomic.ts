@@ -1,0 +1,44 @@
+// Crash-safe writes: a file appears under its final name complete or not at all. Write to a
+// temporary name in the same directory (same filesystem, so rename is atomic), fsync, rename,
+// then fsync the directory so the rename itself survives a power cut.
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+}
+
+function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function fsyncDir(dir: string): void {
+  try {
+    fsyncPath(dir);
+  } catch {
+    // Some filesystems refuse fsync on directories; the rename is still atomic there.
+  }
+}
+
+/** Runs `write(tmp)` to produce the file, then moves it to `path` atomically. */
+export function atomicWrite(path: string, write: (tmp: string) => void): void {
+  const tmp = tempPathFor(path);
+  try {
+    write(tmp);
+    fsyncPath(tmp);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  fsyncDir(dirname(path));
+}
+
+export function atomicWriteFile(path: string, data: string | Uint8Array): void {
+  atomicWrite(path, (tmp) => writeFileSync(tmp, data));
+}

@@ -1,0 +1,273 @@
+// Command-line options of the trainer, with the paper's ImageNet-21k pre-training recipe as the
+// defaults (paper.md: batch 16384, Lion, lr 5e-5 from scratch, weight decay 1e-3, label
+// smoothing 0.3, MixUp alpha 0.8, constant lr, no warm-up, up to 800 epochs).
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { parseArch } from '../model/arch.ts';
+import { BACKEND_ORDER, type BackendChoice } from './backend.ts';
+import { MIXUP_PARTNERS, type MixupPartner } from './mixup.ts';
+import { OPTIMIZER_NAMES, type OptimizerName } from './optim/index.ts';
+import { SCHEDULE_NAMES, type ScheduleName } from './schedule.ts';
+
+export interface TrainOptions {
+  /** Training set index (read by the caller's feed factory, not by the trainer). */
+  data?: string;
+  val?: string;
+  arch: string;
+  epochs: number;
+  /** Images per optimizer update; each of the `accum` micro-batches holds batchSize / accum. */
+  batchSize: number;
+  accum: number;
+  optimizer: OptimizerName;
+  lr: number;
+  weightDecay: number;
+  smoothing: number;
+  /** MixUp alpha; 0 turns MixUp off. */
+  mixup: number;
+  mixupPartner: MixupPartner;
+  augment: boolean;
+  out: string;
+  backend: BackendChoice | 'auto';
+  resume?: string;
+  dryRun: boolean;
+  /** Model input; taken from the data when a feed exists (and checked against it when given). */
+  res?: number;
+  channels?: number;
+  numClasses?: number;
+  /** Optimizer updates of linear warm-up. */
+  warmup: number;
+  schedule: ScheduleName;
+  /** Max global gradient norm; 0 = no clipping. */
+  clip: number;
+  /** Checkpoint every N optimizer updates (0 = only at epoch ends). */
+  checkpointEvery: number;
+  seed: number;
+  evalBatchSize: number;
+  workers: number;
+  /** Stop (with a checkpoint) after this many optimizer updates in total. */
+  maxSteps?: number;
+  /** SGD momentum. */
+  momentum: number;
+  quiet: boolean;
+}
+
+export const DEFAULTS = {
+  arch: 'B_12-Wi_1024',
+  epochs: 800,
+  batchSize: 16384,
+  accum: 1,
+  optimizer: 'lion',
+  lr: 5e-5,
+  weightDecay: 1e-3,
+  smoothing: 0.3,
+  mixup: 0.8,
+  mixupPartner: 'reverse',
+  augment: true,
+  backend: 'auto',
+  dryRun: false,
+  warmup: 0,
+  schedule: 'none',
+  clip: 0,
+  checkpointEvery: 500,
+  seed: 0,
+  momentum: 0.9,
+  quiet: false,
+  /** Shape used by --dry-run without --data: ImageNet-21k at 64x64. */
+  res: 64,
+  channels: 3,
+  numClasses: 11230,
+} as const satisfies Partial<TrainOptions> & Record<string, unknown>;
+
+export class OptionsError extends Error {
+  override readonly name = 'OptionsError';
+  constructor(readonly option: string, reason: string) {
+    super(`--${option}: ${reason}`);
+  }
+}
+
+export const HELP = `Usage: train --data <index.json> [--val <index.json>] [options]
+
+Trains a bottleneck (B_<depth>-Wi_<width>) or standard (S_<depth>-Wi_<width>) MLP on images
+flattened in C,H,W order. Defaults are the paper's ImageNet-21k pre-training recipe.
+
+Data and model
+  --data <index.json>        training set index
+  --val <index.json>         validation set index (top-1/top-5 and loss after each epoch)
+  --arch <name>              ${DEFAULTS.arch}; B_<d>-Wi_<w>[-Ex_<e>] or S_<d>-Wi_<w>
+  --res N --channels N --num-classes N
+                             model input/output when there is no --data (default ${DEFAULTS.res}, ${DEFAULTS.channels}, ${DEFAULTS.numClasses});
+                             with --data they must match the data
+  --no-augment               no random crops/flips (and no MixUp), as the reference does
+  --workers N                decode workers for the data pipeline (default: cores - 1)
+
+Optimisation
+  --epochs N                 ${DEFAULTS.epochs}
+  --batch-size N             images per optimizer update (${DEFAULTS.batchSize})
+  --accum N                  split each update into N micro-batches of batch-size/N (${DEFAULTS.accum})
+  --optimizer NAME           ${OPTIMIZER_NAMES.join('|')} (${DEFAULTS.optimizer})
+  --lr X                     ${DEFAULTS.lr}
+  --weight-decay X           ${DEFAULTS.weightDecay} (decoupled for lion/adamw, inside the update for lamb, coupled for sgd)
+  --momentum X               SGD momentum (${DEFAULTS.momentum})
+  --schedule NAME            ${SCHEDULE_NAMES.join('|')} (${DEFAULTS.schedule})
+  --warmup N                 optimizer updates of linear warm-up (${DEFAULTS.warmup})
+  --clip X                   clip gradients to this global norm; 0 = off (${DEFAULTS.clip})
+  --smoothing X              label smoothing (${DEFAULTS.smoothing})
+  --mixup A                  MixUp alpha, one lambda ~ Beta(A, A) per batch; 0 = off (${DEFAULTS.mixup})
+  --mixup-partner P          ${MIXUP_PARTNERS.join('|')}: whom each sample is mixed with (${DEFAULTS.mixupPartner})
+  --seed N                   init, MixUp and shuffling seed (${DEFAULTS.seed})
+
+Run
+  --out <dir>                metrics.jsonl, checkpoints/, final model.safetensors + config.json
+                             (default runs/<arch>)
+  --resume <dir>             continue from the latest checkpoint in <dir> (a run's --out, or one checkpoint)
+  --checkpoint-every N       also checkpoint every N optimizer updates; 0 = epoch ends only (${DEFAULTS.checkpointEvery})
+  --max-steps N              stop with a checkpoint after N optimizer updates in total
+  --eval-batch-size N        (default: --batch-size)
+  --backend NAME             auto|${BACKEND_ORDER.join('|')} (auto tries them in this order)
+  --dry-run                  print {"params", "flops_per_sample", ...} as one JSON line and exit
+  --quiet                    no progress line
+  -h, --help                 this text
+
+Ctrl-C writes a checkpoint and exits; a second Ctrl-C exits at once.
+`;
+
+const SPEC = {
+  data: { type: 'string' },
+  val: { type: 'string' },
+  arch: { type: 'string' },
+  epochs: { type: 'string' },
+  'batch-size': { type: 'string' },
+  accum: { type: 'string' },
+  optimizer: { type: 'string' },
+  lr: { type: 'string' },
+  'weight-decay': { type: 'string' },
+  momentum: { type: 'string' },
+  smoothing: { type: 'string' },
+  mixup: { type: 'string' },
+  'mixup-partner': { type: 'string' },
+  'no-augment': { type: 'boolean' },
+  out: { type: 'string' },
+  backend: { type: 'string' },
+  resume: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  res: { type: 'string' },
+  channels: { type: 'string' },
+  'num-classes': { type: 'string' },
+  warmup: { type: 'string' },
+  schedule: { type: 'string' },
+  clip: { type: 'string' },
+  'checkpoint-every': { type: 'string' },
+  'max-steps': { type: 'string' },
+  seed: { type: 'string' },
+  'eval-batch-size': { type: 'string' },
+  workers: { type: 'string' },
+  quiet: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+type Raw = Partial<Record<keyof typeof SPEC, string | boolean>>;
+
+function num(raw: Raw, key: keyof typeof SPEC, fallback: number, check: (v: number) => string | null): number {
+  const s = raw[key];
+  if (s === undefined) return fallback;
+  const v = Number(s);
+  if (typeof s !== 'string' || s.trim() === '' || !Number.isFinite(v)) throw new OptionsError(key, `not a number: ${String(s)}`);
+  const bad = check(v);
+  if (bad) throw new OptionsError(key, `${bad}, got ${s}`);
+  return v;
+}
+
+const positiveInt = (v: number): string | null => (Number.isInteger(v) && v >= 1 ? null : 'must be a positive integer');
+const nonNegInt = (v: number): string | null => (Number.isInteger(v) && v >= 0 ? null : 'must be a non-negative integer');
+const nonNeg = (v: number): string | null => (v >= 0 ? null : 'must be >= 0');
+const unit = (v: number): string | null => (v >= 0 && v < 1 ? null : 'must be in [0, 1)');
+
+function oneOf<T extends string>(raw: Raw, key: keyof typeof SPEC, choices: readonly T[], fallback: T): T {
+  const s = raw[key];
+  if (s === undefined) return fallback;
+  if (typeof s !== 'string' || !(choices as readonly string[]).includes(s)) {
+    throw new OptionsError(key, `expected one of ${choices.join(', ')}, got ${String(s)}`);
+  }
+  return s as T;
+}
+
+function str(raw: Raw, key: keyof typeof SPEC): string | undefined {
+  const s = raw[key];
+  return typeof s === 'string' ? s : undefined;
+}
+
+export type ParsedArgs = { help: true } | { help: false; options: TrainOptions };
+
+export function parseTrainArgs(argv: readonly string[]): ParsedArgs {
+  let raw: Raw;
+  try {
+    raw = parseArgs({ args: [...argv], options: SPEC, strict: true, allowPositionals: false }).values as Raw;
+  } catch (e) {
+    throw new OptionsError('args', (e as Error).message);
+  }
+  if (raw.help) return { help: true };
+
+  const arch = str(raw, 'arch') ?? DEFAULTS.arch;
+  try {
+    parseArch(arch);
+  } catch (e) {
+    throw new OptionsError('arch', (e as Error).message);
+  }
+  const batchSize = num(raw, 'batch-size', DEFAULTS.batchSize, positiveInt);
+  const accum = num(raw, 'accum', DEFAULTS.accum, positiveInt);
+  if (batchSize % accum !== 0) throw new OptionsError('accum', `batch size ${batchSize} is not divisible by ${accum}`);
+  const optional = (key: keyof typeof SPEC): number | undefined => (raw[key] === undefined ? undefined : num(raw, key, 0, positiveInt));
+
+  const options: TrainOptions = {
+    data: str(raw, 'data'),
+    val: str(raw, 'val'),
+    arch,
+    epochs: num(raw, 'epochs', DEFAULTS.epochs, positiveInt),
+    batchSize,
+    accum,
+    optimizer: oneOf(raw, 'optimizer', OPTIMIZER_NAMES, DEFAULTS.optimizer),
+    lr: num(raw, 'lr', DEFAULTS.lr, nonNeg),
+    weightDecay: num(raw, 'weight-decay', DEFAULTS.weightDecay, nonNeg),
+    momentum: num(raw, 'momentum', DEFAULTS.momentum, unit),
+    smoothing: num(raw, 'smoothing', DEFAULTS.smoothing, unit),
+    mixup: num(raw, 'mixup', DEFAULTS.mixup, nonNeg),
+    mixupPartner: oneOf(raw, 'mixup-partner', MIXUP_PARTNERS, DEFAULTS.mixupPartner),
+    augment: !raw['no-augment'],
+    out: str(raw, 'out') ?? str(raw, 'resume') ?? `runs/${arch}`,
+    backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, DEFAULTS.backend),
+    resume: str(raw, 'resume'),
+    dryRun: Boolean(raw['dry-run']),
+    res: optional('res'),
+    channels: optional('channels'),
+    numClasses: optional('num-classes'),
+    warmup: num(raw, 'warmup', DEFAULTS.warmup, nonNegInt),
+    schedule: oneOf(raw, 'schedule', SCHEDULE_NAMES, DEFAULTS.schedule),
+    clip: num(raw, 'clip', DEFAULTS.clip, nonNeg),
+    checkpointEvery: num(raw, 'checkpoint-every', DEFAULTS.checkpointEvery, nonNegInt),
+    maxSteps: optional('max-steps'),
+    seed: num(raw, 'seed', DEFAULTS.seed, nonNegInt),
+    evalBatchSize: num(raw, 'eval-batch-size', batchSize, positiveInt),
+    workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), positiveInt),
+    quiet: Boolean(raw.quiet),
+  };
+  return { help: false, options };
+}
+
+/** Options as a library caller would pass them: defaults filled in, then `partial` on top. */
+export function trainOptions(partial: Partial<TrainOptions> & { out: string }): TrainOptions {
+  const parsed = parseTrainArgs([]);
+  if (parsed.help) throw new Error('unreachable');
+  const merged = { ...parsed.options, ...partial };
+  if (partial.batchSize !== undefined && partial.evalBatchSize === undefined) merged.evalBatchSize = partial.batchSize;
+  return merged;
+}
+
+/** Images per batch the training feed must deliver. */
+export function microBatchSize(o: Pick<TrainOptions, 'batchSize' | 'accum'>): number {
+  return o.batchSize / o.accum;
+}
+
+/** MixUp is part of augmentation in the reference: --no-augment turns it off too. */
+export function mixupAlpha(o: Pick<TrainOptions, 'mixup' | 'augment'>): number {
+  return o.augment ? o.mixup : 0;
+}
