@@ -43,7 +43,7 @@ async function ensureDefaultData(): Promise<void> {
 
 const makeFeeds: MakeFeeds = async (opts) => {
   const common = { seed: opts.seed, workers: opts.workers, ...(opts.res !== undefined ? { res: opts.res } : {}) };
-  const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, ...common });
+  const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, lastEpoch: opts.epochs - 1, ...common });
   if (!opts.quiet) process.stderr.write(`${train.describe()}\n`);
   if (!opts.val) return { train };
   try {

@@ -20,6 +20,9 @@ export interface LoaderFormat {
 export interface LoaderWorkerData {
   table: SampleTableBuffers;
   ring: SharedArrayBuffer;
+  ringControl: SharedArrayBuffer;
+  /** Per ring slot: tasks still filling it. The worker that brings it to 0 publishes the slot. */
+  remaining: SharedArrayBuffer;
   format: LoaderFormat;
   /** Tests only: the first task whose rowStart equals `row` kills its thread once. */
   crashOnce?: { flag: SharedArrayBuffer; row: number };
@@ -27,6 +30,11 @@ export interface LoaderWorkerData {
 
 export interface LoadTask {
   epoch: number;
+  slotIndex: number;
+  /** The batch's ring sequence: a re-run task whose slot has moved on does nothing. */
+  seq: number;
+  /** Published as the slot's frame length by whichever task finishes the slot. */
+  frameLength: number;
   /** Byte offset of the frame in the ring buffer, and of its sections relative to it. */
   frameOffset: number;
   labelsOffset: number;

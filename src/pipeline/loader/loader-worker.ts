@@ -11,8 +11,13 @@ import { createAugmenter } from './wasm/augment-wasm.ts';
 import type { CorruptSample, LoadTask, LoadTaskResult, LoaderWorkerData } from './load-task.ts';
 import { SampleTable } from './sample-table.ts';
 import { parseNpyImage } from './npy-image.ts';
+import { Ring } from '../ring/ring.ts';
 
 const data = workerData as LoaderWorkerData;
+// Publishing from here, not from the main thread: a trainer whose step blocks the event loop
+// (synchronous wasm) would otherwise see each batch only on its next event-loop turn.
+const ring = Ring.attach({ data: data.ring, control: data.ringControl });
+const remaining = new Int32Array(data.remaining);
 const table = new SampleTable(data.table);
 const format = data.format;
 const norm = normalisation(format.mean, format.std);
@@ -93,6 +98,9 @@ export default async function loadTask(task: LoadTask): Promise<LoadTaskResult> 
   if (data.crashOnce && task.rowStart === data.crashOnce.row && Atomics.compareExchange(new Int32Array(data.crashOnce.flag), 0, 0, 1) === 0) {
     process.exit(17);
   }
+  // A task re-run after a crash whose slot was meanwhile published (its thread died after
+  // counting down) must not write into a slot that may hold a later batch by now.
+  if (ring.seqOf(task.slotIndex) !== task.seq || Atomics.load(remaining, task.slotIndex) <= 0) return { corrupt: [] };
   const n = task.indices.length;
   const images = new Float32Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw * 4, n * chw);
   const labels = new Int32Array(data.ring, task.frameOffset + task.labelsOffset + task.rowStart * 4, n);
@@ -114,6 +122,7 @@ export default async function loadTask(task: LoadTask): Promise<LoadTaskResult> 
       }
     }
   }
+  if (Atomics.sub(remaining, task.slotIndex, 1) === 1 && !ring.closed) ring.publish(task.slotIndex, task.frameLength);
   return { corrupt };
 }
 

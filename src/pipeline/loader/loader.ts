@@ -36,6 +36,8 @@ export interface LoaderOptions {
   cacheDir?: string;
   /** Called for every replaced corrupt sample. */
   onCorrupt?: (c: CorruptSample) => void;
+  /** No speculative production beyond this epoch (the trainer's last). */
+  lastEpoch?: number;
   /** Tests only: kill the worker thread running the first task that starts at this row, once. */
   crashOnceAtRow?: number;
 }
@@ -45,6 +47,17 @@ export interface LoaderBatch extends Batch {
   keys: string[];
   /** The whole msgpack frame, in place (valid until release). */
   frame: Uint8Array;
+}
+
+interface Run {
+  epoch: number;
+  start: number;
+  cancelled: boolean;
+  /** Sequences acquired (and being filled) / handed to the consumer or drained. */
+  produced: number;
+  consumed: number;
+  settled: boolean;
+  producer: Promise<void>;
 }
 
 export class LoaderError extends Error {
@@ -72,9 +85,14 @@ export class Loader implements DataFeed {
   readonly corrupt: CorruptSample[] = [];
   corruptCount = 0;
   private readonly pool: Piscina;
+  private readonly remaining: Int32Array;
+  /** Slot fills under way (header written, tasks dispatched); close() lets them finish. */
+  private readonly filling = new Set<Promise<void>>();
   private nextSeq = 0;
   private closed = false;
   private failure: Error | null = null;
+  private ahead: Run | null = null;
+  private latest: Run | null = null;
   /** What the producer wrote into each in-flight frame, so the consumer never re-parses it. */
   private readonly written = new Map<number, { epoch: number; step: number; n: number; keys: string[]; layout: FrameLayout }>();
 
@@ -107,9 +125,12 @@ export class Loader implements DataFeed {
     this.slotBytes = maxFrameBytes({ n: o.batchSize, channels: dataset.channels, height: res, width: res, maxKeyBytes: table.maxKeyBytes() });
     this.ring = Ring.create({ slots: o.slots ?? 3, slotBytes: this.slotBytes });
     const workers = o.workers ?? availableParallelism();
+    this.remaining = new Int32Array(new SharedArrayBuffer(4 * this.ring.slots));
     const workerData: LoaderWorkerData = {
       table: table.buffers,
       ring: this.ring.buffers.data,
+      ringControl: this.ring.buffers.control,
+      remaining: this.remaining.buffer as SharedArrayBuffer,
       format: this.format,
       ...(o.crashOnceAtRow !== undefined ? { crashOnce: { flag: new SharedArrayBuffer(4), row: o.crashOnceAtRow } } : {}),
     };
@@ -145,34 +166,63 @@ export class Loader implements DataFeed {
     if (this.closed) throw new LoaderError('loader is closed');
     const steps = this.stepsPerEpoch();
     if (!Number.isInteger(startStep) || startStep < 0 || startStep > steps) throw new LoaderError(`start step ${startStep} out of range: epoch has ${steps} steps`);
-    const seq0 = this.nextSeq;
-    const run = { cancelled: false, produced: 0, settled: false };
-    const producer = this.produce(epoch, startStep, steps, seq0, run).finally(() => (run.settled = true));
-    producer.catch(() => undefined);
-    let consumed = 0;
+    const ahead = this.ahead;
+    this.ahead = null;
+    let run: Run;
+    if (ahead && ahead.epoch === epoch && ahead.start === startStep) {
+      run = ahead;
+    } else {
+      if (ahead) await this.drain(ahead);
+      run = this.startRun(epoch, startStep);
+    }
     try {
       for (let step = startStep; step < steps; step++) {
         const view = await this.ring.next().catch((err: unknown) => {
           throw err instanceof RingSlotError && this.failure ? this.failure : err;
         });
-        consumed++;
+        run.consumed++;
         yield this.batchOf(view.bytes, view.seq, () => view.release());
       }
-      await producer;
+      await run.producer;
     } finally {
-      // An early exit (break, error) must leave the ring at a clean sequence for the next epoch:
-      // stop producing, then drain every slot already acquired.
-      run.cancelled = true;
-      while (!this.closed && (!run.settled || consumed < run.produced)) {
-        if (consumed < run.produced) {
-          const v = await this.ring.next().catch(() => null);
-          v?.release();
-          consumed++;
-        } else {
-          await producer.catch(() => undefined);
+      await this.drain(run);
+    }
+  }
+
+  /**
+   * Starts producing `epoch` from `start`. When a train run has dispatched its last batch, the
+   * next epoch's run starts at once (the trainer asks for it next), so no epoch begins with an
+   * empty ring; if something else is asked for, that speculative run is drained and dropped.
+   */
+  private startRun(epoch: number, start: number): Run {
+    const run: Run = { epoch, start, cancelled: false, produced: 0, consumed: 0, settled: false, producer: Promise.resolve() };
+    this.latest = run;
+    run.producer = this.produce(epoch, start, this.stepsPerEpoch(), run).finally(() => {
+      run.settled = true;
+    });
+    run.producer.then(
+      () => {
+        const next = epoch + 1;
+        if (!run.cancelled && !this.closed && this.latest === run && this.plan.mode === 'train' && (this.o.lastEpoch === undefined || next <= this.o.lastEpoch)) {
+          this.ahead = this.startRun(next, 0);
         }
+      },
+      () => undefined,
+    );
+    return run;
+  }
+
+  /** Stops a run and consumes what it already produced, so the ring's next sequence is clean. */
+  private async drain(run: Run): Promise<void> {
+    run.cancelled = true;
+    while (!this.closed && (!run.settled || run.consumed < run.produced)) {
+      if (run.consumed < run.produced) {
+        const v = await this.ring.next().catch(() => null);
+        v?.release();
+        run.consumed++;
+      } else {
+        await run.producer.catch(() => undefined);
       }
-      this.nextSeq = seq0 + run.produced;
     }
   }
 
@@ -197,18 +247,23 @@ export class Loader implements DataFeed {
     };
   }
 
-  private async produce(epoch: number, start: number, steps: number, seq0: number, run: { cancelled: boolean; produced: number }): Promise<void> {
+  private async produce(epoch: number, start: number, steps: number, run: Run): Promise<void> {
     const pending: Promise<void>[] = [];
     for (let step = start; step < steps && !run.cancelled && !this.closed; step++) {
       let slot: RingWriteSlot;
+      const seq = this.nextSeq;
       try {
-        slot = await this.ring.acquire(seq0 + (step - start));
+        slot = await this.ring.acquire(seq);
       } catch (err) {
         if (err instanceof RingClosedError) break;
         throw err;
       }
+      this.nextSeq = seq + 1;
       run.produced++;
-      pending.push(this.fillSlot(slot, epoch, step));
+      const fill = this.fillSlot(slot, epoch, step);
+      this.filling.add(fill);
+      void fill.finally(() => this.filling.delete(fill));
+      pending.push(fill);
     }
     await Promise.all(pending);
   }
@@ -227,10 +282,19 @@ export class Loader implements DataFeed {
       });
       this.written.set(slot.seq, { epoch, step, n, keys, layout });
       const rowsPerTask = this.o.taskRows ?? 256;
+      const count = Math.ceil(n / rowsPerTask);
+      if (count === 0) {
+        slot.publish(layout.totalBytes);
+        return;
+      }
+      Atomics.store(this.remaining, slot.index, count);
       const tasks: Promise<void>[] = [];
       for (let r = 0; r < n; r += rowsPerTask) {
         tasks.push(this.runTask({
           epoch,
+          slotIndex: slot.index,
+          seq: slot.seq,
+          frameLength: layout.totalBytes,
           frameOffset: slot.bytes.byteOffset,
           labelsOffset: layout.labelsOffset,
           imagesOffset: layout.imagesOffset,
@@ -238,8 +302,13 @@ export class Loader implements DataFeed {
           indices: indices.subarray(r, Math.min(n, r + rowsPerTask)),
         }));
       }
-      await Promise.all(tasks);
-      if (!this.closed) slot.publish(layout.totalBytes);
+      // The worker finishing the last task publishes the slot; after that the slot may already
+      // be consumed and reused, so it is touched again only if a task failed (then it is
+      // still FILLING: a failed task never counts down).
+      // Wait for every task even when one fails, so no task outlives its fill (close() relies
+      // on that), then report the first failure.
+      const failed = (await Promise.allSettled(tasks)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
     } catch (err) {
       this.failure ??= err instanceof Error ? err : new Error(String(err));
       if (!this.closed) slot.fail();
@@ -268,6 +337,13 @@ export class Loader implements DataFeed {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.ahead) this.ahead.cancelled = true;
+    if (this.latest) this.latest.cancelled = true;
+    // Tasks in flight write into ring memory and publish from their threads: let them finish
+    // before the ring and the threads go away. A producer waiting for a slot is woken by the
+    // ring's close and stops.
+    // (A producer whose slot arrived just before close may start one more fill: loop.)
+    while (this.filling.size) await Promise.allSettled([...this.filling]);
     this.ring.close();
     await this.pool.destroy();
   }

@@ -213,3 +213,18 @@ t.test('bad requests are clear errors', async (t) => {
   await loader.close();
   await t.rejects(loader.epoch(0).next(), /loader is closed/);
 });
+
+t.test('the next epoch produced ahead is exactly what a fresh loader gives; unused, it is dropped', async (t) => {
+  const loader = await Loader.open(opts());
+  t.teardown(() => loader.close());
+  const seq: string[][] = [];
+  for (const e of [0, 1, 2]) seq.push((await collect(loader, e)).map((s) => s.frame.toString('hex')));
+  // Ask for epoch 0 again (the run made ahead for epoch 3 must be dropped cleanly).
+  const again = (await collect(loader, 0)).map((s) => s.frame.toString('hex'));
+  for (const e of [0, 1, 2]) {
+    const fresh = await Loader.open(opts());
+    t.same((await collect(fresh, e)).map((s) => s.frame.toString('hex')), seq[e], `epoch ${e}`);
+    await fresh.close();
+  }
+  t.same(again, seq[0]);
+});
