@@ -4,6 +4,8 @@ const benches: Record<string, string> = {
   shard: './shard.ts',
   pipeline: './pipeline.ts',
   augment: './augment.ts',
+  train: './train.ts',
+  e2e: './e2e.ts',
   'image-decode': './image-decode.ts',
 };
 

@@ -31,6 +31,11 @@ export interface LoaderOptions {
   augment?: TrainAugment;
   /** Train order without augmentation (centre crop, no flip): the trainer's --no-augment. */
   noAugment?: boolean;
+  /**
+   * Per-sample transform, independent of the order: defaults to `mode`. Eval order with
+   * 'train' transforms gives test-time augmentation: epoch v is view v of every image.
+   */
+  transform?: 'train' | 'eval';
   evalCropFraction?: number;
   normalize?: Normalize;
   cacheDir?: string;
@@ -108,7 +113,7 @@ export class Loader implements DataFeed {
     this.format = {
       res,
       channels: dataset.channels,
-      mode: o.noAugment ? 'eval' : o.mode,
+      mode: o.noAugment ? 'eval' : (o.transform ?? o.mode),
       augment: o.augment ?? DEFAULT_AUGMENT,
       evalCropFraction: o.evalCropFraction ?? 1,
       seed: this.plan.seed,

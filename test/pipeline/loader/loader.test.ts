@@ -228,3 +228,16 @@ t.test('the next epoch produced ahead is exactly what a fresh loader gives; unus
   }
   t.same(again, seq[0]);
 });
+
+t.test('eval order with train transforms: each epoch is another random view of the same images', async (t) => {
+  const tta = await Loader.open(opts({ mode: 'eval', transform: 'train', batchSize: 100 }));
+  const plain = await Loader.open(opts({ mode: 'eval', batchSize: 100 }));
+  t.teardown(async () => { await tta.close(); await plain.close(); });
+  const v0 = await collect(tta, 0);
+  const v1 = await collect(tta, 1);
+  const p = await collect(plain, 0);
+  t.same(v0.map((s) => s.keys), p.map((s) => s.keys), 'same images in the same order');
+  t.same(v1.map((s) => s.keys), p.map((s) => s.keys));
+  t.not(v0[0]!.frame.toString('hex'), v1[0]!.frame.toString('hex'), 'another view per epoch');
+  t.not(v0[0]!.frame.toString('hex'), p[0]!.frame.toString('hex'), 'random crops, not the centre crop');
+});

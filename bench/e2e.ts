@@ -1,0 +1,76 @@
+// End to end: the trainer fed by the real loader (shards -> workers -> ring -> tfjs step), on
+// the best available backend. Reports the trainer's stall % (time waiting for data) next to
+// the loader's own rate measured alone, so "the pipeline is faster than the trainer" is shown,
+// not assumed. One JSON line.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Loader } from '../src/pipeline/loader/loader.ts';
+import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
+import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
+import { selectBackend } from '../src/train/backend.ts';
+import { trainOptions } from '../src/train/options.ts';
+import { train } from '../src/train/train.ts';
+
+const { values: v } = parseArgs({
+  options: {
+    arch: { type: 'string', default: 'B_2-Wi_256' },
+    res: { type: 'string', default: '64' },
+    images: { type: 'string', default: '8192' },
+    'batch-size': { type: 'string', default: '512' },
+    epochs: { type: 'string', default: '3' },
+    workers: { type: 'string', default: '1' },
+    backend: { type: 'string', default: 'auto' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+if (v.help) {
+  process.stdout.write('npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--backend auto]\n');
+  process.exit(0);
+}
+const tmp = mkdtempSync(join(tmpdir(), 'bench-e2e-'));
+process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
+const res = Number(v.res);
+const batchSize = Number(v['batch-size']);
+const workers = Number(v.workers);
+const data = join(tmp, 'data');
+process.stderr.write(`generating ${v.images} synthetic ${res}x${res} images ...\n`);
+await runShardJob(openSynthetic({ count: Number(v.images), numClasses: 10, width: res, height: res, seed: 0 }), {
+  out: data, res, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 2048, seed: 0, split: 'train', valFraction: 0, command: 'bench e2e',
+});
+
+// The loader alone, same settings, consumer releasing at once.
+const alone = await Loader.open({ data, batchSize, mode: 'train', workers });
+for await (const b of alone.epoch(0)) b.release();
+let n = 0;
+const t0 = performance.now();
+for (let e = 1; e <= 2; e++) for await (const b of alone.epoch(e)) {
+  n += b.n;
+  b.release();
+}
+const loaderRate = n / ((performance.now() - t0) / 1000);
+await alone.close();
+
+const selection = await selectBackend(v.backend as 'auto');
+const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1 });
+const summary = await train(
+  trainOptions({ out: join(tmp, 'run'), arch: v.arch!, epochs: Number(v.epochs), batchSize, checkpointEvery: 0, quiet: true, backend: selection.backend }),
+  { train: feed },
+  { progress: null, log: () => undefined },
+);
+await feed.close();
+process.stdout.write(`${JSON.stringify({
+  bench: 'e2e',
+  arch: v.arch,
+  backend: summary.backend,
+  res,
+  batch_size: batchSize,
+  loader_workers: workers,
+  loader_images_per_sec: Math.round(loaderRate),
+  train_images_per_sec: Math.round(summary.imagesPerSec),
+  gflops: summary.gflops,
+  stall_pct: summary.stallPct,
+  epochs: summary.epochsCompleted,
+  steps: summary.globalStep,
+})}\n`);
