@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
 import { openSource } from '../src/pipeline/sources/open-source.ts';
-import { Rng } from '../src/pipeline/random.ts';
+import { Rng } from '../src/shared/random.ts';
 
 const { values: v } = parseArgs({
   options: {

@@ -1,6 +1,6 @@
 // Per-sample augmentation parameters: a pure function of (seed, epoch, sample index) and the
 // image's size, so they can be computed in whichever worker happens to get the sample.
-import { Rng } from '../random.ts';
+import { Rng } from '../../shared/random.ts';
 
 export interface CropBox {
   x: number;

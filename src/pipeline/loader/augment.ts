@@ -1,7 +1,7 @@
 // The per-image hot loop: crop box -> res x res resample (separable), optional horizontal flip,
 // per-channel normalisation, written as float32 C,H,W straight into the batch slot. Everything
 // it touches is preallocated per worker; nothing allocates per image.
-import { AxisTable } from './resample-table.ts';
+import { AxisTable } from '../image/axis-table.ts';
 import type { CropBox } from './augment-params.ts';
 
 export interface Normalisation {

@@ -4,7 +4,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { workerData } from 'node:worker_threads';
 import { decodeImage, decodeJpegSync } from '../image/decode.ts';
 import type { RawImage } from '../image/types.ts';
-import { hash32 } from '../random.ts';
+import { hash32 } from '../../shared/random.ts';
 import { centerCrop, randomResizedCrop } from './augment-params.ts';
 import { normalisation } from './augment.ts';
 import { createAugmenter } from './wasm/augment-wasm.ts';

@@ -2,7 +2,7 @@
 // (seed, epoch, rank, world, dataset size, batch size), so any process can compute any batch
 // without coordination, a resumed run can jump straight to (epoch, step), and ranks never
 // overlap.
-import { permutation } from '../random.ts';
+import { permutation } from '../../shared/random.ts';
 
 export type PlanMode = 'train' | 'eval';
 

@@ -6,7 +6,7 @@
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
-import { permutation } from '../random.ts';
+import { permutation } from '../../shared/random.ts';
 import type { Item, Source } from '../sources/types.ts';
 import { encodeDaliIndex } from '../webdataset/dali-index.ts';
 import { TarWriter, type MemberLocation } from '../webdataset/tar-writer.ts';

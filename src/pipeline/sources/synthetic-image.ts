@@ -2,7 +2,7 @@
 // benchmarks and the main job need no download. Each class is a coloured grating with its own
 // orientation, frequency and palette; each sample adds its own phase, jitter and noise, so an
 // MLP has something real (but not trivial) to learn.
-import { Rng } from '../random.ts';
+import { Rng } from '../../shared/random.ts';
 
 export interface SyntheticSample {
   label: number;

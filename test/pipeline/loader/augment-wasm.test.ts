@@ -1,7 +1,7 @@
 import t from 'tap';
 import { Augmenter, normalisation, type Normalisation } from '../../../src/pipeline/loader/augment.ts';
 import { DEFAULT_AUGMENT, centerCrop, randomResizedCrop, type CropBox } from '../../../src/pipeline/loader/augment-params.ts';
-import { Rng } from '../../../src/pipeline/random.ts';
+import { Rng } from '../../../src/shared/random.ts';
 import { WasmAugmenter, createAugmenter, wasmAugmentModule } from '../../../src/pipeline/loader/wasm/augment-wasm.ts';
 
 const TOL = 1e-4;

@@ -1,5 +1,5 @@
 // WebAssembly SIMD (simd128, f32x4) port of Augmenter.run (../augment.ts) and AxisTable
-// (../resample-table.ts): crop box -> separable res x res resample (area weights when shrinking,
+// (../../image/axis-table.ts): crop box -> separable res x res resample (area weights when shrinking,
 // 2-tap bilinear when enlarging), optional horizontal flip, per-channel v * scale + bias, float32
 // planar C,H,W.
 //

@@ -1,6 +1,8 @@
-// Per-axis resampling tables filled into preallocated arrays: the loader computes new tables
-// for every sample (every crop differs), so allocating them per image would dominate the hot
-// loop. Same maths as image/weights.ts: area when shrinking, PIL-style bilinear when enlarging.
+// Per-axis resampling tables. Resizing is separable, so each axis gets, for every output index,
+// the first source index it reads, how many it reads, and their normalised weights: area
+// ("box with fractional edges", OpenCV INTER_AREA) when shrinking, PIL-style bilinear when
+// enlarging. Tables fill preallocated arrays because the loader computes new ones for every
+// sample (every crop differs); the shard job's resize caches them (weights.ts).
 
 const EPS = 1e-6;
 
