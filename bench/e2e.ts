@@ -2,7 +2,7 @@
 // the best available backend. Reports the trainer's stall % (time waiting for data) next to
 // the loader's own rate measured alone, so "the pipeline is faster than the trainer" is shown,
 // not assumed. One JSON line.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -60,6 +60,12 @@ const summary = await train(
   { progress: null, log: () => undefined },
 );
 await feed.close();
+// Per-step waits from the run's metrics: the first batch also pays for thread start-up and JIT,
+// so the steady state is reported beside the whole-run figure.
+const steps = readFileSync(join(tmp, 'run', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; wait_ms?: number; compute_ms?: number }).filter((r) => r.type === 'step');
+const waits = steps.map((r) => r.wait_ms ?? 0);
+const after = steps.slice(1);
+const steady = after.reduce((a, r) => a + (r.wait_ms ?? 0), 0) / Math.max(1e-9, after.reduce((a, r) => a + (r.wait_ms ?? 0) + (r.compute_ms ?? 0), 0));
 process.stdout.write(`${JSON.stringify({
   bench: 'e2e',
   arch: v.arch,
@@ -71,6 +77,9 @@ process.stdout.write(`${JSON.stringify({
   train_images_per_sec: Math.round(summary.imagesPerSec),
   gflops: summary.gflops,
   stall_pct: summary.stallPct,
+  stall_pct_after_first_step: Number((100 * steady).toFixed(2)),
+  first_step_wait_ms: Math.round(waits[0] ?? 0),
+  max_later_wait_ms: Math.round(Math.max(0, ...waits.slice(1))),
   epochs: summary.epochsCompleted,
   steps: summary.globalStep,
 })}\n`);
