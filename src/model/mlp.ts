@@ -102,6 +102,11 @@ export class Mlp {
 
   /** Logits [n, classes] of a batch [n, c*res*res] (each row one image in C,H,W order). */
   forward(x: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => this.head(this.features(x)));
+  }
+
+  /** The body: everything before linear_out, giving [n, width] features. */
+  features(x: tf.Tensor2D): tf.Tensor2D {
     if (x.shape[1] !== this.inputDim) {
       throw new RangeError(`Mlp ${this.spec.name}: input has ${x.shape[1]} features, expected ${this.inputDim}`);
     }
@@ -118,8 +123,16 @@ export class Mlp {
           h = this.linear(gelu(this.norm(h, `layernorms.${i}`)) as tf.Tensor2D, `layers.${i}`);
         }
       }
-      return this.linear(h, 'linear_out');
+      return h;
     });
+  }
+
+  /**
+   * The head (linear_out) on body features. `inputGrad: false` when nothing upstream needs the
+   * features' gradient (a frozen body): the backward pass then skips dX.
+   */
+  head(h: tf.Tensor2D, opts: { inputGrad?: boolean } = {}): tf.Tensor2D {
+    return this.linear(h, 'linear_out', opts.inputGrad ?? true);
   }
 
   /** Parameters in PyTorch layout and order, copied to the host. */
@@ -136,21 +149,27 @@ export class Mlp {
     return out;
   }
 
-  /** Replaces every parameter; the names and shapes must match exactly (PyTorch's strict=True). */
-  loadStateDict(state: ReadonlyMap<string, HostTensor>, where = 'state dict'): void {
-    const expected = new Set(this.params.map((p) => p.entry.name));
-    const unexpected = [...state.keys()].filter((k) => !expected.has(k));
+  /**
+   * Replaces every parameter; the names and shapes must match exactly (PyTorch's strict=True).
+   * Names in `opts.skip` keep their current values, and `state` may hold them in any shape or
+   * not at all (a new head over a pre-trained body).
+   */
+  loadStateDict(state: ReadonlyMap<string, HostTensor>, where = 'state dict', opts: { skip?: ReadonlySet<string> } = {}): void {
+    const skip = opts.skip ?? new Set<string>();
+    const params = this.params.filter((p) => !skip.has(p.entry.name));
+    const expected = new Set(params.map((p) => p.entry.name));
+    const unexpected = [...state.keys()].filter((k) => !expected.has(k) && !skip.has(k));
     const missing = [...expected].filter((k) => !state.has(k));
     if (unexpected.length || missing.length) {
       throw new CheckpointError(where, `does not fit ${this.spec.name}: missing [${missing.join(', ')}], unexpected [${unexpected.join(', ')}]`);
     }
-    for (const p of this.params) {
+    for (const p of params) {
       const t = state.get(p.entry.name)!;
       if (t.shape.length !== p.entry.shape.length || t.shape.some((d, i) => d !== p.entry.shape[i])) {
         throw new CheckpointError(where, `${p.entry.name} has shape [${t.shape}], ${this.spec.name} needs [${p.entry.shape}]`);
       }
     }
-    for (const p of this.params) {
+    for (const p of params) {
       const t = state.get(p.entry.name)!;
       // A copy either way: the cpu backend would otherwise keep the caller's array as its storage.
       const values = p.entry.role === 'linear.weight' ? transpose2d(t.data, p.entry.shape[0]!, p.entry.shape[1]!) : t.data.slice();

@@ -19,6 +19,7 @@ import type { Mlp, ModelConfig } from '../model/mlp.ts';
 import type { RngState } from '../model/rng.ts';
 import { readSafetensorsFile, writeSafetensorsFile, type NamedTensor } from '../model/safetensors.ts';
 import type { Optimizer, OptimizerName } from './optim/index.ts';
+import type { FinetuneMode } from './options.ts';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const LATEST_FILE = 'latest.json';
@@ -48,7 +49,15 @@ export interface TrainerState {
   optimizer: { name: OptimizerName; steps: number };
   epochSums: EpochSums;
   /** What must match for a resume to be exact. */
-  run: { arch: string; batchSize: number; accum: number; seed: number; stepsPerEpoch: number };
+  run: {
+    arch: string;
+    batchSize: number;
+    accum: number;
+    seed: number;
+    stepsPerEpoch: number;
+    /** Fine-tuning runs: the mode, the body's lr multiplier and where the weights came from. */
+    finetune?: { mode: FinetuneMode; bodyLrMult: number; from: string };
+  };
   savedAt: string;
 }
 

@@ -2,7 +2,7 @@
 // plugs in: parse, --help, --dry-run, backend selection, Ctrl-C handling, training, summary.
 import { inputDim, parseArch, type ModelShape } from '../model/arch.ts';
 import { countParams, estimateTrainBytes, forwardMacs, trainFlopsPerSample } from '../model/layout.ts';
-import { describeSelection, selectBackend, type BackendDeps } from './backend.ts';
+import { describeSelection, selectBackend, type BackendDeps, type BackendSelection } from './backend.ts';
 import type { DataFeed } from './data-feed.ts';
 import { OPTIMIZER_SLOTS } from './optim/index.ts';
 import { DEFAULTS, HELP, microBatchSize, OptionsError, parseTrainArgs, type TrainOptions } from './options.ts';
@@ -19,7 +19,7 @@ export interface CliIo {
   progress?: NodeJS.WriteStream | null;
 }
 
-const defaultIo: CliIo = {
+export const defaultIo: CliIo = {
   stdout: (s) => process.stdout.write(s),
   stderr: (s) => process.stderr.write(s),
 };
@@ -43,11 +43,13 @@ export function dryRunReport(o: Pick<TrainOptions, 'arch' | 'batchSize' | 'accum
   };
 }
 
-function formatSummary(s: TrainSummary): string {
+export function formatSummary(s: TrainSummary): string {
   const lines = [
     `${s.stoppedBy === 'completed' ? 'done' : `stopped (${s.stoppedBy})`}: ${s.arch}, ${s.epochsCompleted} epoch(s), ${s.globalStep} updates, ${s.samples.toLocaleString('en-US')} images in ${s.seconds.toFixed(1)} s`,
     `throughput: ${s.imagesPerSec.toFixed(1)} images/s, ${s.gflops.toFixed(2)} GFLOP/s, stall ${s.stallPct.toFixed(1)}% (backend ${s.backend})`,
+    `compute: ${s.computePflop.toPrecision(4)} PFLOP (${s.computeFlops.toExponential(3)} FLOPs = 3 x forward FLOPs x samples, whole run)`,
   ];
+  if (s.finetune) lines.push(`fine-tuned (${s.finetune.mode}${s.finetune.mode === 'full' ? `, body lr x${s.finetune.bodyLrMult}` : ''}) from ${s.finetune.weights}`);
   if (s.lastTrainLoss !== null) lines.push(`last train loss ${s.lastTrainLoss.toFixed(4)}`);
   if (s.lastEval) lines.push(`val: loss ${s.lastEval.loss.toFixed(4)}, top-1 ${s.lastEval.top1.toFixed(2)}%, top-5 ${s.lastEval.top5.toFixed(2)}%`);
   if (s.checkpoint) lines.push(`checkpoint: ${s.checkpoint}`);
@@ -100,44 +102,53 @@ export async function runTrainCli(argv: string[], makeFeeds: MakeFeeds, io: CliI
     const selection = await selectBackend(opts.backend, io.backendDeps);
     io.stderr(`${describeSelection(selection)}\n`);
     feeds = await makeFeeds(opts);
-
-    const controller = new AbortController();
-    const signals = io.signals ?? process;
-    let interrupts = 0;
-    const onSigint = (): void => {
-      interrupts++;
-      if (interrupts === 1) {
-        io.stderr('\ninterrupt: finishing this batch, writing a checkpoint (Ctrl-C again to quit at once)\n');
-        controller.abort();
-      } else {
-        io.stderr('\ninterrupt: quitting without a checkpoint\n');
-        process.exit(EXIT.interrupted);
-      }
-    };
-    signals.on('SIGINT', onSigint);
-    let summary: TrainSummary;
-    try {
-      summary = await train(opts, feeds, {
-        signal: controller.signal,
-        log: (l) => io.stderr(`${l}\n`),
-        progress: io.progress,
-      });
-    } finally {
-      signals.off('SIGINT', onSigint);
-    }
-    io.stderr(formatSummary(summary));
-    io.stdout(`${JSON.stringify({ type: 'summary', backend_selection: selection, ...summary })}\n`);
-    return summary.stoppedBy === 'interrupted' ? EXIT.interrupted : EXIT.ok;
+    return await trainAndReport(opts, feeds, selection, io);
   } catch (e) {
-    // Errors carry their own what/where; the stack helps only for bugs, so keep it out of the way.
-    const err = e as Error;
-    io.stderr(`train: ${err.name && err.name !== 'Error' ? `${err.name}: ` : ''}${err.message}\n`);
-    if (process.env['DEBUG']) io.stderr(`${err.stack ?? ''}\n`);
-    return EXIT.failure;
+    return reportFailure('train', e, io);
   } finally {
     if (feeds) {
       await feeds.train.close();
       await feeds.val?.close();
     }
   }
+}
+
+/** Trains with Ctrl-C handling, then prints the summary (stderr) and its JSON line (stdout). */
+export async function trainAndReport(opts: TrainOptions, feeds: TrainFeeds, selection: BackendSelection, io: CliIo): Promise<number> {
+  const controller = new AbortController();
+  const signals = io.signals ?? process;
+  let interrupts = 0;
+  const onSigint = (): void => {
+    interrupts++;
+    if (interrupts === 1) {
+      io.stderr('\ninterrupt: finishing this batch, writing a checkpoint (Ctrl-C again to quit at once)\n');
+      controller.abort();
+    } else {
+      io.stderr('\ninterrupt: quitting without a checkpoint\n');
+      process.exit(EXIT.interrupted);
+    }
+  };
+  signals.on('SIGINT', onSigint);
+  let summary: TrainSummary;
+  try {
+    summary = await train(opts, feeds, {
+      signal: controller.signal,
+      log: (l) => io.stderr(`${l}\n`),
+      progress: io.progress,
+    });
+  } finally {
+    signals.off('SIGINT', onSigint);
+  }
+  io.stderr(formatSummary(summary));
+  io.stdout(`${JSON.stringify({ type: 'summary', backend_selection: selection, ...summary })}\n`);
+  return summary.stoppedBy === 'interrupted' ? EXIT.interrupted : EXIT.ok;
+}
+
+/** Prints an error as "<cmd>: <Name>: <message>" (the stack only with DEBUG set); exit 1. */
+export function reportFailure(cmd: string, e: unknown, io: CliIo): number {
+  // Errors carry their own what/where; the stack helps only for bugs, so keep it out of the way.
+  const err = e instanceof Error ? e : new Error(String(e));
+  io.stderr(`${cmd}: ${err.name && err.name !== 'Error' ? `${err.name}: ` : ''}${err.message}\n`);
+  if (process.env['DEBUG']) io.stderr(`${err.stack ?? ''}\n`);
+  return EXIT.failure;
 }

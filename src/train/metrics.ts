@@ -1,5 +1,9 @@
 // metrics.jsonl: one JSON object per line, "type": "step" per optimizer update and "type":
-// "epoch" per epoch. Appended synchronously so a crash loses at most the line being written.
+// "epoch" per epoch. Both carry the run's cumulative compute as the paper counts it (its
+// get_compute: 3 x FLOP(forward) x samples): compute_flops, with 2 FLOPs per multiply-add of the
+// Linear layers (so 6 x forward multiply-adds per sample; the reference measures FLOP(forward) with
+// fvcore, which counts one per multiply-add, i.e. half these numbers), and compute_pflop.
+// Appended synchronously so a crash loses at most the line being written.
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 
@@ -17,6 +21,10 @@ export interface StepRecord {
   wait_ms: number;
   compute_ms: number;
   grad_norm?: number;
+  /** Cumulative training compute of the run: 3 x forward FLOPs x samples trained on so far. */
+  compute_flops: number;
+  /** compute_flops / 1e15. */
+  compute_pflop: number;
 }
 
 export interface EpochRecord {
@@ -33,6 +41,8 @@ export interface EpochRecord {
   stall_pct: number;
   seconds: number;
   eval_seconds?: number;
+  compute_flops: number;
+  compute_pflop: number;
 }
 
 export class MetricsLog {

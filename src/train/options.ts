@@ -49,6 +49,20 @@ export interface TrainOptions {
   /** SGD momentum. */
   momentum: number;
   quiet: boolean;
+  /** Fine-tune a pre-trained model instead of training from scratch (the finetune command). */
+  finetune?: FinetuneSpec;
+}
+
+export type FinetuneMode = 'linear' | 'full';
+export const FINETUNE_MODES: readonly FinetuneMode[] = ['linear', 'full'];
+
+export interface FinetuneSpec {
+  /** The pre-trained model: a model dir, a run's --out, a checkpoint dir, or a .safetensors file. */
+  checkpoint: string;
+  /** linear: only the new head trains (the body frozen); full: everything trains. */
+  mode: FinetuneMode;
+  /** full: the body's learning rate as a multiple of the head's. */
+  bodyLrMult: number;
 }
 
 export const DEFAULTS = {
@@ -76,13 +90,50 @@ export const DEFAULTS = {
   res: 64,
   channels: 3,
   numClasses: 11230,
-} as const satisfies Partial<TrainOptions> & Record<string, unknown>;
+} as const satisfies TrainDefaults & Record<string, unknown>;
 
 export class OptionsError extends Error {
   override readonly name = 'OptionsError';
   constructor(readonly option: string, reason: string) {
     super(`--${option}: ${reason}`);
   }
+}
+
+/** The Optimisation and Run sections of --help, shared with finetune (its own defaults). */
+export function optimisationHelp(d: TrainDefaults, outDefault = 'runs/<arch>'): string {
+  return `Optimisation
+  --epochs N                 ${d.epochs}
+  --batch-size N             images per optimizer update (${d.batchSize})
+  --accum N                  split each update into N micro-batches of batch-size/N (${d.accum})
+  --optimizer NAME           ${OPTIMIZER_NAMES.join('|')} (${d.optimizer})
+  --lr X                     ${d.lr}
+  --weight-decay X           ${d.weightDecay} (decoupled for lion/adamw, inside the update for lamb, coupled for sgd)
+  --momentum X               SGD momentum (${d.momentum})
+  --schedule NAME            ${SCHEDULE_NAMES.join('|')} (${d.schedule})
+  --warmup N                 optimizer updates of linear warm-up (${d.warmup})
+  --clip X                   clip gradients to this global norm; 0 = off (${d.clip})
+  --smoothing X              label smoothing (${d.smoothing})
+  --mixup A                  MixUp alpha, one lambda ~ Beta(A, A) per batch; 0 = off (${d.mixup})
+  --mixup-partner P          ${MIXUP_PARTNERS.join('|')}: whom each sample is mixed with (${d.mixupPartner})
+  --seed N                   init, MixUp and shuffling seed (${d.seed})
+
+Run
+  --out <dir>                metrics.jsonl, checkpoints/, final model.safetensors + config.json
+                             (default ${outDefault})
+  --resume <dir>             continue from the latest checkpoint in <dir> (a run's --out, or one checkpoint)
+  --checkpoint-every N       also checkpoint every N optimizer updates; 0 = epoch ends only (${d.checkpointEvery})
+  --max-steps N              stop with a checkpoint after N optimizer updates in total
+  --eval-batch-size N        (default: --batch-size)
+  --backend NAME             auto|${BACKEND_ORDER.join('|')} (auto tries them in this order)
+  --dry-run                  print {"params", "flops_per_sample", ...} as one JSON line and exit
+  --quiet                    no progress line
+  -h, --help                 this text
+
+metrics.jsonl: a "step" line per update and an "epoch" line per epoch, each with the run's
+cumulative compute as the paper counts it, compute_flops = 3 x forward FLOPs x samples
+(2 FLOPs per multiply-add) and compute_pflop; the summary has computeFlops / computePflop.
+Ctrl-C writes a checkpoint and exits; a second Ctrl-C exits at once.
+`;
 }
 
 export const HELP = `Usage: train --data <index.json> [--val <index.json>] [options]
@@ -100,36 +151,7 @@ Data and model
   --no-augment               no random crops/flips (and no MixUp), as the reference does
   --workers N                decode workers for the data pipeline (default: cores - 1)
 
-Optimisation
-  --epochs N                 ${DEFAULTS.epochs}
-  --batch-size N             images per optimizer update (${DEFAULTS.batchSize})
-  --accum N                  split each update into N micro-batches of batch-size/N (${DEFAULTS.accum})
-  --optimizer NAME           ${OPTIMIZER_NAMES.join('|')} (${DEFAULTS.optimizer})
-  --lr X                     ${DEFAULTS.lr}
-  --weight-decay X           ${DEFAULTS.weightDecay} (decoupled for lion/adamw, inside the update for lamb, coupled for sgd)
-  --momentum X               SGD momentum (${DEFAULTS.momentum})
-  --schedule NAME            ${SCHEDULE_NAMES.join('|')} (${DEFAULTS.schedule})
-  --warmup N                 optimizer updates of linear warm-up (${DEFAULTS.warmup})
-  --clip X                   clip gradients to this global norm; 0 = off (${DEFAULTS.clip})
-  --smoothing X              label smoothing (${DEFAULTS.smoothing})
-  --mixup A                  MixUp alpha, one lambda ~ Beta(A, A) per batch; 0 = off (${DEFAULTS.mixup})
-  --mixup-partner P          ${MIXUP_PARTNERS.join('|')}: whom each sample is mixed with (${DEFAULTS.mixupPartner})
-  --seed N                   init, MixUp and shuffling seed (${DEFAULTS.seed})
-
-Run
-  --out <dir>                metrics.jsonl, checkpoints/, final model.safetensors + config.json
-                             (default runs/<arch>)
-  --resume <dir>             continue from the latest checkpoint in <dir> (a run's --out, or one checkpoint)
-  --checkpoint-every N       also checkpoint every N optimizer updates; 0 = epoch ends only (${DEFAULTS.checkpointEvery})
-  --max-steps N              stop with a checkpoint after N optimizer updates in total
-  --eval-batch-size N        (default: --batch-size)
-  --backend NAME             auto|${BACKEND_ORDER.join('|')} (auto tries them in this order)
-  --dry-run                  print {"params", "flops_per_sample", ...} as one JSON line and exit
-  --quiet                    no progress line
-  -h, --help                 this text
-
-Ctrl-C writes a checkpoint and exits; a second Ctrl-C exits at once.
-`;
+${optimisationHelp(DEFAULTS)}`;
 
 const SPEC = {
   data: { type: 'string' },
@@ -165,9 +187,11 @@ const SPEC = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-type Raw = Partial<Record<keyof typeof SPEC, string | boolean>>;
+export type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: string }>;
+export type Raw = Partial<Record<string, string | boolean>>;
+type Key = string;
 
-function num(raw: Raw, key: keyof typeof SPEC, fallback: number, check: (v: number) => string | null): number {
+export function num(raw: Raw, key: Key, fallback: number, check: (v: number) => string | null): number {
   const s = raw[key];
   if (s === undefined) return fallback;
   const v = Number(s);
@@ -177,12 +201,12 @@ function num(raw: Raw, key: keyof typeof SPEC, fallback: number, check: (v: numb
   return v;
 }
 
-const positiveInt = (v: number): string | null => (Number.isInteger(v) && v >= 1 ? null : 'must be a positive integer');
-const nonNegInt = (v: number): string | null => (Number.isInteger(v) && v >= 0 ? null : 'must be a non-negative integer');
-const nonNeg = (v: number): string | null => (v >= 0 ? null : 'must be >= 0');
+export const positiveInt = (v: number): string | null => (Number.isInteger(v) && v >= 1 ? null : 'must be a positive integer');
+export const nonNegInt = (v: number): string | null => (Number.isInteger(v) && v >= 0 ? null : 'must be a non-negative integer');
+export const nonNeg = (v: number): string | null => (v >= 0 ? null : 'must be >= 0');
 const unit = (v: number): string | null => (v >= 0 && v < 1 ? null : 'must be in [0, 1)');
 
-function oneOf<T extends string>(raw: Raw, key: keyof typeof SPEC, choices: readonly T[], fallback: T): T {
+export function oneOf<T extends string>(raw: Raw, key: Key, choices: readonly T[], fallback: T): T {
   const s = raw[key];
   if (s === undefined) return fallback;
   if (typeof s !== 'string' || !(choices as readonly string[]).includes(s)) {
@@ -191,66 +215,100 @@ function oneOf<T extends string>(raw: Raw, key: keyof typeof SPEC, choices: read
   return s as T;
 }
 
-function str(raw: Raw, key: keyof typeof SPEC): string | undefined {
+export function str(raw: Raw, key: Key): string | undefined {
   const s = raw[key];
   return typeof s === 'string' ? s : undefined;
 }
 
 export type ParsedArgs = { help: true } | { help: false; options: TrainOptions };
 
+/** The defaults the shared options fall back to (the train command's are DEFAULTS). */
+export interface TrainDefaults {
+  arch: string;
+  epochs: number;
+  batchSize: number;
+  accum: number;
+  optimizer: OptimizerName;
+  lr: number;
+  weightDecay: number;
+  momentum: number;
+  smoothing: number;
+  mixup: number;
+  mixupPartner: MixupPartner;
+  backend: BackendChoice | 'auto';
+  warmup: number;
+  schedule: ScheduleName;
+  clip: number;
+  checkpointEvery: number;
+  seed: number;
+}
+
 export function parseTrainArgs(argv: readonly string[]): ParsedArgs {
+  const r = parseTrainArgsWith(argv, DEFAULTS, {});
+  return r.help ? { help: true } : { help: false, options: r.options };
+}
+
+/**
+ * The train options with other defaults and extra options (fine-tuning): the extra options'
+ * raw values come back for the caller to interpret.
+ */
+export function parseTrainArgsWith(
+  argv: readonly string[],
+  defaults: TrainDefaults,
+  extra: OptionSpec,
+): { help: true } | { help: false; options: TrainOptions; raw: Raw } {
   let raw: Raw;
   try {
-    raw = parseArgs({ args: [...argv], options: SPEC, strict: true, allowPositionals: false }).values as Raw;
+    raw = parseArgs({ args: [...argv], options: { ...SPEC, ...extra }, strict: true, allowPositionals: false }).values as Raw;
   } catch (e) {
     throw new OptionsError('args', (e as Error).message);
   }
-  if (raw.help) return { help: true };
+  if (raw['help']) return { help: true };
 
-  const arch = str(raw, 'arch') ?? DEFAULTS.arch;
+  const arch = str(raw, 'arch') ?? defaults.arch;
   try {
     parseArch(arch);
   } catch (e) {
     throw new OptionsError('arch', (e as Error).message);
   }
-  const batchSize = num(raw, 'batch-size', DEFAULTS.batchSize, positiveInt);
-  const accum = num(raw, 'accum', DEFAULTS.accum, positiveInt);
+  const batchSize = num(raw, 'batch-size', defaults.batchSize, positiveInt);
+  const accum = num(raw, 'accum', defaults.accum, positiveInt);
   if (batchSize % accum !== 0) throw new OptionsError('accum', `batch size ${batchSize} is not divisible by ${accum}`);
-  const optional = (key: keyof typeof SPEC): number | undefined => (raw[key] === undefined ? undefined : num(raw, key, 0, positiveInt));
+  const optional = (key: Key): number | undefined => (raw[key] === undefined ? undefined : num(raw, key, 0, positiveInt));
 
   const options: TrainOptions = {
     data: str(raw, 'data'),
     val: str(raw, 'val'),
     arch,
-    epochs: num(raw, 'epochs', DEFAULTS.epochs, positiveInt),
+    epochs: num(raw, 'epochs', defaults.epochs, positiveInt),
     batchSize,
     accum,
-    optimizer: oneOf(raw, 'optimizer', OPTIMIZER_NAMES, DEFAULTS.optimizer),
-    lr: num(raw, 'lr', DEFAULTS.lr, nonNeg),
-    weightDecay: num(raw, 'weight-decay', DEFAULTS.weightDecay, nonNeg),
-    momentum: num(raw, 'momentum', DEFAULTS.momentum, unit),
-    smoothing: num(raw, 'smoothing', DEFAULTS.smoothing, unit),
-    mixup: num(raw, 'mixup', DEFAULTS.mixup, nonNeg),
-    mixupPartner: oneOf(raw, 'mixup-partner', MIXUP_PARTNERS, DEFAULTS.mixupPartner),
+    optimizer: oneOf(raw, 'optimizer', OPTIMIZER_NAMES, defaults.optimizer),
+    lr: num(raw, 'lr', defaults.lr, nonNeg),
+    weightDecay: num(raw, 'weight-decay', defaults.weightDecay, nonNeg),
+    momentum: num(raw, 'momentum', defaults.momentum, unit),
+    smoothing: num(raw, 'smoothing', defaults.smoothing, unit),
+    mixup: num(raw, 'mixup', defaults.mixup, nonNeg),
+    mixupPartner: oneOf(raw, 'mixup-partner', MIXUP_PARTNERS, defaults.mixupPartner),
     augment: !raw['no-augment'],
     out: str(raw, 'out') ?? str(raw, 'resume') ?? `runs/${arch}`,
-    backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, DEFAULTS.backend),
+    backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, defaults.backend),
     resume: str(raw, 'resume'),
     dryRun: Boolean(raw['dry-run']),
     res: optional('res'),
     channels: optional('channels'),
     numClasses: optional('num-classes'),
-    warmup: num(raw, 'warmup', DEFAULTS.warmup, nonNegInt),
-    schedule: oneOf(raw, 'schedule', SCHEDULE_NAMES, DEFAULTS.schedule),
-    clip: num(raw, 'clip', DEFAULTS.clip, nonNeg),
-    checkpointEvery: num(raw, 'checkpoint-every', DEFAULTS.checkpointEvery, nonNegInt),
+    warmup: num(raw, 'warmup', defaults.warmup, nonNegInt),
+    schedule: oneOf(raw, 'schedule', SCHEDULE_NAMES, defaults.schedule),
+    clip: num(raw, 'clip', defaults.clip, nonNeg),
+    checkpointEvery: num(raw, 'checkpoint-every', defaults.checkpointEvery, nonNegInt),
     maxSteps: optional('max-steps'),
-    seed: num(raw, 'seed', DEFAULTS.seed, nonNegInt),
+    seed: num(raw, 'seed', defaults.seed, nonNegInt),
     evalBatchSize: num(raw, 'eval-batch-size', batchSize, positiveInt),
     workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), positiveInt),
-    quiet: Boolean(raw.quiet),
+    quiet: Boolean(raw['quiet']),
   };
-  return { help: false, options };
+  return { help: false, options, raw };
 }
 
 /** Options as a library caller would pass them: defaults filled in, then `partial` on top. */

@@ -11,27 +11,51 @@ export interface MicroResult {
   loss: tf.Scalar;
   top1: tf.Scalar;
   top5: tf.Scalar;
-  /** One per model parameter, in model.params order. */
+  /** One per differentiated variable, in the order of MicroOptions.vars (default model.params). */
   grads: tf.Tensor[];
 }
 
+export interface MicroOptions {
+  /**
+   * The variables to differentiate, in the order the optimizer holds them (default: all of the
+   * model's, in model.params order).
+   */
+  vars?: tf.Variable[];
+  /**
+   * Linear probing: the body runs forward outside the gradient tape (no activations kept, no
+   * backward pass through it) and only the head is differentiated; `vars` must be head variables.
+   */
+  frozenBody?: boolean;
+}
+
 /** Loss, hit counts and gradients of one batch; MixUp (if drawn) is applied on the device. */
-export function microStep(model: Mlp, images: tf.Tensor2D, labels: tf.Tensor1D, smoothing: number, mix?: MixDraw): MicroResult {
+export function microStep(model: Mlp, images: tf.Tensor2D, labels: tf.Tensor1D, smoothing: number, mix?: MixDraw, opts: MicroOptions = {}): MicroResult {
   return tf.tidy(() => {
     let x = images;
     let partnerLabels: tf.Tensor1D | undefined;
     if (mix) ({ images: x, partnerLabels } = applyMix(images, labels, mix));
-    const vars = model.variables();
+    const vars = opts.vars ?? model.variables();
+    // Outside variableGrads nothing is recorded for the backward pass.
+    const features = opts.frozenBody ? model.features(x) : null;
     let logits: tf.Tensor2D | null = null;
     const { value, grads } = tf.variableGrads(() => {
-      const z = model.forward(x);
+      const z = features ? model.head(features, { inputGrad: false }) : model.forward(x);
       logits = tf.keep(z);
       return batchLoss(z, labels, smoothing, partnerLabels && mix ? { lambda: mix.lambda, partnerLabels } : undefined);
     }, vars);
     const hits = hitCounts(logits!, labels, partnerLabels);
     // tf.keep let the logits out of variableGrads' scopes; this tidy would not free them.
     tf.dispose(logits!);
-    return { loss: value, top1: hits.top1, top5: hits.top5, grads: vars.map((v) => grads[v.name]!) };
+    return {
+      loss: value,
+      top1: hits.top1,
+      top5: hits.top5,
+      grads: vars.map((v) => {
+        const g = grads[v.name];
+        if (!g) throw new Error(`microStep: no gradient for ${v.name} (frozen or not used by the forward pass)`);
+        return g;
+      }),
+    };
   });
 }
 

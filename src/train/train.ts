@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ProgressLine } from '../cli/progress.ts';
 import { parseArch } from '../model/arch.ts';
 import { saveModel } from '../model/checkpoint.ts';
+import { isHeadParam, withNewHead } from '../model/head.ts';
 import { estimateTrainBytes, trainFlopsPerSample } from '../model/layout.ts';
 import { Mlp, type ModelConfig } from '../model/mlp.ts';
 import { Rng } from '../model/rng.ts';
@@ -16,8 +17,9 @@ import type { Batch, DataFeed, DatasetInfo } from './data-feed.ts';
 import { evaluate, type EvalResult } from './evaluate.ts';
 import { MetricsLog, round } from './metrics.ts';
 import { drawMix } from './mixup.ts';
-import { createOptimizer, OPTIMIZER_SLOTS, type Optimizer } from './optim/index.ts';
-import { microBatchSize, mixupAlpha, type TrainOptions } from './options.ts';
+import { createOptimizer, OPTIMIZER_SLOTS, type NamedParam, type Optimizer } from './optim/index.ts';
+import { microBatchSize, mixupAlpha, type FinetuneMode, type TrainOptions } from './options.ts';
+import { loadPretrained, resolvePretrained, type PretrainedRef } from './pretrained.ts';
 import { learningRate, type ScheduleSpec } from './schedule.ts';
 import { applyUpdate, GradAccumulator, microStep } from './step.ts';
 
@@ -62,6 +64,15 @@ export interface TrainSummary {
   imagesPerSec: number;
   gflops: number;
   stallPct: number;
+  /**
+   * Training compute of the whole run so far (a resumed run includes what came before), as the
+   * paper counts it: 3 x forward FLOPs (2 per multiply-add) x samples trained on.
+   */
+  computeFlops: number;
+  /** computeFlops / 1e15. */
+  computePflop: number;
+  /** Fine-tuning runs only. */
+  finetune?: { mode: FinetuneMode; bodyLrMult: number; from: string; weights: string; sourceClasses: number };
   lastTrainLoss: number | null;
   lastEval: EvalResult | null;
   /** Latest checkpoint directory written, if any. */
@@ -94,6 +105,25 @@ function modelConfigFor(o: TrainOptions, info: DatasetInfo): ModelConfig {
   return { arch: parseArch(o.arch).name, res: info.res, channels: info.channels, numClasses: info.numClasses };
 }
 
+/** The fine-tuned model: the checkpoint's architecture and input, the data's classes. */
+function finetuneConfigFor(o: TrainOptions, src: PretrainedRef, info: DatasetInfo): ModelConfig {
+  const c = src.config;
+  if (info.channels !== c.channels) {
+    throw new TrainError('channels', `the checkpoint ${src.path} takes ${c.channels}-channel images, the data has ${info.channels} channels`);
+  }
+  if (info.res !== c.res) {
+    throw new TrainError('res', `the checkpoint ${src.path} takes ${c.res}x${c.res} images, the data feed delivers ${info.res}x${info.res} (open it at the checkpoint's res)`);
+  }
+  if (o.numClasses !== undefined && o.numClasses !== info.numClasses) throw new TrainError('--num-classes', `${o.numClasses} given, the data has ${info.numClasses}`);
+  return { arch: parseArch(c.arch).name, res: c.res, channels: c.channels, numClasses: info.numClasses };
+}
+
+/** Paper-style compute: 3 x forward FLOPs (trainFlopsPerSample) x samples, in FLOPs and PFLOP. */
+export function computeFields(samples: number, flopsPerSample: number): { compute_flops: number; compute_pflop: number } {
+  const flops = samples * flopsPerSample;
+  return { compute_flops: flops, compute_pflop: flops / 1e15 };
+}
+
 function checkSameShape(what: string, a: DatasetInfo, b: DatasetInfo): void {
   if (a.res !== b.res || a.channels !== b.channels || a.numClasses !== b.numClasses) {
     throw new TrainError(what, `${b.channels}x${b.res}x${b.res} with ${b.numClasses} classes does not match training data ${a.channels}x${a.res}x${a.res} with ${a.numClasses}`);
@@ -112,7 +142,9 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
   const o = options.resume && options.out === options.resume ? { ...options, out: runDirFor(options.resume) } : options;
   const trainInfo = feeds.train.info;
   if (feeds.val) checkSameShape('validation data', trainInfo, feeds.val.info);
-  const config = modelConfigFor(o, trainInfo);
+  const ft = o.finetune;
+  const source = ft ? resolvePretrained(ft.checkpoint) : null;
+  const config = source ? finetuneConfigFor(o, source, trainInfo) : modelConfigFor(o, trainInfo);
   const stepsPerEpoch = feeds.train.stepsPerEpoch();
   if (stepsPerEpoch < 1) throw new TrainError('training data', `${trainInfo.numSamples} samples make no full batch of ${microBatchSize(o)}`);
   const updatesPerEpoch = Math.ceil(stepsPerEpoch / o.accum);
@@ -124,8 +156,20 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
     throw new TrainError(o.out, 'already holds a checkpoint: pass --resume to continue it, or choose another --out');
   }
 
-  const model = new Mlp(config, o.seed);
-  const named = model.params.map((p) => ({ name: p.entry.name, variable: p.variable }));
+  // A new fine-tuning run: the checkpoint's body and a new seeded head. A resumed
+  // run takes every weight from its own checkpoint below.
+  const model = source && !resumed ? withNewHead(config, loadPretrained(source.path).tensors, config.numClasses, o.seed, source.weights) : new Mlp(config, o.seed);
+  // Parameter groups: linear probing trains the head only (the body gets no gradient and no
+  // optimizer state); full fine-tuning gives the body bodyLrMult x the head's rate.
+  const frozenBody = ft?.mode === 'linear';
+  const named: NamedParam[] = model.params
+    .filter((p) => !frozenBody || isHeadParam(p.entry.name))
+    .map((p) => ({
+      name: p.entry.name,
+      variable: p.variable,
+      ...(ft?.mode === 'full' && !isHeadParam(p.entry.name) ? { lrScale: ft.bodyLrMult } : {}),
+    }));
+  const trainVars = named.map((p) => p.variable);
   const optimizer: Optimizer = createOptimizer(o.optimizer, named, { weightDecay: o.weightDecay, momentum: o.momentum });
   const rng = new Rng(o.seed, MIX_STREAM);
   let epoch = 0;
@@ -153,6 +197,11 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
       if (s.optimizer.name !== o.optimizer) mismatch.push(`optimizer ${s.optimizer.name} vs ${o.optimizer}`);
       // The seed orders the data (through the feed) and draws MixUp: a new one changes the run.
       if (s.run.seed !== o.seed) mismatch.push(`seed ${s.run.seed} vs ${o.seed}`);
+      const was = s.run.finetune;
+      if (!was !== !ft) mismatch.push(was ? `the checkpoint is a ${was.mode} fine-tuning run, this is not one` : 'the checkpoint is not a fine-tuning run');
+      else if (was && ft && (was.mode !== ft.mode || was.bodyLrMult !== ft.bodyLrMult)) {
+        mismatch.push(`fine-tuning ${was.mode} (body lr x${was.bodyLrMult}) vs ${ft.mode} (body lr x${ft.bodyLrMult})`);
+      }
       if (mismatch.length) throw new TrainError(resumed.dir, `cannot resume exactly: ${mismatch.join('; ')}`);
       model.loadStateDict(resumed.model.tensors, resumed.dir);
       optimizer.load(resumed.optimizer, s.optimizer.steps);
@@ -167,6 +216,13 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
     if (resumed) metrics.write({ type: 'resume', from: resumed.dir, epoch, step: startStep, global_step: globalStep });
     const flopsPerSample = trainFlopsPerSample(model.spec, config);
     log(`${config.arch}: ${model.numParams.toLocaleString('en-US')} params, ${formatFlops(flopsPerSample)} per training sample; backend ${tf.getBackend()}; ${stepsPerEpoch} batches of ${microBatchSize(o)} per epoch`);
+    if (ft && source) {
+      const trained = named.reduce((n, p) => n + p.variable.size, 0);
+      log(
+        `fine-tuning (${ft.mode}${ft.mode === 'full' ? `, body lr x${ft.bodyLrMult}` : ', body frozen'}) from ${source.weights}: ` +
+          `head ${source.config.numClasses} -> ${config.numClasses} classes; ${trained.toLocaleString('en-US')} parameters train`,
+      );
+    }
 
     const bytes = estimateTrainBytes(model.spec, config, microBatchSize(o), OPTIMIZER_SLOTS[o.optimizer]);
     if (tf.getBackend() === 'wasm' && bytes > WASM_HEAP_LIMIT) {
@@ -175,7 +231,14 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
       log(`warning: this step needs ~${(bytes / 2 ** 30).toFixed(1)} GiB, more than the wasm backend's 4 GiB heap; try --accum ${accum} or a smaller --batch-size`);
     }
 
-    const run = { arch: config.arch, batchSize: o.batchSize, accum: o.accum, seed: o.seed, stepsPerEpoch };
+    const run: TrainerState['run'] = {
+      arch: config.arch,
+      batchSize: o.batchSize,
+      accum: o.accum,
+      seed: o.seed,
+      stepsPerEpoch,
+      ...(ft && source ? { finetune: { mode: ft.mode, bodyLrMult: ft.bodyLrMult, from: source.weights } } : {}),
+    };
     const snapshot = (e: number, step: number, s: EpochSums): TrainerState => ({
       version: 1,
       epoch: e,
@@ -217,6 +280,12 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
 
       while (pending) {
         const tw = performance.now();
+        // One full event-loop turn per step. A synchronous backend (wasm, cpu) blocks the loop for
+        // the whole step, and when the batch is already there `await pending` alone never yields
+        // a turn, so the feed's own main-thread work (taking freed ring slots, dispatching the next
+        // fills) would wait for a step that happens to stall. Counted as waiting: it is the
+        // pipeline's time.
+        await new Promise<void>((resolve) => setImmediate(resolve));
         const r: IteratorResult<Batch> = await pending;
         const tc = performance.now();
         if (r.done) {
@@ -233,7 +302,7 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
         const x = tf.tensor2d(batch.images, [batch.n, d]);
         const y = tf.tensor1d(batch.labels, 'int32');
         const mix = alpha > 0 ? drawMix(rng, alpha, batch.n, o.mixupPartner) : undefined;
-        const res = microStep(model, x, y, o.smoothing, mix);
+        const res = microStep(model, x, y, o.smoothing, mix, { vars: trainVars, frozenBody });
         tf.dispose([x, y]);
         // Nothing that aliases the batch memory survives microStep (cpu/tfjs-node may alias it).
         batch.release();
@@ -286,6 +355,7 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
             wait_ms: round(winWait, 2),
             compute_ms: round(winCompute, 2),
             ...(normVal ? { grad_norm: round(normVal[0]!, 6) } : {}),
+            ...computeFields(samplesSeen, flopsPerSample),
           });
           progress?.update(
             `epoch ${epoch + 1}/${o.epochs}`,
@@ -341,6 +411,7 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
         images_per_sec: round((1000 * sums.samples) / sums.wallMs, 1),
         stall_pct: round((100 * sums.waitMs) / sums.wallMs, 2),
         seconds: round(epochSeconds, 3),
+        ...computeFields(samplesSeen, flopsPerSample),
       };
       metrics.write(rec);
       log(
@@ -373,12 +444,15 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
       imagesPerSec: round(runSamples / seconds, 1),
       gflops: round((runSamples * flopsPerSample) / seconds / 1e9, 2),
       stallPct: round(seconds > 0 ? (100 * runWait) / 1000 / seconds : 0, 2),
+      computeFlops: computeFields(samplesSeen, flopsPerSample).compute_flops,
+      computePflop: computeFields(samplesSeen, flopsPerSample).compute_pflop,
       lastTrainLoss: lastLoss,
       lastEval,
       checkpoint: lastCheckpoint,
       modelDir,
       resumedFrom: resumed?.dir ?? null,
       out: o.out,
+      ...(ft && source ? { finetune: { mode: ft.mode, bodyLrMult: ft.bodyLrMult, from: source.path, weights: source.weights, sourceClasses: source.config.numClasses } } : {}),
     };
     metrics.write({ type: 'summary', ...summary });
     return summary;

@@ -38,7 +38,8 @@ export abstract class SlotOptimizer implements Optimizer {
     this.count++;
     for (let i = 0; i < this.params.length; i++) {
       const p = this.params[i]!;
-      tf.tidy(() => this.update(i, p.variable, grads[i]!, lr, this.count));
+      const groupLr = p.lrScale === undefined ? lr : lr * p.lrScale;
+      tf.tidy(() => this.update(i, p.variable, grads[i]!, groupLr, this.count));
     }
   }
 

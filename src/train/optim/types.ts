@@ -12,6 +12,12 @@ export interface NamedParam {
   /** State-dict key of the parameter; optimizer state is stored under "<slot>.<name>". */
   name: string;
   variable: tf.Variable;
+  /**
+   * The parameter group's learning-rate multiplier (default 1): the update uses lr * lrScale,
+   * as a PyTorch parameter group whose lr is lrScale times the base (decoupled weight decay
+   * scales with it, as PyTorch's does with the group's lr). The schedule scales every group.
+   */
+  lrScale?: number;
 }
 
 export interface OptimizerHyper {
@@ -29,7 +35,10 @@ export interface Optimizer {
   readonly name: OptimizerName;
   /** Number of updates applied so far (drives Adam-style bias correction). */
   readonly steps: number;
-  /** Applies one update; `grads[i]` belongs to `params[i]` of the constructor. Does not dispose grads. */
+  /**
+   * Applies one update at base rate `lr` (times each parameter's lrScale); `grads[i]` belongs
+   * to `params[i]` of the constructor. Does not dispose grads.
+   */
   apply(grads: readonly tf.Tensor[], lr: number): void;
   /** State tensors under stable names, for checkpoints (views: do not dispose). */
   state(): Map<string, tf.Tensor>;

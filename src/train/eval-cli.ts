@@ -1,0 +1,264 @@
+// The eval command without its data plumbing (the caller passes the feed factory): loads a
+// model, scores it on a dataset with centre crops, optionally with test-time augmentation and
+// ImageNet ReaL labels, and reports on stderr (human) and stdout (one JSON line).
+import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { atomicWrite } from '../model/atomic.ts';
+import { Mlp } from '../model/mlp.ts';
+import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from './backend.ts';
+import { defaultIo, EXIT, reportFailure, type CliIo } from './cli-main.ts';
+import type { DataFeed } from './data-feed.ts';
+import { FINETUNE_DEFAULTS } from './finetune-cli.ts';
+import type { CropSpec, OpenEvalFeed } from './loader-feeds.ts';
+import { nonNegInt, num, oneOf, OptionsError, positiveInt, str, type Raw } from './options.ts';
+import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from './predict.ts';
+import { loadPretrained, resolvePretrained } from './pretrained.ts';
+
+export interface EvalOptions {
+  checkpoint: string;
+  data: string;
+  batchSize: number;
+  /** Test-time augmentation views; 0 = none. */
+  tta: number;
+  crop: CropSpec;
+  seed: number;
+  real?: string;
+  out?: string;
+  workers: number;
+  backend: BackendChoice | 'auto';
+  quiet: boolean;
+}
+
+export const EVAL_DEFAULTS = { batchSize: 1024, tta: 0, seed: 0, crop: FINETUNE_DEFAULTS.crop } as const;
+
+const SPEC = {
+  checkpoint: { type: 'string' },
+  data: { type: 'string' },
+  'batch-size': { type: 'string' },
+  tta: { type: 'string' },
+  'crop-scale': { type: 'string' },
+  'crop-ratio': { type: 'string' },
+  seed: { type: 'string' },
+  real: { type: 'string' },
+  out: { type: 'string' },
+  workers: { type: 'string' },
+  backend: { type: 'string' },
+  quiet: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const fmtPair = (p: readonly number[]): string => `${p[0]},${p[1]}`;
+
+export const EVAL_HELP = `Usage: eval --checkpoint <model> --data <index.json> [--tta N] [--real <real.json>] [options]
+
+Scores a model on a dataset: loss, top-1 and top-5 with centre crops (the evaluation transform,
+images read at the model's resolution; smaller ones are upscaled), in the data's order.
+
+  --checkpoint <path>        a model directory (model.safetensors + config.json), a run's --out (its final
+                             model, else its latest checkpoint), a checkpoint directory, or a .safetensors
+                             file with config.json beside it
+  --data <index.json>        the dataset (shards); its channels and classes must be the model's
+  --batch-size N             ${EVAL_DEFAULTS.batchSize}
+  --tta N                    test-time augmentation as the paper (which uses 100): also average the softmax
+                             probabilities of N random crops (+ flips) of every image and report top-1/top-5
+                             (and the loss) of the average; 0 = off (${EVAL_DEFAULTS.tta})
+  --crop-scale LO,HI         TTA crops' area fraction range (${fmtPair(EVAL_DEFAULTS.crop.scale)}, the fine-tuning crops)
+  --crop-ratio LO,HI         TTA crops' aspect ratio range (${fmtPair(EVAL_DEFAULTS.crop.ratio)})
+  --seed N                   TTA crop seed (${EVAL_DEFAULTS.seed})
+  --real <real.json>         also score ImageNet ReaL: the official real.json (a JSON list with one list of
+                             class indices per validation image, in sorted file-name order). The sample
+                             with key K counts as right if its top-1 class is in real[K]; images with an
+                             empty list are left out (and counted). Our shard keys are positions in the
+                             sharded order, so shard the whole validation set with --no-shuffle (no --limit,
+                             no --val-fraction) and a labels file covering every image (a file missing from
+                             it is not listed and shifts the later positions; an undecodable one only leaves
+                             a gap), e.g.
+                               npm run shard -- imagenet <val dir> --labels LOC_val_solution.csv \\
+                                 --classes shards/in1k-train/index.json --no-shuffle --split val \\
+                                 --out shards/in1k-val
+                             (then key K = the position of the file name in sorted order = real.json's index)
+  --out <file.json>          also write the JSON result to this file
+  --workers N                decode workers (default: cores - 1)
+  --backend NAME             auto|${BACKEND_ORDER.join('|')}
+  --quiet                    no per-view progress lines
+  -h, --help                 this text
+
+Prints a summary on stderr and one JSON line on stdout: {"type":"eval", "loss", "top1", "top5",
+"samples", ...; "real": {...} with --real; "tta": {"views", "loss", "top1", "top5", "real"?} with --tta}
+(accuracies in percent). Exit status: 0 done, 1 failure (no model at --checkpoint, data that does
+not fit the model, bad ReaL file), 2 usage error.
+`;
+
+function pair(raw: Raw, key: string, fallback: readonly [number, number], check: (lo: number, hi: number) => string | null): [number, number] {
+  const s = str(raw, key);
+  if (s === undefined) return [fallback[0], fallback[1]];
+  const parts = s.split(',').map((x) => x.trim());
+  const v = parts.map(Number);
+  if (parts.length !== 2 || parts.some((p) => p === '') || !v.every(Number.isFinite)) throw new OptionsError(key, `expected two numbers LO,HI, got ${s}`);
+  const bad = check(v[0]!, v[1]!);
+  if (bad) throw new OptionsError(key, `${bad}, got ${s}`);
+  return [v[0]!, v[1]!];
+}
+
+export function parseEvalArgs(argv: readonly string[]): { help: true } | { help: false; options: EvalOptions } {
+  let raw: Raw;
+  try {
+    raw = parseArgs({ args: [...argv], options: SPEC, strict: true, allowPositionals: false }).values as Raw;
+  } catch (e) {
+    throw new OptionsError('args', (e as Error).message);
+  }
+  if (raw['help']) return { help: true };
+  const checkpoint = str(raw, 'checkpoint');
+  if (checkpoint === undefined) throw new OptionsError('checkpoint', 'required: the model to evaluate');
+  const data = str(raw, 'data');
+  if (data === undefined) throw new OptionsError('data', 'required: the dataset index (index.json)');
+  const real = str(raw, 'real');
+  const out = str(raw, 'out');
+  return {
+    help: false,
+    options: {
+      checkpoint,
+      data,
+      batchSize: num(raw, 'batch-size', EVAL_DEFAULTS.batchSize, positiveInt),
+      tta: num(raw, 'tta', EVAL_DEFAULTS.tta, nonNegInt),
+      crop: {
+        scale: pair(raw, 'crop-scale', EVAL_DEFAULTS.crop.scale, (lo, hi) => (lo > 0 && lo <= hi && hi <= 1 ? null : 'need 0 < LO <= HI <= 1')),
+        ratio: pair(raw, 'crop-ratio', EVAL_DEFAULTS.crop.ratio, (lo, hi) => (lo > 0 && lo <= hi ? null : 'need 0 < LO <= HI')),
+      },
+      seed: num(raw, 'seed', EVAL_DEFAULTS.seed, nonNegInt),
+      ...(real !== undefined ? { real } : {}),
+      ...(out !== undefined ? { out } : {}),
+      workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), positiveInt),
+      backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
+      quiet: Boolean(raw['quiet']),
+    },
+  };
+}
+
+const pct = (x: number): string => `${x.toFixed(2)}%`;
+const round = (x: number, d = 6): number => Math.round(x * 10 ** d) / 10 ** d;
+
+function realJson(path: string, r: RealScore): Record<string, unknown> {
+  return { labels: path, top1: round(r.top1, 4), right: r.right, wrong: r.wrong, left_out: r.leftOut, scored: r.scored };
+}
+
+function realLine(what: string, r: RealScore): string {
+  return `ReaL (${what}): top-1 ${pct(r.top1)} (${r.right} right, ${r.wrong} wrong of ${r.scored}; ${r.leftOut} left out with no ReaL label)`;
+}
+
+function checkFits(feed: DataFeed, model: Mlp, data: string): void {
+  const i = feed.info;
+  const c = model.config;
+  if (i.channels !== c.channels) throw new EvalError('channels', `the model takes ${c.channels}-channel images, ${data} has ${i.channels} channels`);
+  if (i.res !== c.res) throw new EvalError('res', `the model takes ${c.res}x${c.res} images, the feed delivers ${i.res}x${i.res}`);
+  if (i.numClasses !== c.numClasses) throw new EvalError('classes', `the model has ${c.numClasses} classes, ${data} has ${i.numClasses} (fine-tune it first: npm run finetune)`);
+}
+
+export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: CliIo = defaultIo): Promise<number> {
+  let o: EvalOptions;
+  try {
+    const parsed = parseEvalArgs(argv);
+    if (parsed.help) {
+      io.stdout(EVAL_HELP);
+      return EXIT.ok;
+    }
+    o = parsed.options;
+  } catch (e) {
+    if (e instanceof OptionsError) {
+      io.stderr(`eval: ${e.message}\n(see --help)\n`);
+      return EXIT.usage;
+    }
+    throw e;
+  }
+
+  let model: Mlp | null = null;
+  let feed: DataFeed | null = null;
+  try {
+    resolvePretrained(o.checkpoint);
+    // Read the ReaL labels before spending time on the data.
+    const real = o.real !== undefined ? readRealLabels(o.real) : null;
+    const selection = await selectBackend(o.backend, io.backendDeps);
+    io.stderr(`${describeSelection(selection)}\n`);
+    const src = loadPretrained(o.checkpoint);
+    model = new Mlp(src.config);
+    model.loadStateDict(src.tensors, src.weights);
+    const c = model.config;
+    const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed };
+
+    feed = await openFeed({ ...base, views: null });
+    checkFits(feed, model, o.data);
+    const centre = await predict(model, feed);
+    await feed.close();
+    feed = null;
+    const lines = [
+      `eval ${c.arch} (${src.weights}) on ${o.data}: ${centre.samples.toLocaleString('en-US')} images at ${c.channels}x${c.res}x${c.res}`,
+      `centre crop: loss ${centre.loss.toFixed(4)}, top-1 ${pct(centre.top1)}, top-5 ${pct(centre.top5)}`,
+    ];
+    const result: Record<string, unknown> = {
+      type: 'eval',
+      checkpoint: o.checkpoint,
+      weights: src.weights,
+      arch: c.arch,
+      res: c.res,
+      channels: c.channels,
+      num_classes: c.numClasses,
+      data: o.data,
+      samples: centre.samples,
+      loss: round(centre.loss),
+      top1: round(centre.top1, 4),
+      top5: round(centre.top5, 4),
+      seconds: round(centre.seconds, 3),
+    };
+    const keysFor = (keys: string[] | null): string[] => {
+      if (!keys) throw new EvalError('--real', 'the data feed gave no sample keys');
+      return keys;
+    };
+    if (real && o.real) {
+      const r = scoreReal(real, keysFor(centre.keys), centre.pred);
+      result['real'] = realJson(o.real, r);
+      lines.push(realLine('centre crop', r));
+    }
+    if (o.tta > 0) {
+      feed = await openFeed({ ...base, views: o.crop });
+      checkFits(feed, model, o.data);
+      const tta = await predictTta(model, feed, o.tta, (v) => {
+        if (!o.quiet) io.stderr(`tta: view ${v + 1}/${o.tta} done\n`);
+      });
+      await feed.close();
+      feed = null;
+      const t: Record<string, unknown> = {
+        views: tta.views,
+        crop_scale: o.crop.scale,
+        crop_ratio: o.crop.ratio,
+        flip: true,
+        seed: o.seed,
+        loss: round(tta.loss),
+        top1: round(tta.top1, 4),
+        top5: round(tta.top5, 4),
+        seconds: round(tta.seconds, 3),
+      };
+      lines.push(`TTA (${tta.views} views, crop scale ${fmtPair(o.crop.scale)}, ratio ${fmtPair(o.crop.ratio)}, flips): loss ${tta.loss.toFixed(4)}, top-1 ${pct(tta.top1)}, top-5 ${pct(tta.top5)}`);
+      if (real && o.real) {
+        const r = scoreReal(real, keysFor(tta.keys), tta.pred);
+        t['real'] = realJson(o.real, r);
+        lines.push(realLine('TTA', r));
+      }
+      result['tta'] = t;
+    }
+    result['backend'] = selection.backend;
+    if (o.out) {
+      const out = o.out;
+      atomicWrite(out, (tmp) => writeFileSync(tmp, `${JSON.stringify(result, null, 2)}\n`));
+      lines.push(`written: ${out}`);
+    }
+    io.stderr(`${lines.join('\n')}\n`);
+    io.stdout(`${JSON.stringify(result)}\n`);
+    return EXIT.ok;
+  } catch (e) {
+    return reportFailure('eval', e, io);
+  } finally {
+    if (feed) await feed.close();
+    model?.dispose();
+  }
+}

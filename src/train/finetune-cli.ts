@@ -1,0 +1,207 @@
+// The finetune command without its data plumbing (the caller plugs the feeds in, as for train):
+// options with the paper's fine-tuning defaults, the checkpoint's resolution and architecture,
+// --help, --dry-run, usage errors, then the shared training loop.
+import { parseArch } from '../model/arch.ts';
+import { describeSelection, selectBackend } from './backend.ts';
+import { defaultIo, dryRunReport, EXIT, reportFailure, trainAndReport, type CliIo } from './cli-main.ts';
+import type { CropSpec } from './loader-feeds.ts';
+import {
+  DEFAULTS,
+  FINETUNE_MODES,
+  nonNeg,
+  oneOf,
+  optimisationHelp,
+  OptionsError,
+  parseTrainArgsWith,
+  str,
+  type FinetuneSpec,
+  type Raw,
+  type TrainDefaults,
+  type TrainOptions,
+} from './options.ts';
+import { resolvePretrained } from './pretrained.ts';
+import { hasCheckpoint, type TrainFeeds } from './train.ts';
+
+/**
+ * paper.md, Recipe: fine-tuning: SGD momentum 0.9, head lr 0.01, body lr x0.1, batch 2048, 50
+ * epochs, crop scale (0.4, 1), ratio (1, 1), smoothing 0.3, clip 1.0. MixUp is not stated for
+ * fine-tuning (the reference's finetune parser defaults it to 0), nor weight decay (0 there);
+ * constant lr, as the reference's default scheduler.
+ */
+export const FINETUNE_DEFAULTS: TrainDefaults & { bodyLrMult: number; crop: CropSpec } = {
+  ...DEFAULTS,
+  optimizer: 'sgd',
+  momentum: 0.9,
+  lr: 0.01,
+  batchSize: 2048,
+  epochs: 50,
+  smoothing: 0.3,
+  clip: 1,
+  mixup: 0,
+  weightDecay: 0,
+  schedule: 'none',
+  warmup: 0,
+  bodyLrMult: 0.1,
+  crop: { scale: [0.4, 1], ratio: [1, 1] },
+};
+
+export interface FinetuneOptions extends TrainOptions {
+  finetune: FinetuneSpec;
+  /** Training crops (random resized crop area and aspect ranges). */
+  crop: CropSpec;
+  /** --arch as given (it must match the checkpoint); TrainOptions.arch becomes the checkpoint's. */
+  archOption?: string;
+  outGiven: boolean;
+}
+
+const EXTRA = {
+  checkpoint: { type: 'string' },
+  mode: { type: 'string' },
+  'body-lr-mult': { type: 'string' },
+  'crop-scale': { type: 'string' },
+  'crop-ratio': { type: 'string' },
+} as const;
+
+const fmtPair = (p: readonly number[]): string => `${p[0]},${p[1]}`;
+
+export const FINETUNE_HELP = `Usage: finetune --checkpoint <model> --data <index.json> --mode linear|full [--val <index.json>] [options]
+
+Fine-tunes a pre-trained MLP on a new dataset with the paper's fine-tuning recipe (the defaults
+below). The head (linear_out) is replaced by a new Linear(width -> the data's classes) with
+PyTorch's nn.Linear init drawn from --seed; every other weight comes from the checkpoint.
+
+Fine-tuning
+  --checkpoint <path>        the pre-trained model: a model directory (model.safetensors + config.json),
+                             a run's --out (its final model, else its latest checkpoint), a checkpoint
+                             directory, or a .safetensors file with config.json beside it
+  --mode linear|full         linear: only the new head trains (a linear probe: the body is frozen, gets
+                             no gradients and no optimizer state); full: everything trains, the body at
+                             --body-lr-mult x the head's learning rate (two parameter groups; the
+                             schedule scales both)
+  --body-lr-mult X           the body's learning rate as a multiple of --lr, --mode full (${FINETUNE_DEFAULTS.bodyLrMult})
+  --crop-scale LO,HI         random resized crop: area fraction range (${fmtPair(FINETUNE_DEFAULTS.crop.scale)})
+  --crop-ratio LO,HI         random resized crop: aspect ratio range (${fmtPair(FINETUNE_DEFAULTS.crop.ratio)})
+
+Data and model
+  --data <index.json>        training set index; images are read at the checkpoint's resolution
+                             (smaller ones are upscaled by the loader) and must have its channels
+  --val <index.json>         validation set index (centre crop; loss, top-1/top-5 after each epoch)
+  --arch, --res, --channels  taken from the checkpoint; if given they must match it
+  --num-classes N            the new head's classes: the data's (if given, it must match)
+  --no-augment               centre crops, no flips
+  --workers N                decode workers for the data pipeline (default: cores - 1)
+
+${optimisationHelp(FINETUNE_DEFAULTS, 'runs/finetune-<arch>-<mode>')}To resume, run the same command with --resume <out>.
+Exit status: 0 done, 1 failure (e.g. no model at --checkpoint, data with other channels than the
+checkpoint's), 2 usage error, 130 interrupted.
+`;
+
+function pair(raw: Raw, key: string, fallback: [number, number], check: (lo: number, hi: number) => string | null): [number, number] {
+  const s = str(raw, key);
+  if (s === undefined) return [...fallback];
+  const parts = s.split(',').map((x) => x.trim());
+  const v = parts.map(Number);
+  if (parts.length !== 2 || parts.some((p) => p === '') || !v.every(Number.isFinite)) throw new OptionsError(key, `expected two numbers LO,HI, got ${s}`);
+  const bad = check(v[0]!, v[1]!);
+  if (bad) throw new OptionsError(key, `${bad}, got ${s}`);
+  return [v[0]!, v[1]!];
+}
+
+export type ParsedFinetuneArgs = { help: true } | { help: false; options: FinetuneOptions };
+
+export function parseFinetuneArgs(argv: readonly string[]): ParsedFinetuneArgs {
+  const r = parseTrainArgsWith(argv, FINETUNE_DEFAULTS, EXTRA);
+  if (r.help) return { help: true };
+  const { raw, options } = r;
+  const checkpoint = str(raw, 'checkpoint');
+  if (checkpoint === undefined) throw new OptionsError('checkpoint', 'required: the pre-trained model to start from');
+  if (raw['mode'] === undefined) throw new OptionsError('mode', `required: ${FINETUNE_MODES.join(' or ')}`);
+  const mode = oneOf(raw, 'mode', FINETUNE_MODES, 'full');
+  if (raw['body-lr-mult'] !== undefined && mode !== 'full') throw new OptionsError('body-lr-mult', 'applies to --mode full only (linear trains the head alone)');
+  const bodyLrMult = (() => {
+    const s = raw['body-lr-mult'];
+    if (s === undefined) return FINETUNE_DEFAULTS.bodyLrMult;
+    const v = Number(s);
+    if (typeof s !== 'string' || s.trim() === '' || !Number.isFinite(v)) throw new OptionsError('body-lr-mult', `not a number: ${String(s)}`);
+    const bad = nonNeg(v);
+    if (bad) throw new OptionsError('body-lr-mult', `${bad}, got ${s}`);
+    return v;
+  })();
+  const crop: CropSpec = {
+    scale: pair(raw, 'crop-scale', FINETUNE_DEFAULTS.crop.scale, (lo, hi) => (lo > 0 && lo <= hi && hi <= 1 ? null : 'need 0 < LO <= HI <= 1')),
+    ratio: pair(raw, 'crop-ratio', FINETUNE_DEFAULTS.crop.ratio, (lo, hi) => (lo > 0 && lo <= hi ? null : 'need 0 < LO <= HI')),
+  };
+  const archOption = str(raw, 'arch');
+  return {
+    help: false,
+    options: {
+      ...options,
+      finetune: { checkpoint, mode, bodyLrMult },
+      crop,
+      ...(archOption !== undefined ? { archOption } : {}),
+      outGiven: raw['out'] !== undefined || raw['resume'] !== undefined,
+    },
+  };
+}
+
+/** Builds the train (and validation) feeds; `opts.res` is the checkpoint's resolution. */
+export type MakeFinetuneFeeds = (opts: FinetuneOptions) => Promise<TrainFeeds>;
+
+export async function runFinetuneCli(argv: string[], makeFeeds: MakeFinetuneFeeds, io: CliIo = defaultIo): Promise<number> {
+  let opts: FinetuneOptions;
+  try {
+    const parsed = parseFinetuneArgs(argv);
+    if (parsed.help) {
+      io.stdout(FINETUNE_HELP);
+      return EXIT.ok;
+    }
+    opts = parsed.options;
+  } catch (e) {
+    if (e instanceof OptionsError) {
+      io.stderr(`finetune: ${e.message}\n(see --help)\n`);
+      return EXIT.usage;
+    }
+    throw e;
+  }
+  const usage = (msg: string): number => {
+    io.stderr(`finetune: ${msg}\n(see --help)\n`);
+    return EXIT.usage;
+  };
+  if (!opts.data && !opts.dryRun) return usage('--data is required (or --dry-run)');
+
+  let feeds: TrainFeeds | null = null;
+  try {
+    const src = resolvePretrained(opts.finetune.checkpoint);
+    const c = src.config;
+    const arch = parseArch(c.arch).name;
+    if (opts.archOption !== undefined && parseArch(opts.archOption).name !== arch) return usage(`--arch ${opts.archOption}: the checkpoint is ${arch}`);
+    if (opts.res !== undefined && opts.res !== c.res) return usage(`--res ${opts.res}: the checkpoint takes ${c.res}x${c.res} images (the loader upscales smaller data to it)`);
+    if (opts.channels !== undefined && opts.channels !== c.channels) return usage(`--channels ${opts.channels}: the checkpoint takes ${c.channels}-channel images`);
+    opts = { ...opts, arch, res: c.res, channels: c.channels };
+    if (!opts.outGiven) opts.out = `runs/finetune-${arch}-${opts.finetune.mode}`;
+
+    if (opts.dryRun) {
+      let numClasses = opts.numClasses ?? c.numClasses;
+      if (opts.data) {
+        feeds = await makeFeeds(opts);
+        numClasses = feeds.train.info.numClasses;
+      }
+      io.stdout(`${JSON.stringify({ ...dryRunReport(opts, { res: c.res, channels: c.channels, numClasses }), checkpoint: src.weights, mode: opts.finetune.mode })}\n`);
+      return EXIT.ok;
+    }
+    if (!opts.resume && hasCheckpoint(opts.out)) {
+      return usage(`${opts.out} already holds a checkpoint: pass --resume ${opts.out} to continue, or choose another --out`);
+    }
+    const selection = await selectBackend(opts.backend, io.backendDeps);
+    io.stderr(`${describeSelection(selection)}\n`);
+    feeds = await makeFeeds(opts);
+    return await trainAndReport(opts, feeds, selection, io);
+  } catch (e) {
+    return reportFailure('finetune', e, io);
+  } finally {
+    if (feeds) {
+      await feeds.train.close();
+      await feeds.val?.close();
+    }
+  }
+}

@@ -1,0 +1,54 @@
+// Ring-backed data feeds for the finetune and eval commands (src/cli/train.ts has the train
+// command's): thin wrappers over Loader.open that fix the order, the transform and the
+// resolution. The loader upscales datasets stored smaller than `res`.
+import { Loader } from '../pipeline/loader/loader.ts';
+import type { TrainAugment } from '../pipeline/loader/augment-params.ts';
+import type { DataFeed } from './data-feed.ts';
+import { microBatchSize, type TrainOptions } from './options.ts';
+import type { TrainFeeds } from './train.ts';
+
+export interface CropSpec {
+  scale: [number, number];
+  ratio: [number, number];
+}
+
+/** Training (random resized crops with `crop`, flips) and validation (centre crop) feeds at `res`. */
+export async function openTrainFeeds(opts: TrainOptions, res: number, crop: CropSpec, log?: (line: string) => void): Promise<TrainFeeds> {
+  const augment: TrainAugment = { scale: crop.scale, ratio: crop.ratio, flip: true };
+  const common = { seed: opts.seed, workers: opts.workers, res };
+  const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, ...common });
+  log?.(train.describe());
+  if (!opts.val) return { train };
+  try {
+    const val = await Loader.open({ data: opts.val, batchSize: opts.evalBatchSize, mode: 'eval', ...common });
+    return { train, val };
+  } catch (err) {
+    await train.close();
+    throw err;
+  }
+}
+
+export interface EvalFeedOptions {
+  data: string;
+  batchSize: number;
+  res: number;
+  workers: number;
+  /** Crop seed of the test-time views. */
+  seed: number;
+  /** null: centre crop (the evaluation transform); else random resized crops + flips, view v = epoch v. */
+  views: CropSpec | null;
+}
+
+export type OpenEvalFeed = (o: EvalFeedOptions) => Promise<DataFeed>;
+
+/** An eval-order feed: centre crops, or (views) test-time augmentation views. */
+export const openEvalFeed: OpenEvalFeed = (o) =>
+  Loader.open({
+    data: o.data,
+    batchSize: o.batchSize,
+    mode: 'eval',
+    res: o.res,
+    seed: o.seed,
+    workers: o.workers,
+    ...(o.views ? { transform: 'train' as const, augment: { scale: o.views.scale, ratio: o.views.ratio, flip: true } } : { transform: 'eval' as const }),
+  });
