@@ -2,11 +2,10 @@
 // default: a small synthetic dataset made once under shards/, and a short run of a small MLP.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Loader } from '../pipeline/loader/loader.ts';
 import { runShardJob } from '../pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../pipeline/sources/synthetic.ts';
 import { runTrainCli, type MakeFeeds } from '../train/cli-main.ts';
-import { microBatchSize } from '../train/options.ts';
+import { openTrainFeeds, PRETRAIN_CROP } from '../train/loader-feeds.ts';
 
 const DEFAULT_DATA = 'shards/synthetic-default';
 
@@ -41,19 +40,8 @@ async function ensureDefaultData(): Promise<void> {
   });
 }
 
-const makeFeeds: MakeFeeds = async (opts) => {
-  const common = { seed: opts.seed, workers: opts.workers, ...(opts.res !== undefined ? { res: opts.res } : {}) };
-  const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, lastEpoch: opts.epochs - 1, ...common });
-  if (!opts.quiet) process.stderr.write(`${train.describe()}\n`);
-  if (!opts.val) return { train };
-  try {
-    const val = await Loader.open({ data: opts.val, batchSize: opts.evalBatchSize, mode: 'eval', ...common, res: train.info.res });
-    return { train, val };
-  } catch (err) {
-    await train.close();
-    throw err;
-  }
-};
+const makeFeeds: MakeFeeds = (opts) =>
+  openTrainFeeds(opts, opts.res, PRETRAIN_CROP, opts.quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
 
 let argv = process.argv.slice(2);
 if (argv.length === 0) {

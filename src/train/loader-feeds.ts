@@ -1,6 +1,6 @@
-// Ring-backed data feeds for the finetune and eval commands (src/cli/train.ts has the train
-// command's): thin wrappers over Loader.open that fix the order, the transform and the
-// resolution. The loader upscales datasets stored smaller than `res`.
+// Ring-backed data feeds for the train, finetune and eval commands: thin wrappers over
+// Loader.open that fix the order, the transform and the resolution. The loader upscales
+// datasets stored smaller than `res`.
 import { Loader } from '../pipeline/loader/loader.ts';
 import type { TrainAugment } from '../pipeline/loader/augment-params.ts';
 import type { DataFeed } from './data-feed.ts';
@@ -12,15 +12,21 @@ export interface CropSpec {
   ratio: [number, number];
 }
 
-/** Training (random resized crops with `crop`, flips) and validation (centre crop) feeds at `res`. */
-export async function openTrainFeeds(opts: TrainOptions, res: number, crop: CropSpec, log?: (line: string) => void): Promise<TrainFeeds> {
+/** Pre-training crops (torchvision's RandomResizedCrop defaults, as the paper). */
+export const PRETRAIN_CROP: CropSpec = { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] };
+
+/**
+ * Training (random resized crops with `crop`, flips) and validation (centre crop) feeds at `res`
+ * (default: the training data's resolution; validation follows the training feed's).
+ */
+export async function openTrainFeeds(opts: TrainOptions, res: number | undefined, crop: CropSpec, log?: (line: string) => void): Promise<TrainFeeds> {
   const augment: TrainAugment = { scale: crop.scale, ratio: crop.ratio, flip: true };
-  const common = { seed: opts.seed, workers: opts.workers, res };
-  const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, ...common });
+  const common = { seed: opts.seed, workers: opts.workers };
+  const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, ...common, ...(res !== undefined ? { res } : {}) });
   log?.(train.describe());
   if (!opts.val) return { train };
   try {
-    const val = await Loader.open({ data: opts.val, batchSize: opts.evalBatchSize, mode: 'eval', ...common });
+    const val = await Loader.open({ data: opts.val, batchSize: opts.evalBatchSize, mode: 'eval', ...common, res: train.info.res });
     return { train, val };
   } catch (err) {
     await train.close();
