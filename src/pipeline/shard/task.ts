@@ -2,7 +2,7 @@
 // buffer each way, transferred rather than copied.
 import type { MemberLocation } from '../webdataset/tar-writer.ts';
 import type { ResizeMode } from '../image/resize.ts';
-import type { Item, SyntheticParams } from '../sources/types.ts';
+import type { Item, PixelBatch, SyntheticParams } from '../sources/types.ts';
 
 export type Encoding = 'raw' | 'jpeg';
 
@@ -22,7 +22,13 @@ export interface ShardTask {
   /** Sequence number of items[0] in its split; item k gets key `keyOf(firstSeq + k)`. */
   firstSeq: number;
   items: Item[];
+  /** Instead of `items`: in-memory images of one size (see PixelBatch). */
+  pixels?: PixelBatch;
   payload?: Uint8Array;
+}
+
+export function taskSize(t: ShardTask): number {
+  return t.pixels ? t.pixels.count : t.items.length;
 }
 
 export interface EncodedSample {

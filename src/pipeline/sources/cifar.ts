@@ -4,7 +4,7 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { openUrl } from '../webdataset/open-url.ts';
 import { readTar } from '../webdataset/tar-reader.ts';
-import { SourceError, type CatalogSource, type Item } from './types.ts';
+import { SourceError, type CatalogSource, type PixelBatch } from './types.ts';
 
 export interface CifarOptions {
   variant: 'cifar10' | 'cifar100';
@@ -90,18 +90,23 @@ export async function openCifar(path: string, o: CifarOptions): Promise<CatalogS
     description: `${o.variant} ${o.split} ${path}: ${count} images 32x32, ${classes.length} classes`,
     load(indices) {
       const payload = new Uint8Array(indices.length * RECORD_PIXELS);
-      const items: Item[] = [];
+      const batch: PixelBatch = {
+        count: indices.length,
+        labels: new Int32Array(indices.length),
+        sourceIndex: Uint32Array.from(indices),
+        width: 32,
+        height: 32,
+        channels: 3,
+        layout: 'chw',
+        name: `${path} ${o.split}`,
+      };
       for (let k = 0; k < indices.length; k++) {
         const i = indices[k]!;
         const start = i * recordSize + labelBytes;
         payload.set(all.subarray(start, start + RECORD_PIXELS), k * RECORD_PIXELS);
-        items.push({
-          label: all[i * recordSize + labelAt]!,
-          name: `${path}[${o.split} ${i}]`,
-          ref: { kind: 'payload-pixels', offset: k * RECORD_PIXELS, width: 32, height: 32, channels: 3, layout: 'chw' },
-        });
+        batch.labels[k] = all[i * recordSize + labelAt]!;
       }
-      return Promise.resolve({ items, payload });
+      return Promise.resolve({ items: [], pixels: batch, payload });
     },
   };
 }

@@ -17,10 +17,39 @@ export interface Item {
   ref: ItemRef;
 }
 
+/**
+ * Many same-sized in-memory images (idx, CIFAR) as typed arrays instead of one object per
+ * image: building, cloning and collecting those objects made the main thread the shard job's
+ * bottleneck on these fast sources. Image k's pixels are at payload[k * w * h * c].
+ */
+export interface PixelBatch {
+  count: number;
+  labels: Int32Array;
+  /** Position of each image in its source file, for error reports. */
+  sourceIndex: Uint32Array;
+  width: number;
+  height: number;
+  channels: 1 | 3;
+  layout: 'hwc' | 'chw';
+  /** Error reports name image k as `${name}[${sourceIndex[k]}]`. */
+  name: string;
+}
+
 export interface LoadedItems {
   items: Item[];
-  /** Bytes referenced by `payload-*` refs; transferred (not copied) to the worker. */
+  /** Set instead of `items` by in-memory pixel sources. */
+  pixels?: PixelBatch;
+  /** Bytes referenced by `payload-*` refs (or the pixel batch); transferred, not copied. */
   payload?: Uint8Array;
+}
+
+/** The k-th image of a pixel batch as an ordinary item. */
+export function pixelItem(b: PixelBatch, k: number): Item {
+  return {
+    label: b.labels[k]!,
+    name: `${b.name}[${b.sourceIndex[k]}]`,
+    ref: { kind: 'payload-pixels', offset: k * b.width * b.height * b.channels, width: b.width, height: b.height, channels: b.channels, layout: b.layout },
+  };
 }
 
 export type SourceKind =

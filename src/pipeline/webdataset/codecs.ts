@@ -73,8 +73,24 @@ function shapeRepr(shape: readonly number[]): string {
   return `(${shape.join(', ')})`;
 }
 
-/** The header numpy.save writes for a C-order array (format 1.0, or 2.0 if it must). */
+// Shard jobs write millions of arrays of a handful of shapes: formatting each header cost
+// several microseconds an image.
+const headerCache = new Map<string, Uint8Array>();
+
+/**
+ * The header numpy.save writes for a C-order array (format 1.0, or 2.0 if it must). The result
+ * is shared between calls with the same shape and dtype: copy it, do not modify it.
+ */
 export function npyHeader(shape: readonly number[], dtype: NpyDtype = '|u1'): Uint8Array {
+  const key = `${dtype}${shape.join(',')}`;
+  const hit = headerCache.get(key);
+  if (hit) return hit;
+  const header = formatNpyHeader(shape, dtype);
+  if (headerCache.size < 256) headerCache.set(key, header);
+  return header;
+}
+
+function formatNpyHeader(shape: readonly number[], dtype: NpyDtype): Uint8Array {
   checkShape(shape);
   if (!(dtype in ITEMSIZE)) throw new SampleFormatError(`unsupported npy dtype ${JSON.stringify(dtype)}`);
   let dict = `{'descr': '${dtype}', 'fortran_order': False, 'shape': ${shapeRepr(shape)}, }`;

@@ -134,7 +134,8 @@ export class TarWriter {
   readonly path: string;
   readonly tmpPath: string;
   private readonly mtime: number;
-  private readonly md5: Hash = createHash('md5');
+  /** null when the caller hashes the file itself (the shard job does it off the main thread). */
+  private readonly md5: Hash | null;
   private readonly handle: Promise<FileHandle>;
   private queue: Queued[] = [];
   private queuedBytes = 0;
@@ -145,8 +146,9 @@ export class TarWriter {
   private count = 0;
   private state: 'open' | 'closing' | 'closed' = 'open';
 
-  constructor(path: string, opts: { mtime?: number } = {}) {
+  constructor(path: string, opts: { mtime?: number; md5?: boolean } = {}) {
     this.path = path;
+    this.md5 = opts.md5 === false ? null : createHash('md5');
     this.tmpPath = `${path}.tmp`;
     this.mtime = opts.mtime ?? DEFAULT_MTIME;
     this.handle = open(this.tmpPath, 'w');
@@ -193,7 +195,7 @@ export class TarWriter {
     const base = this.offset;
     this.offset += bytes.length;
     this.count += nsamples;
-    this.md5.update(bytes);
+    this.md5?.update(bytes);
     const located = shift(members, base);
     const written = this.enqueue(bytes);
     if (waitForDisk || this.queuedBytes > HIGH_WATER) return written.then(() => located);
@@ -244,14 +246,14 @@ export class TarWriter {
     this.state = 'closing';
     const tail = archiveEnd(this.offset);
     const size = this.offset + tail.length;
-    this.md5.update(tail);
+    this.md5?.update(tail);
     await this.enqueue(tail);
     const fh = await this.handle;
     await fh.sync();
     await fh.close();
     await rename(this.tmpPath, this.path);
     this.state = 'closed';
-    return { path: this.path, size, md5: this.md5.digest('hex'), nsamples: this.count };
+    return { path: this.path, size, md5: this.md5 ? this.md5.digest('hex') : '', nsamples: this.count };
   }
 
   /** Stops writing and removes the temporary file; safe after a failed write or close. */

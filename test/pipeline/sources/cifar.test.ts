@@ -59,10 +59,10 @@ t.test('CIFAR-100: fine labels by default, coarse on request; center-crop upscal
   writeFile(join(dir, 'cifar-100-binary', 'fine_label_names.txt'), Array.from({ length: 100 }, (_, i) => `f${i}`).join('\n'));
   writeFile(join(dir, 'cifar-100-binary', 'coarse_label_names.txt'), Array.from({ length: 20 }, (_, i) => `c${i}`).join('\n'));
   const fine = await openCifar(dir, { variant: 'cifar100', split: 'train' });
-  t.same((await fine.load([0, 1, 2, 3])).items.map((i) => i.label), [0, 3, 6, 9]);
+  t.same([...(await fine.load([0, 1, 2, 3])).pixels!.labels], [0, 3, 6, 9]);
   t.equal(fine.classes.length, 100);
   const coarse = await openCifar(dir, { variant: 'cifar100', split: 'train', labels: 'coarse' });
-  t.same((await coarse.load([0, 1, 2, 3])).items.map((i) => i.label), [0, 1, 2, 3]);
+  t.same([...(await coarse.load([0, 1, 2, 3])).pixels!.labels], [0, 1, 2, 3]);
   t.equal(coarse.classes[3], 'c3');
   const out = join(dir, 'out');
   await runShardJob(fine, { out, res: 64, resize: 'center-crop', encoding: 'raw', quality: 90, samplesPerShard: 100, workers: 1, seed: 0, split: 'train', valFraction: 0, command: 't' });

@@ -27,7 +27,8 @@ t.test('parses header dims and data, gzipped or not', async (t) => {
     t.equal(src.channels, 1);
     t.same(src.classes, ['0', '1', '2', '3']);
     const loaded = await src.load([5, 0]);
-    t.same(loaded.items.map((i) => i.label), [1, 0]);
+    t.same([...loaded.pixels!.labels], [1, 0]);
+    t.same([...loaded.pixels!.sourceIndex], [5, 0], "source positions kept for error reports");
     t.same([...loaded.payload!.subarray(0, 12)], [...f.pixels.subarray(60, 72)], 'item 5 pixels first');
   }
 });
