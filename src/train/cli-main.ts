@@ -57,22 +57,33 @@ export function formatSummary(s: TrainSummary): string {
   return `${lines.join('\n')}\n`;
 }
 
-export async function runTrainCli(argv: string[], makeFeeds: MakeFeeds, io: CliIo = defaultIo): Promise<number> {
-  let opts: TrainOptions;
+/**
+ * The options of a command, or the exit code when there is nothing to run: --help printed
+ * (0), or a usage error reported (2).
+ */
+export function parseCommandLine<T>(
+  command: string,
+  argv: readonly string[],
+  parse: (argv: readonly string[]) => { help: true } | { help: false; options: T },
+  help: string,
+  io: Pick<CliIo, 'stdout' | 'stderr'>,
+): T | number {
   try {
-    const parsed = parseTrainArgs(argv);
-    if (parsed.help) {
-      io.stdout(HELP);
-      return EXIT.ok;
-    }
-    opts = parsed.options;
+    const parsed = parse(argv);
+    if (!parsed.help) return parsed.options;
+    io.stdout(help);
+    return EXIT.ok;
   } catch (e) {
-    if (e instanceof OptionsError) {
-      io.stderr(`train: ${e.message}\n(see --help)\n`);
-      return EXIT.usage;
-    }
-    throw e;
+    if (!(e instanceof OptionsError)) throw e;
+    io.stderr(`${command}: ${e.message}\n(see --help)\n`);
+    return EXIT.usage;
   }
+}
+
+export async function runTrainCli(argv: string[], makeFeeds: MakeFeeds, io: CliIo = defaultIo): Promise<number> {
+  const parsed = parseCommandLine('train', argv, parseTrainArgs, HELP, io);
+  if (typeof parsed === 'number') return parsed;
+  const opts: TrainOptions = parsed;
 
   let feeds: TrainFeeds | null = null;
   try {

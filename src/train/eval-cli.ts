@@ -7,11 +7,11 @@ import { parseArgs } from 'node:util';
 import { atomicWrite } from '../model/atomic.ts';
 import { Mlp } from '../model/mlp.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from './backend.ts';
-import { defaultIo, EXIT, reportFailure, type CliIo } from './cli-main.ts';
+import { defaultIo, EXIT, parseCommandLine, reportFailure, type CliIo } from './cli-main.ts';
 import type { DataFeed } from './data-feed.ts';
 import { FINETUNE_DEFAULTS } from './finetune-cli.ts';
 import type { CropSpec, OpenEvalFeed } from './loader-feeds.ts';
-import { nonNegInt, num, oneOf, OptionsError, positiveInt, str, type Raw } from './options.ts';
+import { nonNegInt, num, oneOf, OptionsError, pair, positiveInt, str, type Raw } from './options.ts';
 import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from './predict.ts';
 import { loadPretrained, resolvePretrained } from './pretrained.ts';
 
@@ -90,17 +90,6 @@ Prints a summary on stderr and one JSON line on stdout: {"type":"eval", "loss", 
 not fit the model, bad ReaL file), 2 usage error.
 `;
 
-function pair(raw: Raw, key: string, fallback: readonly [number, number], check: (lo: number, hi: number) => string | null): [number, number] {
-  const s = str(raw, key);
-  if (s === undefined) return [fallback[0], fallback[1]];
-  const parts = s.split(',').map((x) => x.trim());
-  const v = parts.map(Number);
-  if (parts.length !== 2 || parts.some((p) => p === '') || !v.every(Number.isFinite)) throw new OptionsError(key, `expected two numbers LO,HI, got ${s}`);
-  const bad = check(v[0]!, v[1]!);
-  if (bad) throw new OptionsError(key, `${bad}, got ${s}`);
-  return [v[0]!, v[1]!];
-}
-
 export function parseEvalArgs(argv: readonly string[]): { help: true } | { help: false; options: EvalOptions } {
   let raw: Raw;
   try {
@@ -156,21 +145,9 @@ function checkFits(feed: DataFeed, model: Mlp, data: string): void {
 }
 
 export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: CliIo = defaultIo): Promise<number> {
-  let o: EvalOptions;
-  try {
-    const parsed = parseEvalArgs(argv);
-    if (parsed.help) {
-      io.stdout(EVAL_HELP);
-      return EXIT.ok;
-    }
-    o = parsed.options;
-  } catch (e) {
-    if (e instanceof OptionsError) {
-      io.stderr(`eval: ${e.message}\n(see --help)\n`);
-      return EXIT.usage;
-    }
-    throw e;
-  }
+  const parsed = parseCommandLine('eval', argv, parseEvalArgs, EVAL_HELP, io);
+  if (typeof parsed === 'number') return parsed;
+  const o: EvalOptions = parsed;
 
   let model: Mlp | null = null;
   let feed: DataFeed | null = null;

@@ -3,7 +3,7 @@
 // --help, --dry-run, usage errors, then the shared training loop.
 import { parseArch } from '../model/arch.ts';
 import { describeSelection, selectBackend } from './backend.ts';
-import { defaultIo, dryRunReport, EXIT, reportFailure, trainAndReport, type CliIo } from './cli-main.ts';
+import { defaultIo, dryRunReport, EXIT, parseCommandLine, reportFailure, trainAndReport, type CliIo } from './cli-main.ts';
 import type { CropSpec } from './loader-feeds.ts';
 import {
   DEFAULTS,
@@ -12,10 +12,10 @@ import {
   oneOf,
   optimisationHelp,
   OptionsError,
+  pair,
   parseTrainArgsWith,
   str,
   type FinetuneSpec,
-  type Raw,
   type TrainDefaults,
   type TrainOptions,
 } from './options.ts';
@@ -96,17 +96,6 @@ Exit status: 0 done, 1 failure (e.g. no model at --checkpoint, data with other c
 checkpoint's), 2 usage error, 130 interrupted.
 `;
 
-function pair(raw: Raw, key: string, fallback: [number, number], check: (lo: number, hi: number) => string | null): [number, number] {
-  const s = str(raw, key);
-  if (s === undefined) return [...fallback];
-  const parts = s.split(',').map((x) => x.trim());
-  const v = parts.map(Number);
-  if (parts.length !== 2 || parts.some((p) => p === '') || !v.every(Number.isFinite)) throw new OptionsError(key, `expected two numbers LO,HI, got ${s}`);
-  const bad = check(v[0]!, v[1]!);
-  if (bad) throw new OptionsError(key, `${bad}, got ${s}`);
-  return [v[0]!, v[1]!];
-}
-
 export type ParsedFinetuneArgs = { help: true } | { help: false; options: FinetuneOptions };
 
 export function parseFinetuneArgs(argv: readonly string[]): ParsedFinetuneArgs {
@@ -148,21 +137,9 @@ export function parseFinetuneArgs(argv: readonly string[]): ParsedFinetuneArgs {
 export type MakeFinetuneFeeds = (opts: FinetuneOptions) => Promise<TrainFeeds>;
 
 export async function runFinetuneCli(argv: string[], makeFeeds: MakeFinetuneFeeds, io: CliIo = defaultIo): Promise<number> {
-  let opts: FinetuneOptions;
-  try {
-    const parsed = parseFinetuneArgs(argv);
-    if (parsed.help) {
-      io.stdout(FINETUNE_HELP);
-      return EXIT.ok;
-    }
-    opts = parsed.options;
-  } catch (e) {
-    if (e instanceof OptionsError) {
-      io.stderr(`finetune: ${e.message}\n(see --help)\n`);
-      return EXIT.usage;
-    }
-    throw e;
-  }
+  const parsed = parseCommandLine('finetune', argv, parseFinetuneArgs, FINETUNE_HELP, io);
+  if (typeof parsed === 'number') return parsed;
+  let opts: FinetuneOptions = parsed;
   const usage = (msg: string): number => {
     io.stderr(`finetune: ${msg}\n(see --help)\n`);
     return EXIT.usage;

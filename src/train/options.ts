@@ -329,3 +329,15 @@ export function microBatchSize(o: Pick<TrainOptions, 'batchSize' | 'accum'>): nu
 export function mixupAlpha(o: Pick<TrainOptions, 'mixup' | 'augment'>): number {
   return o.augment ? o.mixup : 0;
 }
+
+/** Option `key` as "LO,HI" (two finite numbers that `check` accepts), else `fallback`. */
+export function pair(raw: Raw, key: string, fallback: readonly [number, number], check: (lo: number, hi: number) => string | null): [number, number] {
+  const s = str(raw, key);
+  if (s === undefined) return [fallback[0], fallback[1]];
+  const parts = s.split(',').map((x) => x.trim());
+  const v = parts.map(Number);
+  if (parts.length !== 2 || parts.some((p) => p === '') || !v.every(Number.isFinite)) throw new OptionsError(key, `expected two numbers LO,HI, got ${s}`);
+  const bad = check(v[0]!, v[1]!);
+  if (bad) throw new OptionsError(key, `${bad}, got ${s}`);
+  return [v[0]!, v[1]!];
+}

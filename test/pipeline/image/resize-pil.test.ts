@@ -3,7 +3,7 @@
 // PIL's BOX filter deliberately differs (PIL weighs whole pixels by whether their centre falls
 // in the box; we weigh fractional coverage, like OpenCV INTER_AREA).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { unpack } from 'msgpackr';
 import t from 'tap';
-import { Loader, type LoaderBatch, type LoaderOptions } from '../../../src/pipeline/loader/loader.ts';
+import { Loader, type LoaderOptions } from '../../../src/pipeline/loader/loader.ts';
 import { batchIndices } from '../../../src/pipeline/loader/plan.ts';
 import { runShardJob } from '../../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
