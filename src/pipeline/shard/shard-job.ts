@@ -314,15 +314,7 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
       const { planned, result } = inflight.shift()!;
       const r = await result;
       if (writer && writer.shard !== planned.shard) closeShard();
-      if (!writer) {
-        writer = {
-          shard: planned.shard,
-          tar: new TarWriter(join(o.out, shardName(split.name, planned.shard)), { mtime: format.mtime, md5: false }),
-          writes: [],
-          record: { url: shardName(split.name, planned.shard), nsamples: 0, filesize: 0, md5sum: '', errors: [], sum: new Array(format.channels).fill(0), sumSq: new Array(format.channels).fill(0), pixels: 0, maxLabel: -1 },
-          members: [],
-        };
-      }
+      writer ??= openShard(o.out, split.name, planned.shard, format);
       const w: OpenShard = writer;
       // Refill the workers before writing, and keep a few writes in flight rather than
       // awaiting each: awaiting the disk here left the workers idle (measured on CIFAR).
@@ -333,16 +325,7 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
       written.catch(() => undefined); // surfaced by Promise.all(open.writes) at close
       w.writes.push(written);
       if (w.writes.length > MAX_PENDING_WRITES) await w.writes[w.writes.length - 1 - MAX_PENDING_WRITES];
-      for (const s of r.samples) {
-        w.members.push({ members: s.members.map((m) => ({ ...m, headerOffset: m.headerOffset + base, dataOffset: m.dataOffset + base })) });
-        if (s.label > w.record.maxLabel) w.record.maxLabel = s.label;
-      }
-      w.record.errors.push(...r.errors);
-      for (let c = 0; c < format.channels; c++) {
-        w.record.sum[c]! += r.sum[c]!;
-        w.record.sumSq[c]! += r.sumSq[c]!;
-      }
-      w.record.pixels += r.pixels;
+      recordResult(w, r, base);
       progress.done += taskSize(planned.task);
       progress.errors += r.errors.length;
       o.onProgress?.({ ...progress });
@@ -358,6 +341,32 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
     await pool.destroy();
   }
   return { processed: progress.done };
+}
+
+function openShard(out: string, split: string, shard: number, format: SampleFormat): OpenShard {
+  const url = shardName(split, shard);
+  const zeros = (): number[] => new Array<number>(format.channels).fill(0);
+  return {
+    shard,
+    tar: new TarWriter(join(out, url), { mtime: format.mtime, md5: false }),
+    writes: [],
+    record: { url, nsamples: 0, filesize: 0, md5sum: '', errors: [], sum: zeros(), sumSq: zeros(), pixels: 0, maxLabel: -1 },
+    members: [],
+  };
+}
+
+/** Bookkeeping for a task's samples written at file offset `base`: index entries and stats. */
+function recordResult(w: OpenShard, r: ShardTaskResult, base: number): void {
+  for (const s of r.samples) {
+    w.members.push({ members: s.members.map((m) => ({ ...m, headerOffset: m.headerOffset + base, dataOffset: m.dataOffset + base })) });
+    if (s.label > w.record.maxLabel) w.record.maxLabel = s.label;
+  }
+  w.record.errors.push(...r.errors);
+  for (let c = 0; c < w.record.sum.length; c++) {
+    w.record.sum[c]! += r.sum[c]!;
+    w.record.sumSq[c]! += r.sumSq[c]!;
+  }
+  w.record.pixels += r.pixels;
 }
 
 function countItems(done: Set<number>, count: number, S: number): number {
