@@ -79,3 +79,22 @@ export abstract class SlotOptimizer implements Optimizer {
 export function decayed(p: tf.Tensor, lr: number, wd: number): tf.Tensor {
   return wd === 0 || lr === 0 ? p : tf.mul(p, 1 - lr * wd);
 }
+
+/**
+ * Adam's moment updates and its bias-corrected denominator, shared by AdamW and LAMB:
+ * m1 = b1*m + (1-b1)*g, v1 = b2*v + (1-b2)*g^2, denom = sqrt(v1)/sqrt(1-b2^t) + eps.
+ */
+export function adamMoments(
+  m: tf.Tensor,
+  v: tf.Tensor,
+  g: tf.Tensor,
+  b1: number,
+  b2: number,
+  eps: number,
+  step: number,
+): { m1: tf.Tensor; v1: tf.Tensor; denom: tf.Tensor; bc1: number } {
+  const m1 = tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1));
+  const v1 = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2));
+  const denom = tf.add(tf.div(tf.sqrt(v1), Math.sqrt(1 - Math.pow(b2, step))), eps);
+  return { m1, v1, denom, bc1: 1 - Math.pow(b1, step) };
+}

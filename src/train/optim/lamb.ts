@@ -2,7 +2,7 @@
 // --clip): Adam direction with bias correction, plus coupled decay wd*p inside the update, scaled
 // per tensor by the trust ratio ||p|| / ||update|| (1 when either norm is 0).
 import * as tf from '@tensorflow/tfjs';
-import { SlotOptimizer } from './base.ts';
+import { adamMoments, SlotOptimizer } from './base.ts';
 import type { NamedParam, OptimizerHyper } from './types.ts';
 
 export class Lamb extends SlotOptimizer {
@@ -20,11 +20,7 @@ export class Lamb extends SlotOptimizer {
   protected update(i: number, p: tf.Variable, g: tf.Tensor, lr: number, step: number): void {
     const m = this.slot('exp_avg', i);
     const v = this.slot('exp_avg_sq', i);
-    const m1 = tf.add(tf.mul(m, this.b1), tf.mul(g, 1 - this.b1));
-    const v1 = tf.add(tf.mul(v, this.b2), tf.mul(tf.square(g), 1 - this.b2));
-    const bc1 = 1 - Math.pow(this.b1, step);
-    const bc2 = 1 - Math.pow(this.b2, step);
-    const denom = tf.add(tf.div(tf.sqrt(v1), Math.sqrt(bc2)), this.eps);
+    const { m1, v1, denom, bc1 } = adamMoments(m, v, g, this.b1, this.b2, this.eps, step);
     let u = tf.div(tf.div(m1, bc1), denom);
     if (this.hyper.weightDecay !== 0) u = tf.add(u, tf.mul(p, this.hyper.weightDecay));
     const wNorm = tf.norm(p);
