@@ -11,7 +11,7 @@ import { initParam } from './init.ts';
 import { paramLayout, type ParamEntry } from './layout.ts';
 import type { ModelConfig } from './mlp.ts';
 import { Mlp, type HostTensor } from './mlp.ts';
-import { seedHash } from './rng.ts';
+import { seedHash } from '../shared/random.ts';
 
 export const HEAD = 'linear_out';
 export const HEAD_PARAMS: ReadonlySet<string> = new Set([`${HEAD}.weight`, `${HEAD}.bias`]);

@@ -4,7 +4,7 @@
 // changing one layer's size leaves the draws of the others alone.
 import type { ParamEntry } from './layout.ts';
 import { numel } from './layout.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../shared/random.ts';
 
 export function initParam(entry: ParamEntry, seed: number, index: number): Float32Array {
   const out = new Float32Array(numel(entry.shape));

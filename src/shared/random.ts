@@ -112,17 +112,9 @@ export class Rng {
     return x / (x + y);
   }
 
-  /** A Fisher-Yates permutation of 0..n-1. */
+  /** A Fisher-Yates permutation of 0..n-1, drawn from this generator. */
   permutation(n: number): Int32Array {
-    const out = new Int32Array(n);
-    for (let i = 0; i < n; i++) out[i] = i;
-    for (let i = n - 1; i > 0; i--) {
-      const j = this.below(i + 1);
-      const t = out[i]!;
-      out[i] = out[j]!;
-      out[j] = t;
-    }
-    return out;
+    return fisherYates(new Int32Array(n), this);
   }
 }
 
@@ -132,10 +124,13 @@ export function seedHash(...values: number[]): number {
 
 /** A seeded Fisher-Yates permutation of 0..n-1 (Uint32: datasets can exceed 2^31 samples). */
 export function permutation(n: number, ...seed: number[]): Uint32Array {
-  const out = new Uint32Array(n);
-  for (let i = 0; i < n; i++) out[i] = i;
-  const rng = new Rng(...seed);
-  for (let i = n - 1; i > 0; i--) {
+  return fisherYates(new Uint32Array(n), new Rng(...seed));
+}
+
+/** Fills `out` with 0..n-1 and shuffles it in place. */
+function fisherYates<T extends Int32Array | Uint32Array>(out: T, rng: Rng): T {
+  for (let i = 0; i < out.length; i++) out[i] = i;
+  for (let i = out.length - 1; i > 0; i--) {
     const j = rng.below(i + 1);
     const tmp = out[i]!;
     out[i] = out[j]!;

@@ -16,7 +16,7 @@ import { atomicWriteFile, fsyncDir } from '../model/atomic.ts';
 import { CheckpointError } from '../model/errors.ts';
 import { CONFIG_FILE, configFile, MODEL_FILE, readModelConfig } from '../model/checkpoint.ts';
 import type { Mlp, ModelConfig } from '../model/mlp.ts';
-import type { RngState } from '../model/rng.ts';
+import type { RngState } from '../shared/random.ts';
 import { readSafetensorsFile, writeSafetensorsFile, type NamedTensor } from '../model/safetensors.ts';
 import type { Optimizer, OptimizerName } from './optim/index.ts';
 import type { FinetuneMode } from './options.ts';

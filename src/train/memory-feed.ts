@@ -2,7 +2,7 @@
 // deterministic functions of (seed, epoch, step), so epoch(e, k) yields exactly what an
 // uninterrupted pass would from step k on - the property resume relies on.
 import type { Batch, DataFeed, DatasetInfo } from './data-feed.ts';
-import { Rng } from '../model/rng.ts';
+import { Rng } from '../shared/random.ts';
 
 export interface MemoryFeedOptions {
   /** numSamples * channels * res * res values, sample-major, each sample C,H,W. */

@@ -2,7 +2,7 @@
 // the same batch - the batch reversed, or a seeded permutation. Lambda and the permutation come
 // from the trainer's Rng, whose state is checkpointed, so a resumed run mixes identically.
 import * as tf from '@tensorflow/tfjs';
-import type { Rng } from '../model/rng.ts';
+import type { Rng } from '../shared/random.ts';
 
 export type MixupPartner = 'reverse' | 'permute';
 export const MIXUP_PARTNERS: readonly MixupPartner[] = ['reverse', 'permute'];

@@ -87,20 +87,14 @@ export async function predict(model: Mlp, feed: DataFeed, epoch = 0): Promise<Pr
   };
 }
 
-export interface TtaResult {
+/**
+ * Predictions from the probabilities averaged over `views` crops: `loss` is the mean of
+ * -log(averaged probability of the label), floored at 1e-30; `pred` the top-1 of the average.
+ */
+export interface TtaResult extends Predictions {
   views: number;
-  samples: number;
-  /** Mean over samples of -log(averaged probability of the label), the probability floored at 1e-30. */
-  loss: number;
-  top1: number;
-  top5: number;
-  labels: Int32Array;
-  /** Top-1 class of the averaged probabilities. */
-  pred: Int32Array;
-  keys: string[] | null;
   /** samples x classes, row-major: the softmax probabilities averaged over the views. */
   probs: Float32Array;
-  seconds: number;
 }
 
 /** Host memory the averaged probabilities may take (numSamples x classes float32). */

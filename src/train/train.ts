@@ -11,7 +11,7 @@ import { saveModel } from '../model/checkpoint.ts';
 import { isHeadParam, withNewHead } from '../model/head.ts';
 import { estimateTrainBytes, trainFlopsPerSample } from '../model/layout.ts';
 import { Mlp, type ModelConfig } from '../model/mlp.ts';
-import { Rng } from '../model/rng.ts';
+import { Rng } from '../shared/random.ts';
 import { loadTrainCheckpoint, resolveCheckpoint, runDirFor, saveTrainCheckpoint, type EpochSums, type TrainerState } from './checkpoint.ts';
 import type { Batch, DataFeed, DatasetInfo } from './data-feed.ts';
 import { evaluate, type EvalResult } from './evaluate.ts';

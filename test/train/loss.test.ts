@@ -2,7 +2,7 @@
 // CrossEntropyLoss(label_smoothing=...)).
 import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
-import { Rng } from '../../src/model/rng.ts';
+import { Rng } from '../../src/shared/random.ts';
 import { batchLoss, hitCounts, softTargets } from '../../src/train/loss.ts';
 import { applyMix, drawMix } from '../../src/train/mixup.ts';
 import { maxAbsDiff, useBackend } from '../model/setup.ts';

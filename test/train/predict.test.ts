@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
 import { Mlp } from '../../src/model/mlp.ts';
-import { Rng } from '../../src/model/rng.ts';
+import { Rng } from '../../src/shared/random.ts';
 import type { Batch, DataFeed, DatasetInfo } from '../../src/train/data-feed.ts';
 import { evaluate } from '../../src/train/evaluate.ts';
 import { MemoryFeed, syntheticArrays } from '../../src/train/memory-feed.ts';

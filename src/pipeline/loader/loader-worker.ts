@@ -10,7 +10,7 @@ import { normalisation } from './augment.ts';
 import { createAugmenter } from './wasm/augment-wasm.ts';
 import type { CorruptSample, LoadTask, LoadTaskResult, LoaderWorkerData } from './load-task.ts';
 import { SampleTable } from './sample-table.ts';
-import { parseNpyImage } from './npy-image.ts';
+import { parseNpyImage } from '../image/npy-image.ts';
 import { Ring } from '../ring/ring.ts';
 
 const data = workerData as LoaderWorkerData;
@@ -75,7 +75,8 @@ async function decode(i: number, bytes: Uint8Array): Promise<RawImage> {
   if (kind === 1 || kind === 2) {
     const fast = decodeJpegSync(bytes, format.channels, undefined, decodeOut);
     if (fast) {
-      if (fast.data.buffer !== decodeOut.buffer && fast.data.length > decodeOut.length) decodeOut = new Uint8Array(fast.data.length * 2);
+      // Too small this time (the decoder allocated its own): large enough from the next image on.
+      if (fast.data.length > decodeOut.length) decodeOut = new Uint8Array(fast.data.length);
       return fast;
     }
   }

@@ -149,11 +149,7 @@ export class Loader implements DataFeed {
   }
 
   static async open(o: LoaderOptions): Promise<Loader> {
-    const loader = new Loader(await openDataset(o.data, o.cacheDir), o);
-    // Start on epoch 0 at once: the threads warm up and the first batches fill while the caller
-    // builds its model. A resumed run asking for another (epoch, step) drops this run unused.
-    if (loader.stepsPerEpoch() > 0) loader.ahead = loader.startRun(0, 0);
-    return loader;
+    return new Loader(await openDataset(o.data, o.cacheDir), o);
   }
 
   /** Shared memory held: ring slots + control words, and the sample table. */

@@ -6,9 +6,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { scanTarFile } from '../webdataset/tar-reader.ts';
 import { groupMemberInfos } from '../webdataset/samples.ts';
 import { parseDaliIndex } from '../webdataset/dali-index.ts';
+import { LABEL_EXTS } from '../webdataset/codecs.ts';
+import { PathError } from '../errors.ts';
 
 export const IMAGE_KINDS = ['npy', 'jpg', 'jpeg', 'png', 'webp'] as const;
-const LABEL_EXTS = ['cls', 'cls2', 'index', 'id'];
 
 export interface SampleTableBuffers {
   shardPaths: string[];
@@ -24,14 +25,7 @@ export interface SampleTableBuffers {
   keyEnds: SharedArrayBuffer;
 }
 
-export class SampleTableError extends Error {
-  readonly file: string | undefined;
-  constructor(message: string, file?: string) {
-    super(file ? `${file}: ${message}` : message);
-    this.name = 'SampleTableError';
-    this.file = file;
-  }
-}
+export class SampleTableError extends PathError {}
 
 /** Typed views over the shared buffers (cheap: make one per thread). */
 export class SampleTable {

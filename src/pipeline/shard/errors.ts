@@ -1,8 +1,3 @@
-export class ShardJobError extends Error {
-  readonly path: string | undefined;
-  constructor(message: string, path?: string) {
-    super(path ? `${path}: ${message}` : message);
-    this.name = 'ShardJobError';
-    this.path = path;
-  }
-}
+import { PathError } from '../errors.ts';
+
+export class ShardJobError extends PathError {}

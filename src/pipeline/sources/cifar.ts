@@ -4,7 +4,7 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { openUrl } from '../webdataset/open-url.ts';
 import { readTar } from '../webdataset/tar-reader.ts';
-import { SourceError, type CatalogSource, type PixelBatch } from './types.ts';
+import { gatherPixels, SourceError, type CatalogSource } from './types.ts';
 
 export interface CifarOptions {
   variant: 'cifar10' | 'cifar100';
@@ -89,24 +89,12 @@ export async function openCifar(path: string, o: CifarOptions): Promise<CatalogS
     listingErrors: [],
     description: `${o.variant} ${o.split} ${path}: ${count} images 32x32, ${classes.length} classes`,
     load(indices) {
-      const payload = new Uint8Array(indices.length * RECORD_PIXELS);
-      const batch: PixelBatch = {
-        count: indices.length,
-        labels: new Int32Array(indices.length),
-        sourceIndex: Uint32Array.from(indices),
-        width: 32,
-        height: 32,
-        channels: 3,
-        layout: 'chw',
-        name: `${path} ${o.split}`,
-      };
-      for (let k = 0; k < indices.length; k++) {
-        const i = indices[k]!;
-        const start = i * recordSize + labelBytes;
-        payload.set(all.subarray(start, start + RECORD_PIXELS), k * RECORD_PIXELS);
-        batch.labels[k] = all[i * recordSize + labelAt]!;
-      }
-      return Promise.resolve({ items: [], pixels: batch, payload });
+      return Promise.resolve(gatherPixels(
+        indices,
+        { width: 32, height: 32, channels: 3, layout: 'chw', name: `${path} ${o.split}` },
+        (i) => all.subarray(i * recordSize + labelBytes, (i + 1) * recordSize),
+        (i) => all[i * recordSize + labelAt]!,
+      ));
     },
   };
 }

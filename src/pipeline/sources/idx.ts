@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { requireFile } from './check-path.ts';
-import { SourceError, type CatalogSource, type PixelBatch } from './types.ts';
+import { gatherPixels, SourceError, type CatalogSource } from './types.ts';
 
 export interface IdxArray {
   dims: number[];
@@ -63,23 +63,12 @@ export async function openIdx(imagesPath: string, labelsPath: string): Promise<C
     listingErrors: [],
     description: `idx ${imagesPath} + ${labelsPath}: ${n} images ${rows}x${cols}, ${maxLabel + 1} classes`,
     load(indices) {
-      const payload = new Uint8Array(indices.length * pixels);
-      const batch: PixelBatch = {
-        count: indices.length,
-        labels: new Int32Array(indices.length),
-        sourceIndex: Uint32Array.from(indices),
-        width: cols,
-        height: rows,
-        channels: 1,
-        layout: 'hwc',
-        name: imagesPath,
-      };
-      for (let k = 0; k < indices.length; k++) {
-        const i = indices[k]!;
-        payload.set(images.data.subarray(i * pixels, (i + 1) * pixels), k * pixels);
-        batch.labels[k] = labels.data[i]!;
-      }
-      return Promise.resolve({ items: [], pixels: batch, payload });
+      return Promise.resolve(gatherPixels(
+        indices,
+        { width: cols, height: rows, channels: 1, layout: 'hwc', name: imagesPath },
+        (i) => images.data.subarray(i * pixels, (i + 1) * pixels),
+        (i) => labels.data[i]!,
+      ));
     },
   };
 }

@@ -1,6 +1,7 @@
 // The contract between dataset sources and the shard job. A source turns a dataset on disk into
 // labelled items; a worker turns an item into a shard sample. Items are plain data so they can
 // cross to piscina worker threads.
+import { PathError } from '../errors.ts';
 
 /** Where an item's bytes are. Offsets of `payload` refs point into the task's payload buffer. */
 export type ItemRef =
@@ -41,6 +42,24 @@ export interface LoadedItems {
   pixels?: PixelBatch;
   /** Bytes referenced by `payload-*` refs (or the pixel batch); transferred, not copied. */
   payload?: Uint8Array;
+}
+
+/** Copies the images at `indices` (one `record(i)` of w*h*c bytes each) into a batch. */
+export function gatherPixels(
+  indices: ArrayLike<number>,
+  geometry: Omit<PixelBatch, 'count' | 'labels' | 'sourceIndex'>,
+  record: (i: number) => Uint8Array,
+  label: (i: number) => number,
+): LoadedItems {
+  const size = geometry.width * geometry.height * geometry.channels;
+  const payload = new Uint8Array(indices.length * size);
+  const pixels: PixelBatch = { ...geometry, count: indices.length, labels: new Int32Array(indices.length), sourceIndex: Uint32Array.from(indices) };
+  for (let k = 0; k < indices.length; k++) {
+    const i = indices[k]!;
+    payload.set(record(i), k * size);
+    pixels.labels[k] = label(i);
+  }
+  return { items: [], pixels, payload };
 }
 
 /** The k-th image of a pixel batch as an ordinary item. */
@@ -112,11 +131,4 @@ export interface StreamSource extends SourceBase {
 
 export type Source = CatalogSource | StreamSource;
 
-export class SourceError extends Error {
-  readonly file: string | undefined;
-  constructor(message: string, file?: string) {
-    super(file ? `${file}: ${message}` : message);
-    this.name = 'SourceError';
-    this.file = file;
-  }
-}
+export class SourceError extends PathError {}

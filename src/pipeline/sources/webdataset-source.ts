@@ -1,14 +1,13 @@
 // Re-sharding existing WebDataset shards (ours or anyone's): each sample's image member (npy or
 // an encoded image) and its `cls` label are streamed in order from local paths or URLs. Order is
 // kept (the shards were shuffled when written), so no catalog of the dataset is needed.
-import { decodeCls } from '../webdataset/codecs.ts';
+import { decodeCls, LABEL_EXTS } from '../webdataset/codecs.ts';
 import { expandUrls } from '../webdataset/urls.ts';
 import { webdataset, type WdsSample } from '../webdataset/open-url.ts';
 import { readWidsIndex } from '../webdataset/wids-index.ts';
 import { SourceError, type Item, type StreamSource } from './types.ts';
 
 const IMAGE_EXTS = ['npy', 'jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff'];
-const LABEL_EXTS = ['cls', 'cls2', 'index', 'id'];
 
 export async function openWebDataset(specs: string[], channels?: 1 | 3): Promise<StreamSource> {
   if (specs.length === 0) throw new SourceError('webdataset: give shard URLs or an index .json');

@@ -200,7 +200,9 @@ export function decodeNpy(b: Uint8Array, where: ErrorLocation = {}): NpyArray {
 // ---------------------------------------------------------------------------------------
 // Sample decoding (webdataset's Decoder with its default handlers, minus images)
 
-const INT_EXTS = new Set(['cls', 'cls2', 'index', 'inx', 'id']);
+/** Members that hold a sample's class as decimal ASCII, in the order a reader should prefer them. */
+export const LABEL_EXTS: readonly string[] = ['cls', 'cls2', 'index', 'inx', 'id'];
+const INT_EXTS = new Set(LABEL_EXTS);
 const TEXT_EXTS = new Set(['txt', 'text', 'transcript']);
 const JSON_EXTS = new Set(['json', 'jsn']);
 

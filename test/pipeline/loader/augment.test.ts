@@ -1,6 +1,6 @@
 import t from 'tap';
 import { Augmenter, normalisation } from '../../../src/pipeline/loader/augment.ts';
-import { parseNpyImage } from '../../../src/pipeline/loader/npy-image.ts';
+import { parseNpyImage } from '../../../src/pipeline/image/npy-image.ts';
 import { encodeNpy } from '../../../src/pipeline/webdataset/codecs.ts';
 
 const identity1 = normalisation([0], [1]);
