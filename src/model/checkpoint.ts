@@ -4,7 +4,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArch } from './arch.ts';
-import { atomicWrite, atomicWriteFile } from './atomic.ts';
+import { atomicWrite, atomicWriteFile } from '../shared/atomic-write.ts';
 import { CheckpointError } from './errors.ts';
 import { Mlp, type ModelConfig } from './mlp.ts';
 import { readSafetensorsFile, writeSafetensorsFile } from './safetensors.ts';

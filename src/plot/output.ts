@@ -3,7 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, extname } from 'node:path';
 import sharp from 'sharp';
-import { atomicWriteFile } from '../model/atomic.ts';
+import { atomicWriteFile } from '../shared/atomic-write.ts';
 
 export type OutputFormat = 'svg' | 'png';
 

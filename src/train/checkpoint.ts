@@ -12,7 +12,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { atomicWriteFile, fsyncDir } from '../model/atomic.ts';
+import { atomicWriteFile, fsyncDir } from '../shared/atomic-write.ts';
 import { CheckpointError } from '../model/errors.ts';
 import { CONFIG_FILE, configFile, MODEL_FILE, readModelConfig } from '../model/checkpoint.ts';
 import type { Mlp, ModelConfig } from '../model/mlp.ts';

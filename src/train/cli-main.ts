@@ -3,7 +3,7 @@
 import { inputDim, parseArch, type ModelShape } from '../model/arch.ts';
 import { countParams, estimateTrainBytes, forwardMacs, trainFlopsPerSample } from '../model/layout.ts';
 import { describeSelection, selectBackend, type BackendDeps, type BackendSelection } from './backend.ts';
-import type { DataFeed } from './data-feed.ts';
+import type { DataFeed } from '../shared/data-feed.ts';
 import { OPTIMIZER_SLOTS } from './optim/index.ts';
 import { DEFAULTS, HELP, microBatchSize, OptionsError, parseTrainArgs, type TrainOptions } from './options.ts';
 import { hasCheckpoint, train, type TrainFeeds, type TrainSummary } from './train.ts';

@@ -4,11 +4,11 @@
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { atomicWrite } from '../model/atomic.ts';
+import { atomicWrite } from '../shared/atomic-write.ts';
 import { Mlp } from '../model/mlp.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from './backend.ts';
 import { defaultIo, EXIT, parseCommandLine, reportFailure, type CliIo } from './cli-main.ts';
-import type { DataFeed } from './data-feed.ts';
+import type { DataFeed } from '../shared/data-feed.ts';
 import { FINETUNE_DEFAULTS } from './finetune-cli.ts';
 import type { CropSpec, OpenEvalFeed } from './loader-feeds.ts';
 import { nonNegInt, num, oneOf, OptionsError, pair, positiveInt, str, type Raw } from './options.ts';

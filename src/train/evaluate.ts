@@ -1,7 +1,7 @@
 // Evaluation pass: mean cross-entropy (no smoothing) and top-1 / top-5 accuracy over a feed.
 import * as tf from '@tensorflow/tfjs';
 import type { Mlp } from '../model/mlp.ts';
-import type { DataFeed } from './data-feed.ts';
+import type { DataFeed } from '../shared/data-feed.ts';
 import { batchLoss, hitCounts } from './loss.ts';
 
 export interface EvalResult {

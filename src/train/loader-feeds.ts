@@ -3,7 +3,7 @@
 // datasets stored smaller than `res`.
 import { Loader } from '../pipeline/loader/loader.ts';
 import type { TrainAugment } from '../pipeline/loader/augment-params.ts';
-import type { DataFeed } from './data-feed.ts';
+import type { DataFeed } from '../shared/data-feed.ts';
 import { microBatchSize, type TrainOptions } from './options.ts';
 import type { TrainFeeds } from './train.ts';
 

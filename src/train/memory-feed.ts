@@ -1,7 +1,7 @@
 // A DataFeed over arrays already in memory: for tests, benchmarks and development. Batches are
 // deterministic functions of (seed, epoch, step), so epoch(e, k) yields exactly what an
 // uninterrupted pass would from step k on - the property resume relies on.
-import type { Batch, DataFeed, DatasetInfo } from './data-feed.ts';
+import type { Batch, DataFeed, DatasetInfo } from '../shared/data-feed.ts';
 import { Rng } from '../shared/random.ts';
 
 export interface MemoryFeedOptions {

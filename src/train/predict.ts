@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import type { Mlp } from '../model/mlp.ts';
-import type { Batch, DataFeed } from './data-feed.ts';
+import type { Batch, DataFeed } from '../shared/data-feed.ts';
 import { batchLoss, hitCounts } from './loss.ts';
 
 export class EvalError extends Error {

@@ -13,7 +13,7 @@ import { estimateTrainBytes, trainFlopsPerSample } from '../model/layout.ts';
 import { Mlp, type ModelConfig } from '../model/mlp.ts';
 import { Rng } from '../shared/random.ts';
 import { loadTrainCheckpoint, resolveCheckpoint, runDirFor, saveTrainCheckpoint, type EpochSums, type TrainerState } from './checkpoint.ts';
-import type { Batch, DataFeed, DatasetInfo } from './data-feed.ts';
+import type { Batch, DataFeed, DatasetInfo } from '../shared/data-feed.ts';
 import { evaluate, type EvalResult } from './evaluate.ts';
 import { MetricsLog, round } from './metrics.ts';
 import { drawMix } from './mixup.ts';

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
-import { atomicWriteFile } from '../../src/model/atomic.ts';
+import { atomicWriteFile } from '../../src/shared/atomic-write.ts';
 import { CONFIG_FILE, loadModel, MODEL_FILE, saveModel } from '../../src/model/checkpoint.ts';
 import { CheckpointError } from '../../src/model/errors.ts';
 import { Mlp } from '../../src/model/mlp.ts';

@@ -13,7 +13,7 @@ import { isHeadParam, newHeadParams, withNewHead } from '../../src/model/head.ts
 import { forwardMacs } from '../../src/model/layout.ts';
 import { Mlp, type HostTensor } from '../../src/model/mlp.ts';
 import { readSafetensorsFile } from '../../src/model/safetensors.ts';
-import type { Batch } from '../../src/train/data-feed.ts';
+import type { Batch } from '../../src/shared/data-feed.ts';
 import { loadTrainCheckpoint } from '../../src/train/checkpoint.ts';
 import { MemoryFeed, syntheticArrays } from '../../src/train/memory-feed.ts';
 import { createOptimizer } from '../../src/train/optim/index.ts';

@@ -1,5 +1,5 @@
 // Small in-memory training setups shared by the trainer tests.
-import type { Batch, DataFeed } from '../../src/train/data-feed.ts';
+import type { Batch, DataFeed } from '../../src/shared/data-feed.ts';
 import { MemoryFeed, syntheticArrays } from '../../src/train/memory-feed.ts';
 import { microBatchSize, trainOptions, type TrainOptions } from '../../src/train/options.ts';
 

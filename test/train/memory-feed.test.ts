@@ -1,5 +1,5 @@
 import t from 'tap';
-import type { Batch } from '../../src/train/data-feed.ts';
+import type { Batch } from '../../src/shared/data-feed.ts';
 import { MemoryFeed, syntheticArrays } from '../../src/train/memory-feed.ts';
 
 async function collect(it: AsyncIterable<Batch>): Promise<Batch[]> {

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
 import { Mlp } from '../../src/model/mlp.ts';
 import { Rng } from '../../src/shared/random.ts';
-import type { Batch, DataFeed, DatasetInfo } from '../../src/train/data-feed.ts';
+import type { Batch, DataFeed, DatasetInfo } from '../../src/shared/data-feed.ts';
 import { evaluate } from '../../src/train/evaluate.ts';
 import { MemoryFeed, syntheticArrays } from '../../src/train/memory-feed.ts';
 import { EvalError, keyPosition, predict, predictTta, readRealLabels, scoreProbabilities, scoreReal } from '../../src/train/predict.ts';

@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { inputDim, parseArch, type ArchSpec, type ModelShape } from '../arch.ts';
-import { fsyncDir } from '../atomic.ts';
+import { fsyncDir } from '../../shared/atomic-write.ts';
 import { CONFIG_FILE, MODEL_FILE, saveModel } from '../checkpoint.ts';
 import { numel, paramLayout } from '../layout.ts';
 import { Mlp, type HostTensor, type ModelConfig } from '../mlp.ts';

@@ -3,7 +3,7 @@
 // frame headers and dispatches tasks; it never touches pixels.
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import type { Batch, DataFeed, DatasetInfo } from '../../train/data-feed.ts';
+import type { Batch, DataFeed, DatasetInfo } from '../../shared/data-feed.ts';
 import { maxFrameBytes, writeFrameHeader, type FrameLayout } from '../ring/frame.ts';
 import { Ring, RingClosedError, RingSlotError, type RingWriteSlot } from '../ring/ring.ts';
 import { DEFAULT_AUGMENT, type TrainAugment } from './augment-params.ts';

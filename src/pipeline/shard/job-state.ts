@@ -1,8 +1,9 @@
 // The on-disk state that makes a shard job resumable. A shard counts as done only when its
 // record exists in <out>/.partial/, and that record is written after the shard's tar and idx
 // were renamed into place; index files are written last, after every shard is done.
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { atomicWriteFileAsync } from '../../shared/atomic-write.ts';
 import { ShardJobError } from './errors.ts';
 
 export const PARTIAL_DIR = '.partial';
@@ -19,11 +20,8 @@ export interface ShardRecord {
   maxLabel: number;
 }
 
-export async function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
-}
+/** The shard job's records and indexes: written whole or not at all (fsynced, renamed). */
+export const writeAtomic = atomicWriteFileAsync;
 
 export function shardName(split: string, index: number): string {
   return `${split}-${String(index).padStart(6, '0')}.tar`;
@@ -81,7 +79,8 @@ export async function prepareOutDir(out: string, fingerprint: string, overwrite:
 
 /** Only files this tool writes; anything else in the folder is left alone. */
 async function removeOurFiles(out: string): Promise<void> {
-  const ours = /^(index\.json|val\.json|errors\.jsonl|[\w.-]+-\d{6}\.(tar|idx)(\.tmp)?)$/;
+  // Also the temporaries of an interrupted write (atomic-write's `.<name>.tmp-<pid>-<random>`).
+  const ours = /^\.?(index\.json|val\.json|errors\.jsonl|[\w.-]+-\d{6}\.(tar|idx))(\.tmp(-\d+-[a-z0-9]+)?)?$/;
   for (const f of await readdir(out)) {
     if (ours.test(f)) await rm(join(out, f), { force: true });
   }

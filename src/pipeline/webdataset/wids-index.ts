@@ -2,9 +2,10 @@
  * The wids shard index (JSON): which shards a dataset has and how many samples each holds,
  * so that a reader can map a global sample index to (shard, index in shard).
  */
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { atomicWriteFileAsync } from '../../shared/atomic-write.ts';
 import { UrlError, WebDatasetError } from './errors.ts';
 
 export interface WidsShard {
@@ -62,21 +63,10 @@ export function validateWidsIndex(value: unknown, file: string): WidsIndex {
   return value as WidsIndex;
 }
 
-/** Pretty JSON, written to `${path}.tmp` and renamed so readers never see half a file. */
+/** Pretty JSON, written atomically so readers never see half a file. */
 export async function writeWidsIndex(path: string, index: WidsIndex): Promise<void> {
   validateWidsIndex(index, path);
-  const tmp = `${path}.tmp`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(`${JSON.stringify(index, null, 2)}\n`);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
+  await atomicWriteFileAsync(path, `${JSON.stringify(index, null, 2)}\n`);
 }
 
 /**

@@ -119,7 +119,7 @@ t.test('resumes from complete shards and ends byte-identical to an uninterrupted
     /interrupted/,
   );
   t.notOk(existsSync(join(out, 'index.json')), 'no index before the job completes');
-  t.notOk(readdirSync(out).some((f) => f.endsWith('.tmp')), 'no temporary file left behind');
+  t.notOk(readdirSync(out).some((f) => f.includes('.tmp')), 'no temporary file left behind');
   t.ok(existsSync(join(out, 'train-000000.tar')), 'first shard completed before the interruption');
   let processed = 0;
   const summary = await runShardJob(synth(), { ...base(out), onProgress: (p) => (processed = p.done) });

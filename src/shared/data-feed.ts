@@ -1,6 +1,7 @@
-// The trainer's only view of data: batches of normalised float32 images in C,H,W order with
-// int32 labels, borrowed from the producer (the shared-memory ring, or memory in tests and
-// benchmarks) until release().
+// The contract between pipeline and trainer: the trainer's only view of data is batches of
+// normalised float32 images in C,H,W order with int32 labels, borrowed from the producer (the
+// shared-memory ring, or memory in tests and benchmarks) until release(). It lives here, in
+// neither layer, so that the pipeline implements it without importing the trainer.
 
 export interface Batch {
   epoch: number;

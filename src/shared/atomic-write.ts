@@ -1,9 +1,15 @@
 // Crash-safe writes: a file appears under its final name complete or not at all. Write to a
 // temporary name in the same directory (same filesystem, so rename is atomic), fsync, rename,
-// then fsync the directory so the rename itself survives a power cut.
+// then fsync the directory so the rename itself survives a power cut. The one helper every
+// layer uses (model files, checkpoints, shard records, indexes, plots), sync and async.
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
+/**
+ * A unique temporary name beside `path`: two writers of the same file never share one, and a
+ * leftover from a crash is recognisable (`.<name>.tmp-<pid>-<random>`).
+ */
 export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
 }
@@ -41,4 +47,23 @@ export function atomicWrite(path: string, write: (tmp: string) => void): void {
 
 export function atomicWriteFile(path: string, data: string | Uint8Array): void {
   atomicWrite(path, (tmp) => writeFileSync(tmp, data));
+}
+
+/** atomicWriteFile without blocking the event loop (the shard job writes records while workers run). */
+export async function atomicWriteFileAsync(path: string, data: string | Uint8Array): Promise<void> {
+  const tmp = tempPathFor(path);
+  try {
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  fsyncDir(dirname(path));
 }
