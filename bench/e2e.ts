@@ -10,7 +10,7 @@ import { Loader } from '../src/pipeline/loader/loader.ts';
 import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
 import { selectBackend } from '../src/train/backend.ts';
-import { trainOptions } from '../src/train/options.ts';
+import { trainConfig } from '../src/train/config.ts';
 import { train } from '../src/train/train.ts';
 
 const { values: v } = parseArgs({
@@ -52,12 +52,12 @@ for (let e = 1; e <= 2; e++) for await (const b of alone.epoch(e)) {
 const loaderRate = n / ((performance.now() - t0) / 1000);
 await alone.close();
 
-const selection = await selectBackend(v.backend as 'auto');
+await selectBackend(v.backend as 'auto');
 const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1 });
 const summary = await train(
-  trainOptions({ out: join(tmp, 'run'), arch: v.arch!, epochs: Number(v.epochs), batchSize, checkpointEvery: 0, quiet: true, backend: selection.backend }),
+  trainConfig({ out: join(tmp, 'run'), arch: v.arch!, epochs: Number(v.epochs), batchSize, checkpointEvery: 0 }),
   { train: feed },
-  { progress: null, log: () => undefined },
+  { log: () => undefined },
 );
 await feed.close();
 // Per-step waits from the run's metrics: the first batch also pays for thread start-up and JIT,

@@ -1,7 +1,7 @@
 // npm run finetune: fine-tunes a pre-trained model (new head; linear probe or full fine-tuning)
 // on ring-backed loaders at the checkpoint's resolution. See --help.
-import { runFinetuneCli } from '../train/finetune-cli.ts';
-import { openTrainFeeds } from '../train/loader-feeds.ts';
+import { openTrainFeeds } from './feeds.ts';
+import { runFinetuneCli } from './finetune-main.ts';
 
 process.exit(
   await runFinetuneCli(process.argv.slice(2), (opts) =>

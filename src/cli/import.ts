@@ -1,8 +1,8 @@
 // npm run import -- <file.pt> --out <dir> [--arch ...] [--res ...]: a torch.save checkpoint (the
 // paper authors' weights) -> our model directory, read without executing the pickle. See
-// src/model/torch-import/cli.ts for the options.
+// src/cli/import-main.ts for the options.
 import * as tf from '@tensorflow/tfjs';
-import { runImportCli } from '../model/torch-import/cli.ts';
+import { runImportCli } from './import-main.ts';
 
 // The model is only built to be written: the plain cpu backend, without its "use tfjs-node" banner.
 tf.enableProdMode();

@@ -1,10 +1,10 @@
 // npm run loader -- dump ...: writes the first K batch frames of epoch 0 back to back into one
 // file, exactly as they sit in the ring (each a complete msgpack document).
-import { rmSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Loader } from '../pipeline/loader/loader.ts';
+import { defaultIo, EXIT, runCommand, UsageError, withInterrupt } from './command.ts';
 
 const HELP = `Usage: npm run loader -- dump --data <index.json|dir|shard urls> --batches K --out <file> [options]
 
@@ -66,24 +66,29 @@ async function dump(argv: string[]): Promise<number> {
   });
   process.stderr.write(`${loader.describe()}\n`);
   const tmp = `${v.out}.tmp`;
-  pendingTmp = tmp;
   const file = await open(tmp, 'w');
+  const controller = new AbortController();
   let written = 0;
   let bytes = 0;
   try {
-    for await (const b of loader.epoch(int('epoch', v.epoch!))) {
-      if (written >= batches) {
+    await withInterrupt(defaultIo, { first: 'stopping; the partial file is removed', second: 'quitting at once' }, () => controller.abort(), async () => {
+      for await (const b of loader.epoch(int('epoch', v.epoch!))) {
+        if (written >= batches || controller.signal.aborted) {
+          b.release();
+          break;
+        }
+        await file.write(b.frame);
+        bytes += b.frame.length;
         b.release();
-        break;
+        written++;
       }
-      await file.write(b.frame);
-      bytes += b.frame.length;
-      b.release();
-      written++;
-    }
+    });
     await file.close();
+    if (controller.signal.aborted) {
+      await rm(tmp, { force: true });
+      return EXIT.interrupted;
+    }
     await rename(tmp, v.out);
-    pendingTmp = null;
   } catch (err) {
     await file.close().catch(() => undefined);
     await rm(tmp, { force: true });
@@ -94,32 +99,17 @@ async function dump(argv: string[]): Promise<number> {
   if (loader.corruptCount) process.stderr.write(`${loader.corruptCount} corrupt samples replaced\n`);
   process.stderr.write(`wrote ${written} frames (${(bytes / 2 ** 20).toFixed(1)} MiB) to ${v.out}\n`);
   process.stdout.write(`${JSON.stringify({ out: v.out, frames: written, bytes })}\n`);
-  return 0;
+  return EXIT.ok;
 }
-
-class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === 'dump') return dump(rest);
-  process.stdout.write(`${HELP}\n`);
-  return command === undefined || command === '--help' || command === '-h' ? 0 : 2;
+  if (command === undefined || command === '--help' || command === '-h') {
+    process.stdout.write(`${HELP}\n`);
+    return EXIT.ok;
+  }
+  throw new UsageError(`unknown subcommand "${command}" (expected: dump)`);
 }
 
-/** A half-written dump is removed on Ctrl-C; exiting ends the worker threads with the process. */
-let pendingTmp: string | null = null;
-process.on('SIGINT', () => {
-  if (pendingTmp) rmSync(pendingTmp, { force: true });
-  process.stderr.write('\ninterrupted\n');
-  process.exit(130);
-});
-
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`loader: error: ${(err as Error).message}\n`);
-    const usage = err instanceof UsageError || String((err as { code?: string }).code).startsWith('ERR_PARSE_ARGS');
-    if (usage) process.stderr.write("run 'npm run loader -- --help' for usage\n");
-    process.exit(usage ? 2 : 1);
-  },
-);
+process.exit(await runCommand('loader', defaultIo, () => main(process.argv.slice(2))));

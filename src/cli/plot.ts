@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { renderChart, type PanelSpec } from '../plot/chart.ts';
 import { formatFor, writeChart } from '../plot/output.ts';
 import { PlotError, readRun, uniqueNames } from '../plot/read-metrics.ts';
+import { defaultIo, runCommand, UsageError } from './command.ts';
 import {
   X_LABELS,
   X_MODES,
@@ -52,7 +53,6 @@ line. Malformed lines are skipped with a warning naming the file and line.
 Exit status: 0 written, 1 unreadable or unusable metrics, 2 usage error (unknown option or
 metric, bad value).`;
 
-class UsageError extends Error {}
 
 function positiveInt(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -167,14 +167,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    const code = (err as { code?: string }).code;
-    const usage = err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'));
-    process.stderr.write(`plot: error: ${(err as Error).message}\n`);
-    if (!usage && !(err instanceof PlotError) && process.env['DEBUG']) process.stderr.write(`${(err as Error).stack}\n`);
-    if (usage) process.stderr.write("run 'npm run plot -- --help' for usage\n");
-    process.exit(usage ? 2 : 1);
-  },
-);
+process.exit(await runCommand('plot', defaultIo, () => main(process.argv.slice(2))));

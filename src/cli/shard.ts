@@ -1,11 +1,10 @@
 // npm run shard -- <source> <path...> [options]: datasets -> WebDataset shards at training size.
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { ShardJobError } from '../pipeline/shard/errors.ts';
 import { runShardJob } from '../pipeline/shard/shard-job.ts';
 import { openSource } from '../pipeline/sources/open-source.ts';
-import { SourceError } from '../pipeline/sources/types.ts';
-import { ProgressLine, formatDuration } from './progress.ts';
+import { defaultIo, EXIT, runCommand, UsageError, withInterrupt } from './command.ts';
+import { formatDuration, ProgressLine } from './progress.ts';
 
 const HELP = `Usage: npm run shard -- <source> [path...] [options]
 
@@ -56,7 +55,6 @@ Bad images are skipped and listed in <out>/errors.jsonl; shards are written unde
 name and renamed when complete, so an interrupted job resumes from its complete shards when
 run again with the same arguments.`;
 
-class UsageError extends Error {}
 
 function int(name: string, v: string | undefined, fallback?: number): number | undefined {
   if (v === undefined) return fallback;
@@ -146,15 +144,10 @@ async function main(argv: string[]): Promise<number> {
   const out = v.out ?? `shards/${kind}`;
   if (!quiet) process.stderr.write(`source: ${source.description}\nout: ${out} (${workers} workers)\n`);
   const controller = new AbortController();
-  const onSigint = (): void => {
-    if (controller.signal.aborted) process.exit(130);
-    process.stderr.write('\ninterrupted: finishing the current task, removing partial files (Ctrl-C again to force)\n');
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
   const progress = new ProgressLine(process.stderr, quiet);
   const limit = int('limit', v.limit);
-  const summary = await runShardJob(source, {
+  const interruptMessages = { first: 'finishing the current task, removing partial files (Ctrl-C again to force)', second: 'quitting at once' };
+  const summary = await withInterrupt(defaultIo, interruptMessages, () => controller.abort(), () => runShardJob(source, {
     out,
     res,
     resize: oneOf('resize', v.resize, ['max-side', 'center-crop'] as const, 'max-side'),
@@ -171,9 +164,8 @@ async function main(argv: string[]): Promise<number> {
     command: ['npm run shard --', ...argv].join(' '),
     signal: controller.signal,
     onProgress: (p) => progress.update(p.split, p.done, p.total, ` | shards ${p.shardsDone}${p.errors ? ` | ${p.errors} skipped` : ''}`),
-  });
+  }));
   progress.done();
-  process.off('SIGINT', onSigint);
   if (!quiet) {
     if (summary.state === 'complete') process.stderr.write(`${out} already holds this dataset, complete; nothing to do\n`);
     for (const s of summary.splits) {
@@ -183,16 +175,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`done in ${formatDuration(summary.seconds)}: ${Math.round(rate).toLocaleString('en-US')} images/s${summary.errors ? `, ${summary.errors} problems listed in ${out}/errors.jsonl` : ''}\n`);
   }
   process.stdout.write(`${JSON.stringify(summary)}\n`);
-  return 0;
+  return EXIT.ok;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    const known = err instanceof UsageError || err instanceof SourceError || err instanceof ShardJobError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION';
-    process.stderr.write(`\nshard: error: ${(err as Error).message}\n`);
-    if (!known && process.env['DEBUG']) process.stderr.write(`${(err as Error).stack}\n`);
-    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) process.stderr.write("run 'npm run shard -- --help' for usage\n");
-    process.exit(err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? 2 : 1);
-  },
-);
+process.exit(await runCommand('shard', defaultIo, () => main(process.argv.slice(2))));

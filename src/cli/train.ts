@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { runShardJob } from '../pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../pipeline/sources/synthetic.ts';
-import { runTrainCli, type MakeFeeds } from '../train/cli-main.ts';
-import { openTrainFeeds, PRETRAIN_CROP } from '../train/loader-feeds.ts';
+import { openTrainFeeds, PRETRAIN_CROP } from './feeds.ts';
+import { runTrainCli, type MakeFeeds } from './train-main.ts';
 
 const DEFAULT_DATA = 'shards/synthetic-default';
 

@@ -19,7 +19,7 @@ import type { Mlp, ModelConfig } from '../model/mlp.ts';
 import type { RngState } from '../shared/random.ts';
 import { readSafetensorsFile, writeSafetensorsFile, type NamedTensor } from '../model/safetensors.ts';
 import type { Optimizer, OptimizerName } from './optim/index.ts';
-import type { FinetuneMode } from './options.ts';
+import type { FinetuneMode } from './config.ts';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const LATEST_FILE = 'latest.json';

@@ -93,7 +93,7 @@ t.test('data errors exit 1 naming the path', async (t) => {
   const dir = tempDir(t, 'plot-cli-');
   const missing = plot([join(dir, 'nope')]);
   t.equal(missing.code, 1);
-  t.match(missing.stderr, /plot: error: .*nope: no such folder/);
+  t.match(missing.stderr, /plot: .*nope: no such folder/);
   mkdirSync(join(dir, 'empty-dir'));
   const noFile = plot([join(dir, 'empty-dir')]);
   t.equal(noFile.code, 1);
@@ -109,7 +109,7 @@ t.test('data errors exit 1 naming the path', async (t) => {
   t.equal(junk.code, 1);
   t.match(junk.stderr, /junk\/metrics\.jsonl:1: malformed/);
   t.match(junk.stderr, /junk\/metrics\.jsonl:2: malformed/);
-  t.match(junk.stderr, /error: .*junk\/metrics\.jsonl: no valid records left \(2 malformed lines skipped\)/);
+  t.match(junk.stderr, /plot: .*junk\/metrics\.jsonl: no valid records left \(2 malformed lines skipped\)/);
   // A good run next to a bad one still fails, and writes nothing.
   const good = makeRun(join(dir, 'good'));
   t.equal(plot([good, join(dir, 'junk')]).code, 1);

@@ -17,7 +17,7 @@ import type { Batch } from '../../src/shared/data-feed.ts';
 import { loadTrainCheckpoint } from '../../src/train/checkpoint.ts';
 import { MemoryFeed, syntheticArrays } from '../../src/train/memory-feed.ts';
 import { createOptimizer } from '../../src/train/optim/index.ts';
-import type { FinetuneSpec, TrainOptions } from '../../src/train/options.ts';
+import type { FinetuneSpec, TrainConfig } from '../../src/train/config.ts';
 import { loadPretrained, resolvePretrained } from '../../src/train/pretrained.ts';
 import { microStep } from '../../src/train/step.ts';
 import { computeFields, train, TrainError } from '../../src/train/train.ts';
@@ -36,7 +36,7 @@ saveModel(PRE, preModel);
 preModel.dispose();
 const preTensors = readSafetensorsFile(join(PRE, MODEL_FILE)).tensors;
 
-function ftOptions(out: string, ft: Partial<FinetuneSpec>, over: Partial<TrainOptions> = {}): TrainOptions {
+function ftOptions(out: string, ft: Partial<FinetuneSpec>, over: Partial<TrainConfig> = {}): TrainConfig {
   return smallOptions(out, {
     optimizer: 'sgd',
     lr: 0.05,

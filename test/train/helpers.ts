@@ -1,13 +1,13 @@
 // Small in-memory training setups shared by the trainer tests.
 import type { Batch, DataFeed } from '../../src/shared/data-feed.ts';
 import { MemoryFeed, syntheticArrays } from '../../src/train/memory-feed.ts';
-import { microBatchSize, trainOptions, type TrainOptions } from '../../src/train/options.ts';
+import { microBatchSize, trainConfig, type TrainConfig } from '../../src/train/config.ts';
 
 export const SHAPE = { channels: 3, res: 4, numClasses: 5 };
 const TRAIN = syntheticArrays(96, SHAPE.channels, SHAPE.res, SHAPE.numClasses, 1);
 const VAL = syntheticArrays(40, SHAPE.channels, SHAPE.res, SHAPE.numClasses, 2);
 
-export function feedsFor(o: TrainOptions, hooks: { onBatch?: (b: Batch) => void } = {}): { train: DataFeed; val: DataFeed } {
+export function feedsFor(o: TrainConfig, hooks: { onBatch?: (b: Batch) => void } = {}): { train: DataFeed; val: DataFeed } {
   const train = new MemoryFeed({ ...TRAIN, ...SHAPE, batchSize: microBatchSize(o), shuffle: true, seed: o.seed });
   const watched: DataFeed = {
     info: train.info,
@@ -29,8 +29,8 @@ export function feedsFor(o: TrainOptions, hooks: { onBatch?: (b: Batch) => void 
 }
 
 /** A small but complete configuration: Lion, MixUp with a seeded permutation, smoothing, clipping, cosine. */
-export function smallOptions(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
-  return trainOptions({
+export function smallOptions(out: string, over: Partial<TrainConfig> = {}): TrainConfig {
+  return trainConfig({
     out,
     arch: 'B_1-Wi_16',
     epochs: 3,
@@ -45,7 +45,6 @@ export function smallOptions(out: string, over: Partial<TrainOptions> = {}): Tra
     warmup: 2,
     checkpointEvery: 0,
     seed: 3,
-    quiet: true,
     ...over,
   });
 }

@@ -14,7 +14,7 @@ import { TorchImportError } from '../../../src/model/torch-import/errors.ts';
 import {
   checkTensors, findStateDict, importTorchCheckpoint, resolveModel, shapeEvidence, stripWrapperPrefixes,
 } from '../../../src/model/torch-import/import.ts';
-import { parseImportArgs, runImportCli } from '../../../src/model/torch-import/cli.ts';
+import { parseImportArgs, runImportCli } from '../../../src/cli/import-main.ts';
 import { PyDict, type PyValue } from '../../../src/model/torch-import/pickle.ts';
 import { TorchStorage, TorchTensor } from '../../../src/model/torch-import/torch-load.ts';
 import { tempDir } from '../../helpers/tmp.ts';
@@ -207,7 +207,7 @@ t.test('CLI: arguments, exit codes, report', async (t) => {
   const run = async (args: string[]) => {
     const out: string[] = [];
     const err: string[] = [];
-    const code = await runImportCli(args, { out: (s) => out.push(s), err: (s) => err.push(s) });
+    const code = await runImportCli(args, { stdout: (s) => out.push(s), stderr: (s) => err.push(s) });
     return { code, out: out.join(''), err: err.join('') };
   };
   const help = await run(['--help']);
@@ -218,8 +218,8 @@ t.test('CLI: arguments, exit codes, report', async (t) => {
     [[], /no input file given/],
     [['a.pt', 'b.pt', '--out', 'o'], /one input file expected, got 2/],
     [['a.pt'], /--out <dir> is required/],
-    [['a.pt', '--out', 'o', '--res', 'x'], /--res must be a positive integer, got "x"/],
-    [['a.pt', '--out', 'o', '--num-classes', '0'], /--num-classes must be a positive integer/],
+    [['a.pt', '--out', 'o', '--res', 'x'], /--res: not a number: x/],
+    [['a.pt', '--out', 'o', '--num-classes', '0'], /--num-classes: must be a positive integer, got 0/],
     [['a.pt', '--out', 'o', '--arch', 'ViT-B'], /--arch: bad architecture "ViT-B"/],
     [['a.pt', '--out', 'o', '--bogus'], /Unknown option '--bogus'/],
   ] as [string[], RegExp][]) {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { PickleSecurityError } from '../../../src/model/torch-import/errors.ts';
 import { importTorchCheckpoint } from '../../../src/model/torch-import/import.ts';
-import { runImportCli } from '../../../src/model/torch-import/cli.ts';
+import { runImportCli } from '../../../src/cli/import-main.ts';
 import { TorchFile } from '../../../src/model/torch-import/torch-load.ts';
 import { tempDir } from '../../helpers/tmp.ts';
 import { CLI, FIXTURES, P, expected, f32, pk, tensorCall, torchZip } from './helpers.ts';
@@ -34,7 +34,7 @@ t.test('committed malicious fixtures are refused and never run', async (t) => {
       t.throws(() => importTorchCheckpoint({ input: path, out }), PickleSecurityError, 'importTorchCheckpoint refuses');
       t.notOk(existsSync(out), 'no output directory');
       const err: string[] = [];
-      const code = await runImportCli([path, '--out', out], { out: () => {}, err: (s) => err.push(s) });
+      const code = await runImportCli([path, '--out', out], { stdout: () => {}, stderr: (s) => err.push(s) });
       t.equal(code, 1, 'the CLI exits 1');
       t.match(err.join(''), `refusing global "${global}"`);
       t.match(err.join(''), 'nothing in it was run');

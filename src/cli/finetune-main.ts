@@ -2,25 +2,15 @@
 // options with the paper's fine-tuning defaults, the checkpoint's resolution and architecture,
 // --help, --dry-run, usage errors, then the shared training loop.
 import { parseArch } from '../model/arch.ts';
-import { describeSelection, selectBackend } from './backend.ts';
-import { defaultIo, dryRunReport, EXIT, parseCommandLine, reportFailure, trainAndReport, type CliIo } from './cli-main.ts';
-import type { CropSpec } from './loader-feeds.ts';
-import {
-  DEFAULTS,
-  FINETUNE_MODES,
-  nonNeg,
-  oneOf,
-  optimisationHelp,
-  OptionsError,
-  pair,
-  parseTrainArgsWith,
-  str,
-  type FinetuneSpec,
-  type TrainDefaults,
-  type TrainOptions,
-} from './options.ts';
-import { resolvePretrained } from './pretrained.ts';
-import { hasCheckpoint, type TrainFeeds } from './train.ts';
+import { describeSelection, selectBackend } from '../train/backend.ts';
+import { DEFAULTS, FINETUNE_MODES, type FinetuneSpec } from '../train/config.ts';
+import { resolvePretrained } from '../train/pretrained.ts';
+import { hasCheckpoint, type TrainFeeds } from '../train/train.ts';
+import { EXIT, runCommand, UsageError } from './command.ts';
+import type { CropSpec } from './feeds.ts';
+import { nonNeg, num, oneOf, pair, str, type OptionSpec } from './flags.ts';
+import { optimisationHelp, parseTrainArgsWith, type CommandDefaults, type TrainFlags } from './train-flags.ts';
+import { defaultIo, dryRunReport, parseCommandLine, trainAndReport, withFeeds, type TrainIo } from './train-main.ts';
 
 /**
  * paper.md, Recipe: fine-tuning: SGD momentum 0.9, head lr 0.01, body lr x0.1, batch 2048, 50
@@ -28,8 +18,9 @@ import { hasCheckpoint, type TrainFeeds } from './train.ts';
  * fine-tuning (the reference's finetune parser defaults it to 0), nor weight decay (0 there);
  * constant lr, as the reference's default scheduler.
  */
-export const FINETUNE_DEFAULTS: TrainDefaults & { bodyLrMult: number; crop: CropSpec } = {
+export const FINETUNE_DEFAULTS: CommandDefaults & { bodyLrMult: number; crop: CropSpec } = {
   ...DEFAULTS,
+  backend: 'auto',
   optimizer: 'sgd',
   momentum: 0.9,
   lr: 0.01,
@@ -45,22 +36,22 @@ export const FINETUNE_DEFAULTS: TrainDefaults & { bodyLrMult: number; crop: Crop
   crop: { scale: [0.4, 1], ratio: [1, 1] },
 };
 
-export interface FinetuneOptions extends TrainOptions {
+export interface FinetuneOptions extends TrainFlags {
   finetune: FinetuneSpec;
   /** Training crops (random resized crop area and aspect ranges). */
   crop: CropSpec;
-  /** --arch as given (it must match the checkpoint); TrainOptions.arch becomes the checkpoint's. */
+  /** --arch as given (it must match the checkpoint); TrainFlags.arch becomes the checkpoint's. */
   archOption?: string;
   outGiven: boolean;
 }
 
-const EXTRA = {
+const EXTRA: OptionSpec = {
   checkpoint: { type: 'string' },
   mode: { type: 'string' },
   'body-lr-mult': { type: 'string' },
   'crop-scale': { type: 'string' },
   'crop-ratio': { type: 'string' },
-} as const;
+};
 
 const fmtPair = (p: readonly number[]): string => `${p[0]},${p[1]}`;
 
@@ -103,19 +94,11 @@ export function parseFinetuneArgs(argv: readonly string[]): ParsedFinetuneArgs {
   if (r.help) return { help: true };
   const { raw, options } = r;
   const checkpoint = str(raw, 'checkpoint');
-  if (checkpoint === undefined) throw new OptionsError('checkpoint', 'required: the pre-trained model to start from');
-  if (raw['mode'] === undefined) throw new OptionsError('mode', `required: ${FINETUNE_MODES.join(' or ')}`);
+  if (checkpoint === undefined) throw new UsageError('required: the pre-trained model to start from', 'checkpoint');
+  if (raw['mode'] === undefined) throw new UsageError(`required: ${FINETUNE_MODES.join(' or ')}`, 'mode');
   const mode = oneOf(raw, 'mode', FINETUNE_MODES, 'full');
-  if (raw['body-lr-mult'] !== undefined && mode !== 'full') throw new OptionsError('body-lr-mult', 'applies to --mode full only (linear trains the head alone)');
-  const bodyLrMult = (() => {
-    const s = raw['body-lr-mult'];
-    if (s === undefined) return FINETUNE_DEFAULTS.bodyLrMult;
-    const v = Number(s);
-    if (typeof s !== 'string' || s.trim() === '' || !Number.isFinite(v)) throw new OptionsError('body-lr-mult', `not a number: ${String(s)}`);
-    const bad = nonNeg(v);
-    if (bad) throw new OptionsError('body-lr-mult', `${bad}, got ${s}`);
-    return v;
-  })();
+  if (raw['body-lr-mult'] !== undefined && mode !== 'full') throw new UsageError('applies to --mode full only (linear trains the head alone)', 'body-lr-mult');
+  const bodyLrMult = num(raw, 'body-lr-mult', FINETUNE_DEFAULTS.bodyLrMult, nonNeg);
   const crop: CropSpec = {
     scale: pair(raw, 'crop-scale', FINETUNE_DEFAULTS.crop.scale, (lo, hi) => (lo > 0 && lo <= hi && hi <= 1 ? null : 'need 0 < LO <= HI <= 1')),
     ratio: pair(raw, 'crop-ratio', FINETUNE_DEFAULTS.crop.ratio, (lo, hi) => (lo > 0 && lo <= hi ? null : 'need 0 < LO <= HI')),
@@ -136,49 +119,35 @@ export function parseFinetuneArgs(argv: readonly string[]): ParsedFinetuneArgs {
 /** Builds the train (and validation) feeds; `opts.res` is the checkpoint's resolution. */
 export type MakeFinetuneFeeds = (opts: FinetuneOptions) => Promise<TrainFeeds>;
 
-export async function runFinetuneCli(argv: string[], makeFeeds: MakeFinetuneFeeds, io: CliIo = defaultIo): Promise<number> {
-  const parsed = parseCommandLine('finetune', argv, parseFinetuneArgs, FINETUNE_HELP, io);
-  if (typeof parsed === 'number') return parsed;
-  let opts: FinetuneOptions = parsed;
-  const usage = (msg: string): number => {
-    io.stderr(`finetune: ${msg}\n(see --help)\n`);
-    return EXIT.usage;
-  };
-  if (!opts.data && !opts.dryRun) return usage('--data is required (or --dry-run)');
-
-  let feeds: TrainFeeds | null = null;
-  try {
-    const src = resolvePretrained(opts.finetune.checkpoint);
-    const c = src.config;
-    const arch = parseArch(c.arch).name;
-    if (opts.archOption !== undefined && parseArch(opts.archOption).name !== arch) return usage(`--arch ${opts.archOption}: the checkpoint is ${arch}`);
-    if (opts.res !== undefined && opts.res !== c.res) return usage(`--res ${opts.res}: the checkpoint takes ${c.res}x${c.res} images (the loader upscales smaller data to it)`);
-    if (opts.channels !== undefined && opts.channels !== c.channels) return usage(`--channels ${opts.channels}: the checkpoint takes ${c.channels}-channel images`);
-    opts = { ...opts, arch, res: c.res, channels: c.channels };
-    if (!opts.outGiven) opts.out = `runs/finetune-${arch}-${opts.finetune.mode}`;
-
+export async function runFinetuneCli(argv: string[], makeFeeds: MakeFinetuneFeeds, io: TrainIo = defaultIo): Promise<number> {
+  return runCommand('finetune', io, async () => {
+    const parsed = parseCommandLine(argv, parseFinetuneArgs, FINETUNE_HELP, io);
+    if (typeof parsed === 'number') return parsed;
+    if (!parsed.data && !parsed.dryRun) throw new UsageError('--data is required (or --dry-run)');
+    const opts = withCheckpointShape(parsed);
     if (opts.dryRun) {
+      const c = resolvePretrained(opts.finetune.checkpoint).config;
       let numClasses = opts.numClasses ?? c.numClasses;
-      if (opts.data) {
-        feeds = await makeFeeds(opts);
-        numClasses = feeds.train.info.numClasses;
-      }
-      io.stdout(`${JSON.stringify({ ...dryRunReport(opts, { res: c.res, channels: c.channels, numClasses }), checkpoint: src.weights, mode: opts.finetune.mode })}\n`);
+      if (opts.data) numClasses = await withFeeds(await makeFeeds(opts), async (f) => f.train.info.numClasses);
+      const report = { ...dryRunReport(opts, { res: c.res, channels: c.channels, numClasses }), checkpoint: resolvePretrained(opts.finetune.checkpoint).weights, mode: opts.finetune.mode };
+      io.stdout(`${JSON.stringify(report)}\n`);
       return EXIT.ok;
     }
     if (!opts.resume && hasCheckpoint(opts.out)) {
-      return usage(`${opts.out} already holds a checkpoint: pass --resume ${opts.out} to continue, or choose another --out`);
+      throw new UsageError(`${opts.out} already holds a checkpoint: pass --resume ${opts.out} to continue, or choose another --out`);
     }
     const selection = await selectBackend(opts.backend, io.backendDeps);
     io.stderr(`${describeSelection(selection)}\n`);
-    feeds = await makeFeeds(opts);
-    return await trainAndReport(opts, feeds, selection, io);
-  } catch (e) {
-    return reportFailure('finetune', e, io);
-  } finally {
-    if (feeds) {
-      await feeds.train.close();
-      await feeds.val?.close();
-    }
-  }
+    return withFeeds(await makeFeeds(opts), (feeds) => trainAndReport(opts, feeds, selection, io));
+  });
+}
+
+/** The options with the checkpoint's architecture and input; a given --arch/--res/--channels must match it. */
+function withCheckpointShape(opts: FinetuneOptions): FinetuneOptions {
+  const c = resolvePretrained(opts.finetune.checkpoint).config;
+  const arch = parseArch(c.arch).name;
+  if (opts.archOption !== undefined && parseArch(opts.archOption).name !== arch) throw new UsageError(`--arch ${opts.archOption}: the checkpoint is ${arch}`);
+  if (opts.res !== undefined && opts.res !== c.res) throw new UsageError(`--res ${opts.res}: the checkpoint takes ${c.res}x${c.res} images (the loader upscales smaller data to it)`);
+  if (opts.channels !== undefined && opts.channels !== c.channels) throw new UsageError(`--channels ${opts.channels}: the checkpoint takes ${c.channels}-channel images`);
+  return { ...opts, arch, res: c.res, channels: c.channels, out: opts.outGiven ? opts.out : `runs/finetune-${arch}-${opts.finetune.mode}` };
 }

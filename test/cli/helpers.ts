@@ -5,9 +5,9 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { runShardJob } from '../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../src/pipeline/sources/synthetic.ts';
-import type { CliIo } from '../../src/train/cli-main.ts';
+import type { TrainIo } from '../../src/cli/train-main.ts';
 
-export type CapturedIo = CliIo & { out: string[]; err: string[]; signals: EventEmitter & Pick<NodeJS.Process, 'on' | 'off'> };
+export type CapturedIo = TrainIo & { out: string[]; err: string[]; signals: EventEmitter & Pick<NodeJS.Process, 'on' | 'off'> };
 
 export function captureIo(): CapturedIo {
   const out: string[] = [];

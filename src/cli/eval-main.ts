@@ -1,19 +1,18 @@
 // The eval command without its data plumbing (the caller passes the feed factory): loads a
 // model, scores it on a dataset with centre crops, optionally with test-time augmentation and
 // ImageNet ReaL labels, and reports on stderr (human) and stdout (one JSON line).
-import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { parseArgs } from 'node:util';
-import { atomicWrite } from '../shared/atomic-write.ts';
 import { Mlp } from '../model/mlp.ts';
-import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from './backend.ts';
-import { defaultIo, EXIT, parseCommandLine, reportFailure, type CliIo } from './cli-main.ts';
+import { atomicWriteFile } from '../shared/atomic-write.ts';
 import type { DataFeed } from '../shared/data-feed.ts';
-import { FINETUNE_DEFAULTS } from './finetune-cli.ts';
-import type { CropSpec, OpenEvalFeed } from './loader-feeds.ts';
-import { nonNegInt, num, oneOf, OptionsError, pair, positiveInt, str, type Raw } from './options.ts';
-import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from './predict.ts';
-import { loadPretrained, resolvePretrained } from './pretrained.ts';
+import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from '../train/backend.ts';
+import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from '../train/predict.ts';
+import { loadPretrained, resolvePretrained } from '../train/pretrained.ts';
+import { EXIT, runCommand, UsageError } from './command.ts';
+import type { CropSpec, OpenEvalFeed } from './feeds.ts';
+import { FINETUNE_DEFAULTS } from './finetune-main.ts';
+import { nonNegInt, num, oneOf, pair, parseFlags, positiveInt, str, type OptionSpec } from './flags.ts';
+import { defaultIo, parseCommandLine, type TrainIo } from './train-main.ts';
 
 export interface EvalOptions {
   checkpoint: string;
@@ -32,7 +31,7 @@ export interface EvalOptions {
 
 export const EVAL_DEFAULTS = { batchSize: 1024, tta: 0, seed: 0, crop: FINETUNE_DEFAULTS.crop } as const;
 
-const SPEC = {
+const SPEC: OptionSpec = {
   checkpoint: { type: 'string' },
   data: { type: 'string' },
   'batch-size': { type: 'string' },
@@ -46,7 +45,7 @@ const SPEC = {
   backend: { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
-} as const;
+};
 
 const fmtPair = (p: readonly number[]): string => `${p[0]},${p[1]}`;
 
@@ -91,17 +90,12 @@ not fit the model, bad ReaL file), 2 usage error.
 `;
 
 export function parseEvalArgs(argv: readonly string[]): { help: true } | { help: false; options: EvalOptions } {
-  let raw: Raw;
-  try {
-    raw = parseArgs({ args: [...argv], options: SPEC, strict: true, allowPositionals: false }).values as Raw;
-  } catch (e) {
-    throw new OptionsError('args', (e as Error).message);
-  }
+  const { raw } = parseFlags(argv, SPEC);
   if (raw['help']) return { help: true };
   const checkpoint = str(raw, 'checkpoint');
-  if (checkpoint === undefined) throw new OptionsError('checkpoint', 'required: the model to evaluate');
+  if (checkpoint === undefined) throw new UsageError('required: the model to evaluate', 'checkpoint');
   const data = str(raw, 'data');
-  if (data === undefined) throw new OptionsError('data', 'required: the dataset index (index.json)');
+  if (data === undefined) throw new UsageError('required: the dataset index (index.json)', 'data');
   const real = str(raw, 'real');
   const out = str(raw, 'out');
   return {
@@ -144,13 +138,26 @@ function checkFits(feed: DataFeed, model: Mlp, data: string): void {
   if (i.numClasses !== c.numClasses) throw new EvalError('classes', `the model has ${c.numClasses} classes, ${data} has ${i.numClasses} (fine-tune it first: npm run finetune)`);
 }
 
-export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: CliIo = defaultIo): Promise<number> {
-  const parsed = parseCommandLine('eval', argv, parseEvalArgs, EVAL_HELP, io);
-  if (typeof parsed === 'number') return parsed;
-  const o: EvalOptions = parsed;
+export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: TrainIo = defaultIo): Promise<number> {
+  return runCommand('eval', io, async () => {
+    const parsed = parseCommandLine(argv, parseEvalArgs, EVAL_HELP, io);
+    return typeof parsed === 'number' ? parsed : evaluateModel(parsed, openFeed, io);
+  });
+}
 
+/** Opens a feed, checks it fits the model, runs `use`, and closes the feed. */
+async function withFeed<T>(open: Promise<DataFeed>, model: Mlp, data: string, use: (feed: DataFeed) => Promise<T>): Promise<T> {
+  const feed = await open;
+  try {
+    checkFits(feed, model, data);
+    return await use(feed);
+  } finally {
+    await feed.close();
+  }
+}
+
+async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo): Promise<number> {
   let model: Mlp | null = null;
-  let feed: DataFeed | null = null;
   try {
     resolvePretrained(o.checkpoint);
     // Read the ReaL labels before spending time on the data.
@@ -163,11 +170,8 @@ export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: Cli
     const c = model.config;
     const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed };
 
-    feed = await openFeed({ ...base, views: null });
-    checkFits(feed, model, o.data);
-    const centre = await predict(model, feed);
-    await feed.close();
-    feed = null;
+    const m = model;
+    const centre = await withFeed(openFeed({ ...base, views: null }), m, o.data, (feed) => predict(m, feed));
     const lines = [
       `eval ${c.arch} (${src.weights}) on ${o.data}: ${centre.samples.toLocaleString('en-US')} images at ${c.channels}x${c.res}x${c.res}`,
       `centre crop: loss ${centre.loss.toFixed(4)}, top-1 ${pct(centre.top1)}, top-5 ${pct(centre.top5)}`,
@@ -197,13 +201,11 @@ export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: Cli
       lines.push(realLine('centre crop', r));
     }
     if (o.tta > 0) {
-      feed = await openFeed({ ...base, views: o.crop });
-      checkFits(feed, model, o.data);
-      const tta = await predictTta(model, feed, o.tta, (v) => {
-        if (!o.quiet) io.stderr(`tta: view ${v + 1}/${o.tta} done\n`);
-      });
-      await feed.close();
-      feed = null;
+      const tta = await withFeed(openFeed({ ...base, views: o.crop }), m, o.data, (feed) =>
+        predictTta(m, feed, o.tta, (v) => {
+          if (!o.quiet) io.stderr(`tta: view ${v + 1}/${o.tta} done\n`);
+        }),
+      );
       const t: Record<string, unknown> = {
         views: tta.views,
         crop_scale: o.crop.scale,
@@ -226,16 +228,13 @@ export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: Cli
     result['backend'] = selection.backend;
     if (o.out) {
       const out = o.out;
-      atomicWrite(out, (tmp) => writeFileSync(tmp, `${JSON.stringify(result, null, 2)}\n`));
+      atomicWriteFile(out, `${JSON.stringify(result, null, 2)}\n`);
       lines.push(`written: ${out}`);
     }
     io.stderr(`${lines.join('\n')}\n`);
     io.stdout(`${JSON.stringify(result)}\n`);
     return EXIT.ok;
-  } catch (e) {
-    return reportFailure('eval', e, io);
   } finally {
-    if (feed) await feed.close();
     model?.dispose();
   }
 }

@@ -7,13 +7,13 @@ import { join } from 'node:path';
 import t from 'tap';
 import { saveModel } from '../../src/model/checkpoint.ts';
 import { Mlp } from '../../src/model/mlp.ts';
-import { EXIT } from '../../src/train/cli-main.ts';
-import { FINETUNE_HELP, parseFinetuneArgs, runFinetuneCli, type FinetuneOptions, type MakeFinetuneFeeds } from '../../src/train/finetune-cli.ts';
-import { openTrainFeeds } from '../../src/train/loader-feeds.ts';
+import { EXIT } from '../../src/cli/command.ts';
+import { FINETUNE_HELP, parseFinetuneArgs, runFinetuneCli, type FinetuneOptions, type MakeFinetuneFeeds } from '../../src/cli/finetune-main.ts';
+import { openTrainFeeds } from '../../src/cli/feeds.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { useBackend } from '../model/setup.ts';
-import { captureIo, makeShards, runEntry } from './cli-helpers.ts';
-import { feedsFor, SHAPE } from './helpers.ts';
+import { captureIo, makeShards, runEntry } from './helpers.ts';
+import { feedsFor, SHAPE } from '../train/helpers.ts';
 
 await useBackend('wasm');
 

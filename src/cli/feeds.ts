@@ -1,11 +1,13 @@
 // Ring-backed data feeds for the train, finetune and eval commands: thin wrappers over
 // Loader.open that fix the order, the transform and the resolution. The loader upscales
-// datasets stored smaller than `res`.
-import { Loader } from '../pipeline/loader/loader.ts';
+// datasets stored smaller than `res`. Here the layers meet: the pipeline's loader implements the
+// shared DataFeed contract that the trainer consumes.
 import type { TrainAugment } from '../pipeline/loader/augment-params.ts';
+import { Loader } from '../pipeline/loader/loader.ts';
 import type { DataFeed } from '../shared/data-feed.ts';
-import { microBatchSize, type TrainOptions } from './options.ts';
-import type { TrainFeeds } from './train.ts';
+import { microBatchSize } from '../train/config.ts';
+import type { TrainFeeds } from '../train/train.ts';
+import type { TrainFlags } from './train-flags.ts';
 
 export interface CropSpec {
   scale: [number, number];
@@ -19,7 +21,7 @@ export const PRETRAIN_CROP: CropSpec = { scale: [0.08, 1], ratio: [3 / 4, 4 / 3]
  * Training (random resized crops with `crop`, flips) and validation (centre crop) feeds at `res`
  * (default: the training data's resolution; validation follows the training feed's).
  */
-export async function openTrainFeeds(opts: TrainOptions, res: number | undefined, crop: CropSpec, log?: (line: string) => void): Promise<TrainFeeds> {
+export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, crop: CropSpec, log?: (line: string) => void): Promise<TrainFeeds> {
   const augment: TrainAugment = { scale: crop.scale, ratio: crop.ratio, flip: true };
   const common = { seed: opts.seed, workers: opts.workers };
   const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, ...common, ...(res !== undefined ? { res } : {}) });

@@ -1,7 +1,9 @@
 import t from 'tap';
-import { DEFAULTS, HELP, microBatchSize, mixupAlpha, OptionsError, parseTrainArgs, trainOptions, type TrainOptions } from '../../src/train/options.ts';
+import { UsageError } from '../../src/cli/command.ts';
+import { COMMAND_DEFAULTS, HELP, parseTrainArgs, type TrainFlags } from '../../src/cli/train-flags.ts';
+import { microBatchSize, mixupAlpha, trainConfig } from '../../src/train/config.ts';
 
-function parse(args: string[]): TrainOptions {
+function parse(args: string[]): TrainFlags {
   const r = parseTrainArgs(args);
   if (r.help) throw new Error('unexpected help');
   return r.options;
@@ -28,7 +30,7 @@ t.test("defaults are the paper's ImageNet-21k pre-training recipe", async (t) =>
     out: 'runs/B_12-Wi_1024',
   });
   t.equal(o.res, undefined, 'model shape comes from the data unless given');
-  t.same([DEFAULTS.res, DEFAULTS.channels, DEFAULTS.numClasses], [64, 3, 11230], 'dry-run shape: ImageNet-21k at 64x64');
+  t.same([COMMAND_DEFAULTS.res, COMMAND_DEFAULTS.channels, COMMAND_DEFAULTS.numClasses], [64, 3, 11230], 'dry-run shape: ImageNet-21k at 64x64');
 });
 
 t.test('every flag', async (t) => {
@@ -65,11 +67,11 @@ t.test('bad values name the option', async (t) => {
     [['--backend', 'gpu'], /--backend: expected one of auto, tfjs-node-gpu, tfjs-node, wasm, cpu/],
     [['--arch', 'B12'], /--arch: bad architecture/],
     [['--batch-size', '100', '--accum', '3'], /--accum: batch size 100 is not divisible by 3/],
-    [['--bogus'], /--args: Unknown option/],
-    [['stray'], /--args/],
+    [['--bogus'], /Unknown option '--bogus'/],
+    [['stray'], /Unexpected argument 'stray'/],
   ];
   for (const [args, re] of bad) {
-    t.throws(() => parseTrainArgs(args), OptionsError, args.join(' '));
+    t.throws(() => parseTrainArgs(args), UsageError, args.join(' '));
     t.throws(() => parseTrainArgs(args), re, args.join(' '));
   }
 });
@@ -82,8 +84,8 @@ t.test('help', async (t) => {
   }
 });
 
-t.test('trainOptions: library defaults with overrides', async (t) => {
-  const o = trainOptions({ out: 'x', batchSize: 32 });
+t.test('trainConfig: library defaults with overrides', async (t) => {
+  const o = trainConfig({ out: 'x', batchSize: 32 });
   t.equal(o.evalBatchSize, 32);
   t.equal(o.optimizer, 'lion');
 });

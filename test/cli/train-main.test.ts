@@ -4,12 +4,13 @@ import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { EXIT, runTrainCli, type CliIo, type MakeFeeds } from '../../src/train/cli-main.ts';
-import type { TrainOptions } from '../../src/train/options.ts';
+import { EXIT } from '../../src/cli/command.ts';
+import { runTrainCli, type MakeFeeds, type TrainIo } from '../../src/cli/train-main.ts';
+import type { TrainFlags } from '../../src/cli/train-flags.ts';
 import { tempDir } from '../helpers/tmp.ts';
-import { feedsFor } from './helpers.ts';
+import { feedsFor } from '../train/helpers.ts';
 
-function io(): CliIo & { out: string[]; err: string[]; signals: EventEmitter & Pick<NodeJS.Process, 'on' | 'off'> } {
+function io(): TrainIo & { out: string[]; err: string[]; signals: EventEmitter & Pick<NodeJS.Process, 'on' | 'off'> } {
   const out: string[] = [];
   const err: string[] = [];
   const signals = new EventEmitter() as EventEmitter & Pick<NodeJS.Process, 'on' | 'off'>;
@@ -64,7 +65,7 @@ const ARGS = ['--data', 'mem', '--arch', 'B_1-Wi_16', '--batch-size', '16', '--e
 t.test('a full run: backend report, summary line, exit 0; failures exit 1 with the reason', async (t) => {
   const out = tempDir(t);
   const c = io();
-  const code = await runTrainCli([...ARGS, '--out', out], async (o: TrainOptions) => feedsFor(o), c);
+  const code = await runTrainCli([...ARGS, '--out', out], async (o: TrainFlags) => feedsFor(o), c);
   t.equal(code, EXIT.ok, c.err.join(''));
   const err = c.err.join('');
   t.match(err, /^backend: wasm/, 'the backend report comes first');

@@ -9,13 +9,13 @@ import t from 'tap';
 import { loadModel, saveModel } from '../../src/model/checkpoint.ts';
 import { Mlp } from '../../src/model/mlp.ts';
 import { Loader, type LoaderOptions } from '../../src/pipeline/loader/loader.ts';
-import { EXIT } from '../../src/train/cli-main.ts';
-import { EVAL_HELP, parseEvalArgs, runEvalCli } from '../../src/train/eval-cli.ts';
-import { openEvalFeed, type OpenEvalFeed } from '../../src/train/loader-feeds.ts';
+import { EXIT } from '../../src/cli/command.ts';
+import { EVAL_HELP, parseEvalArgs, runEvalCli } from '../../src/cli/eval-main.ts';
+import { openEvalFeed, type OpenEvalFeed } from '../../src/cli/feeds.ts';
 import { MemoryFeed, syntheticArrays } from '../../src/train/memory-feed.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { useBackend } from '../model/setup.ts';
-import { captureIo, makeShards, runEntry } from './cli-helpers.ts';
+import { captureIo, makeShards, runEntry } from './helpers.ts';
 
 await useBackend('cpu');
 
