@@ -45,7 +45,7 @@ export function reportFailure(cmd: string, e: unknown, io: Pick<CliIo, 'stderr'>
 }
 
 export function reportUsage(cmd: string, e: unknown, io: Pick<CliIo, 'stderr'>): number {
-  io.stderr(`${cmd}: ${(e as Error).message}\n(see --help)\n`);
+  io.stderr(`${cmd}: ${(e as Error).message}\n(see: npm run ${cmd} -- --help)\n`);
   return EXIT.usage;
 }
 
