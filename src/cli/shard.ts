@@ -2,7 +2,7 @@
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { runShardJob } from '../pipeline/shard/shard-job.ts';
-import { openSource } from '../pipeline/sources/open-source.ts';
+import { openSource, sourcesHelp } from '../pipeline/sources/open-source.ts';
 import { defaultIo, EXIT, runCommand, UsageError, withInterrupt } from './command.ts';
 import { formatDuration, ProgressLine } from './progress.ts';
 
@@ -13,15 +13,7 @@ Prepackage a dataset into WebDataset tar shards at training resolution:
 fields: classes, resolution, channels, encoding, mean/std, ...), <out>/errors.jsonl.
 
 Sources:
-  imagefolder <dir>            <dir>/<class>/**/<image>; classes = sorted folder names (torchvision)
-  imagenet21k <dir>            one folder or one <synset>.tar per synset; see --min-per-class
-  imagenet <dir>               train: synset folders; val: flat folder + --labels <file>
-  cifar10 <tar.gz|dir>         the binary version; --split train|test picks the part
-  cifar100 <tar.gz|dir>        the binary version; --cifar-labels fine|coarse
-  idx <images> <labels>        MNIST-style idx files (.gz or not); stays 1-channel
-  webdataset <url...|idx.json> re-shard / re-size existing shards (local paths or http(s)://,
-                               brace patterns like data-{000000..000099}.tar, '::' lists)
-  synthetic                    generated images with learnable classes (no download)
+${sourcesHelp()}
 
 Options:
   --out <dir>                  output folder (default: shards/<source>)

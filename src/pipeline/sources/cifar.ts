@@ -4,7 +4,7 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { openUrl } from '../webdataset/open-url.ts';
 import { readTar } from '../webdataset/tar-reader.ts';
-import { gatherPixels, SourceError, type CatalogSource } from './types.ts';
+import { expectPaths, gatherPixels, SourceError, type CatalogSource, type SourceDefinition, type SourceSpec } from './types.ts';
 
 export interface CifarOptions {
   variant: 'cifar10' | 'cifar100';
@@ -98,3 +98,23 @@ export async function openCifar(path: string, o: CifarOptions): Promise<CatalogS
     },
   };
 }
+
+function openCifarSpec(variant: 'cifar10' | 'cifar100', o: SourceSpec): Promise<CatalogSource> {
+  expectPaths(variant, o.paths, 1, 'the binary-version tarball or its folder');
+  if (o.split !== 'train' && o.split !== 'test') throw new SourceError(`${variant}: --split must be train or test, got "${o.split}"`);
+  return openCifar(o.paths[0]!, { variant, split: o.split, ...(o.cifarLabels ? { labels: o.cifarLabels } : {}) });
+}
+
+export const cifar10Source: SourceDefinition = {
+  kind: 'cifar10',
+  args: '<tar.gz|dir>',
+  help: 'the binary version; --split train|test picks the part',
+  open: (o) => openCifarSpec('cifar10', o),
+};
+
+export const cifar100Source: SourceDefinition = {
+  kind: 'cifar100',
+  args: '<tar.gz|dir>',
+  help: 'the binary version; --cifar-labels fine|coarse',
+  open: (o) => openCifarSpec('cifar100', o),
+};

@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { requireFile } from './check-path.ts';
-import { gatherPixels, SourceError, type CatalogSource } from './types.ts';
+import { expectPaths, gatherPixels, SourceError, type CatalogSource, type SourceDefinition } from './types.ts';
 
 export interface IdxArray {
   dims: number[];
@@ -72,3 +72,13 @@ export async function openIdx(imagesPath: string, labelsPath: string): Promise<C
     },
   };
 }
+
+export const idxSource: SourceDefinition = {
+  kind: 'idx',
+  args: '<images> <labels>',
+  help: 'MNIST-style idx files (.gz or not); stays 1-channel',
+  open: (o) => {
+    expectPaths(o.kind, o.paths, 2, '<images-idx> <labels-idx>');
+    return openIdx(o.paths[0]!, o.paths[1]!);
+  },
+};

@@ -2,7 +2,7 @@
 // names and labels their positions, so our labels equal torchvision's for the same tree.
 import { FileCatalog } from './catalog.ts';
 import { requireDir } from './check-path.ts';
-import { SourceError, type CatalogSource, type SourceKind } from './types.ts';
+import { expectPaths, SourceError, type CatalogSource, type SourceDefinition, type SourceKind } from './types.ts';
 import { listFilesRecursive, listSubdirs } from './walk.ts';
 
 export interface FolderClassesOptions {
@@ -53,3 +53,13 @@ export async function openImageFolder(root: string, o: FolderClassesOptions = {}
     load: (indices) => catalog.load(indices),
   };
 }
+
+export const imageFolderSource: SourceDefinition = {
+  kind: 'imagefolder',
+  args: '<dir>',
+  help: '<dir>/<class>/**/<image>; classes = sorted folder names (torchvision)',
+  open: (o) => {
+    expectPaths(o.kind, o.paths, 1, 'one folder (root/<class>/<image>)');
+    return openImageFolder(o.paths[0]!, { ...(o.classes ? { classes: o.classes } : {}), ...(o.minPerClass !== undefined ? { minPerClass: o.minPerClass } : {}) });
+  },
+};

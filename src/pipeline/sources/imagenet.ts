@@ -7,7 +7,7 @@ import { basename, extname } from 'node:path';
 import { FileCatalog } from './catalog.ts';
 import { requireDir, requireFile } from './check-path.ts';
 import { openImageFolder } from './imagefolder.ts';
-import { SourceError, type CatalogSource } from './types.ts';
+import { expectPaths, SourceError, type CatalogSource, type SourceDefinition } from './types.ts';
 import { byCodePoint, listFilesRecursive } from './walk.ts';
 
 export interface ImageNetOptions {
@@ -79,3 +79,13 @@ export function parseLabels(text: string, file: string): Map<string, string> {
   if (out.size === 0) throw new SourceError('labels file is empty', file);
   return out;
 }
+
+export const imageNetSource: SourceDefinition = {
+  kind: 'imagenet',
+  args: '<dir>',
+  help: 'train: synset folders; val: flat folder + --labels <file>',
+  open: (o) => {
+    expectPaths(o.kind, o.paths, 1, 'one folder (train: synset folders; val: images + --labels)');
+    return openImageNet(o.paths[0]!, { ...(o.labels ? { labels: o.labels } : {}), ...(o.classes ? { classes: o.classes } : {}) });
+  },
+};

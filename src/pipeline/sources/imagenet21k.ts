@@ -5,7 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { scanTarFile } from '../webdataset/tar-reader.ts';
 import { FileCatalog } from './catalog.ts';
 import { requireDir } from './check-path.ts';
-import { SourceError, type CatalogSource } from './types.ts';
+import { expectPaths, SourceError, type CatalogSource, type SourceDefinition } from './types.ts';
 import { byCodePoint, listFilesRecursive } from './walk.ts';
 
 export interface ImageNet21kOptions {
@@ -64,3 +64,16 @@ export async function openImageNet21k(root: string, o: ImageNet21kOptions = {}):
     load: (indices) => catalog.load(indices),
   };
 }
+
+export const imageNet21kSource: SourceDefinition = {
+  kind: 'imagenet21k',
+  args: '<dir>',
+  help: 'one folder or one <synset>.tar per synset; see --min-per-class',
+  open: (o) => {
+    expectPaths(o.kind, o.paths, 1, 'one folder of synset folders or synset .tar files');
+    return openImageNet21k(o.paths[0]!, {
+      ...(o.minPerClass !== undefined ? { minPerClass: o.minPerClass } : {}),
+      ...(o.onListing ? { onProgress: o.onListing } : {}),
+    });
+  },
+};

@@ -1,33 +1,40 @@
-// From a CLI-level description (kind + paths + options) to an opened Source.
+// The shard job's sources, by name: each source file exports its registration (name, help line,
+// how to open it); this list is the only place that names them all.
 import { readFile } from 'node:fs/promises';
-import { openCifar } from './cifar.ts';
-import { openIdx } from './idx.ts';
-import { openImageFolder } from './imagefolder.ts';
-import { openImageNet } from './imagenet.ts';
-import { openImageNet21k } from './imagenet21k.ts';
-import { openSynthetic } from './synthetic.ts';
-import { SourceError, SOURCE_KINDS, type Source, type SourceKind } from './types.ts';
-import { openWebDataset } from './webdataset-source.ts';
+import { cifar100Source, cifar10Source } from './cifar.ts';
+import { idxSource } from './idx.ts';
+import { imageFolderSource } from './imagefolder.ts';
+import { imageNetSource } from './imagenet.ts';
+import { imageNet21kSource } from './imagenet21k.ts';
+import { syntheticSource } from './synthetic.ts';
+import { SourceError, type Source, type SourceDefinition, type SourceSpec } from './types.ts';
+import { webDatasetSource } from './webdataset-source.ts';
 
-export interface OpenSourceOptions {
-  kind: string;
-  paths: string[];
-  split: string;
-  seed: number;
-  res: number;
-  channels?: 1 | 3;
-  labels?: string;
+export const SOURCES: readonly SourceDefinition[] = [
+  imageFolderSource,
+  imageNet21kSource,
+  imageNetSource,
+  cifar10Source,
+  cifar100Source,
+  idxSource,
+  webDatasetSource,
+  syntheticSource,
+];
+
+export const SOURCE_KINDS: readonly string[] = SOURCES.map((s) => s.kind);
+
+export interface OpenSourceOptions extends Omit<SourceSpec, 'classes'> {
+  /** A file with the class list (text lines or an index.json's `classes`). */
   classesFile?: string;
-  minPerClass?: number;
-  cifarLabels?: 'fine' | 'coarse';
-  count?: number;
-  numClasses?: number;
-  imageSize?: { width: number; height: number };
-  onListing?: (done: number, total: number) => void;
 }
 
-function expectPaths(kind: string, paths: string[], n: number, usage: string): void {
-  if (paths.length !== n) throw new SourceError(`${kind} takes ${usage}; got ${paths.length === 0 ? 'none' : paths.join(' ')}`);
+/** The "Sources:" section of the shard command's --help, from the registrations. */
+export function sourcesHelp(indent = 2, column = 31): string {
+  return SOURCES.map((s) => {
+    const head = `${' '.repeat(indent)}${s.kind}${s.args ? ` ${s.args}` : ''}`;
+    const [first, ...more] = s.help.split('\n');
+    return [`${head.padEnd(column - 1)} ${first}`, ...more.map((l) => `${' '.repeat(column)}${l}`)].join('\n');
+  }).join('\n');
 }
 
 /** A class list from a text file (one per line) or from a dataset index's `classes`. */
@@ -44,38 +51,9 @@ export async function readClassList(file: string): Promise<string[]> {
 }
 
 export async function openSource(o: OpenSourceOptions): Promise<Source> {
-  if (!SOURCE_KINDS.includes(o.kind as SourceKind)) {
-    throw new SourceError(`unknown source kind "${o.kind}"; expected one of: ${SOURCE_KINDS.join(', ')}`);
-  }
-  const kind = o.kind as SourceKind;
-  const classes = o.classesFile ? await readClassList(o.classesFile) : undefined;
-  switch (kind) {
-    case 'imagefolder':
-      expectPaths(kind, o.paths, 1, 'one folder (root/<class>/<image>)');
-      return openImageFolder(o.paths[0]!, { ...(classes ? { classes } : {}), ...(o.minPerClass !== undefined ? { minPerClass: o.minPerClass } : {}) });
-    case 'imagenet21k':
-      expectPaths(kind, o.paths, 1, 'one folder of synset folders or synset .tar files');
-      return openImageNet21k(o.paths[0]!, {
-        ...(o.minPerClass !== undefined ? { minPerClass: o.minPerClass } : {}),
-        ...(o.onListing ? { onProgress: o.onListing } : {}),
-      });
-    case 'imagenet':
-      expectPaths(kind, o.paths, 1, 'one folder (train: synset folders; val: images + --labels)');
-      return openImageNet(o.paths[0]!, { ...(o.labels ? { labels: o.labels } : {}), ...(classes ? { classes } : {}) });
-    case 'cifar10':
-    case 'cifar100':
-      expectPaths(kind, o.paths, 1, 'the binary-version tarball or its folder');
-      if (o.split !== 'train' && o.split !== 'test') throw new SourceError(`${kind}: --split must be train or test, got "${o.split}"`);
-      return openCifar(o.paths[0]!, { variant: kind, split: o.split, ...(o.cifarLabels ? { labels: o.cifarLabels } : {}) });
-    case 'idx':
-      expectPaths(kind, o.paths, 2, '<images-idx> <labels-idx>');
-      return openIdx(o.paths[0]!, o.paths[1]!);
-    case 'webdataset':
-      return openWebDataset(o.paths, o.channels);
-    case 'synthetic': {
-      if (o.paths.length) throw new SourceError(`synthetic takes no paths; got ${o.paths.join(' ')}`);
-      const size = o.imageSize ?? { width: o.res, height: o.res };
-      return openSynthetic({ count: o.count ?? 10000, numClasses: o.numClasses ?? 10, width: size.width, height: size.height, seed: o.seed });
-    }
-  }
+  const def = SOURCES.find((s) => s.kind === o.kind);
+  if (!def) throw new SourceError(`unknown source kind "${o.kind}"; expected one of: ${SOURCE_KINDS.join(', ')}`);
+  const { classesFile, ...spec } = o;
+  const classes = classesFile ? await readClassList(classesFile) : undefined;
+  return def.open({ ...spec, ...(classes ? { classes } : {}) });
 }

@@ -1,4 +1,4 @@
-import type { CatalogSource, Item } from './types.ts';
+import { SourceError, type CatalogSource, type Item, type SourceDefinition } from './types.ts';
 import { syntheticLabel } from './synthetic-image.ts';
 
 export interface SyntheticOptions {
@@ -35,3 +35,14 @@ export function openSynthetic(o: SyntheticOptions): CatalogSource {
     },
   };
 }
+
+export const syntheticSource: SourceDefinition = {
+  kind: 'synthetic',
+  args: '',
+  help: 'generated images with learnable classes (no download)',
+  open: (o) => {
+    if (o.paths.length) throw new SourceError(`synthetic takes no paths; got ${o.paths.join(' ')}`);
+    const size = o.imageSize ?? { width: o.res, height: o.res };
+    return openSynthetic({ count: o.count ?? 10000, numClasses: o.numClasses ?? 10, width: size.width, height: size.height, seed: o.seed });
+  },
+};

@@ -71,26 +71,45 @@ export function pixelItem(b: PixelBatch, k: number): Item {
   };
 }
 
-export type SourceKind =
-  | 'imagefolder'
-  | 'imagenet21k'
-  | 'imagenet'
-  | 'cifar10'
-  | 'cifar100'
-  | 'idx'
-  | 'webdataset'
-  | 'synthetic';
+/** A source's name on the command line (`npm run shard -- <kind> ...`), as its registration gives it. */
+export type SourceKind = string;
 
-export const SOURCE_KINDS: readonly SourceKind[] = [
-  'imagefolder',
-  'imagenet21k',
-  'imagenet',
-  'cifar10',
-  'cifar100',
-  'idx',
-  'webdataset',
-  'synthetic',
-];
+/** What the shard command knows of a source before opening it: paths and the options it may use. */
+export interface SourceSpec {
+  kind: string;
+  paths: string[];
+  split: string;
+  seed: number;
+  res: number;
+  channels?: 1 | 3;
+  labels?: string;
+  /** A fixed class list (--classes), already read. */
+  classes?: string[];
+  minPerClass?: number;
+  cifarLabels?: 'fine' | 'coarse';
+  count?: number;
+  numClasses?: number;
+  imageSize?: { width: number; height: number };
+  onListing?: (done: number, total: number) => void;
+}
+
+/**
+ * One source's registration: its name, its line in `npm run shard -- --help`, and how to open it.
+ * Adding a source is a file exporting one of these and one line in open-source.ts's list.
+ */
+export interface SourceDefinition {
+  kind: string;
+  /** The positional arguments it takes, for the help line (e.g. "<dir>"). */
+  args: string;
+  /** One line of help (continuation lines are indented by the caller). */
+  help: string;
+  open(spec: SourceSpec): Promise<Source> | Source;
+}
+
+/** Checks the number of paths a source was given. */
+export function expectPaths(kind: string, paths: string[], n: number, usage: string): void {
+  if (paths.length !== n) throw new SourceError(`${kind} takes ${usage}; got ${paths.length === 0 ? 'none' : paths.join(' ')}`);
+}
 
 export interface SyntheticParams {
   seed: number;

@@ -5,7 +5,7 @@ import { decodeCls, LABEL_EXTS } from '../webdataset/codecs.ts';
 import { expandUrls } from '../webdataset/urls.ts';
 import { webdataset, type WdsSample } from '../webdataset/open-url.ts';
 import { readWidsIndex } from '../webdataset/wids-index.ts';
-import { SourceError, type Item, type StreamSource } from './types.ts';
+import { SourceError, type Item, type SourceDefinition, type StreamSource } from './types.ts';
 
 const IMAGE_EXTS = ['npy', 'jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff'];
 
@@ -58,3 +58,10 @@ function toItem(sample: WdsSample): { item: Item; bytes: Uint8Array } {
     bytes,
   };
 }
+
+export const webDatasetSource: SourceDefinition = {
+  kind: 'webdataset',
+  args: '<url...|idx.json>',
+  help: "re-shard / re-size existing shards (local paths or http(s)://,\nbrace patterns like data-{000000..000099}.tar, '::' lists)",
+  open: (o) => openWebDataset(o.paths, o.channels),
+};
