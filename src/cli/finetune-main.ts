@@ -13,7 +13,7 @@ import { optimisationHelp, parseTrainArgsWith, type CommandDefaults, type TrainF
 import { defaultIo, dryRunReport, parseCommandLine, trainAndReport, withFeeds, type TrainIo } from './train-main.ts';
 
 /**
- * paper.md, Recipe: fine-tuning: SGD momentum 0.9, head lr 0.01, body lr x0.1, batch 2048, 50
+ * The paper's fine-tuning recipe (Bachmann et al. 2023): SGD momentum 0.9, head lr 0.01, body lr x0.1, batch 2048, 50
  * epochs, crop scale (0.4, 1), ratio (1, 1), smoothing 0.3, clip 1.0. MixUp is not stated for
  * fine-tuning (the reference's finetune parser defaults it to 0), nor weight decay (0 there);
  * constant lr, as the reference's default scheduler.

@@ -1,4 +1,5 @@
-// Fine-tuning's head swap, as the reference's finetune.py does it: every pre-trained tensor
+// Fine-tuning's head swap, as the reference repository's (gregorbachmann/scaling_mlps)
+// finetune.py does it: every pre-trained tensor
 // except linear_out is loaded, and linear_out becomes a fresh Linear(width -> new classes) with
 // PyTorch's default init (U(-1/sqrt(width), 1/sqrt(width)) for weight and bias), seeded.
 //

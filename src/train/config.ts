@@ -1,7 +1,8 @@
 // What the training loop needs to know, and nothing a command line adds (data paths, worker
 // counts, --quiet, --dry-run, the backend: those belong to src/cli). The defaults are the paper's
-// ImageNet-21k pre-training recipe (paper.md: batch 16384, Lion, lr 5e-5 from scratch, weight
-// decay 1e-3, label smoothing 0.3, MixUp alpha 0.8, constant lr, no warm-up, up to 800 epochs).
+// ImageNet-21k pre-training recipe (Bachmann et al. 2023: batch 16384, Lion, lr 5e-5 from
+// scratch, weight decay 1e-3, label smoothing 0.3, MixUp alpha 0.8, constant lr, no warm-up,
+// up to 800 epochs).
 import type { MixupPartner } from './mixup.ts';
 import type { OptimizerName } from './optim/index.ts';
 import type { ScheduleName } from './schedule.ts';

@@ -10,7 +10,7 @@ import { permutation } from '../../shared/random.ts';
 import type { Item, Source } from '../sources/types.ts';
 import { encodeDaliIndex } from '../webdataset/dali-index.ts';
 import { TarWriter, type MemberLocation } from '../webdataset/tar-writer.ts';
-import { writeWidsIndex, type WidsIndex } from '../webdataset/wids-index.ts';
+import { WIDS_KIND, writeWidsIndex, type WidsIndex } from '../webdataset/wids-index.ts';
 import { ShardJobError } from './errors.ts';
 import {
   indexFileName,
@@ -120,7 +120,7 @@ export async function runShardJob(source: Source, o: ShardJobOptions): Promise<S
   const fingerprint = JSON.stringify({
     version: VERSION,
     source: source.description,
-    count: source.mode === 'catalog' ? source.count : source.count,
+    count: source.count,
     format,
     samplesPerShard: o.samplesPerShard,
     seed: o.seed,
@@ -398,7 +398,7 @@ async function writeSplitIndex(
   const samples = shards.reduce((a, [, r]) => a + r.nsamples, 0);
   const skipped = shards.reduce((a, [, r]) => a + r.errors.length, 0);
   const index: WidsIndex = {
-    __kind__: 'wids-shard-index-v1',
+    __kind__: WIDS_KIND,
     wids_version: 1,
     name: split.name,
     shardlist: shards.map(([, r]) => ({ url: r.url, nsamples: r.nsamples, filesize: r.filesize, md5sum: r.md5sum })),

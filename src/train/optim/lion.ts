@@ -1,4 +1,4 @@
-// Lion (Chen et al. 2023), exactly as the reference code's utils/optimizer.py: decoupled weight
+// Lion (Chen et al. 2023), exactly as the reference repository's (gregorbachmann/scaling_mlps) utils/optimizer.py: decoupled weight
 // decay first, then p -= lr * sign(b1*m + (1-b1)*g), then m = b2*m + (1-b2)*g.
 import * as tf from '@tensorflow/tfjs';
 import { decayed, SlotOptimizer } from './base.ts';
