@@ -1,6 +1,7 @@
 // Fine-tuning's head swap, as the reference repository's (gregorbachmann/scaling_mlps)
 // finetune.py does it: every pre-trained tensor except linear_out is loaded, and linear_out
-// becomes a fresh Linear(width -> new classes) with PyTorch's default init (U(-1/sqrt(width), 1/sqrt(width)) for weight and bias), seeded.
+// becomes a fresh Linear(width -> new classes) with PyTorch's default init (U(-1/sqrt(width),
+// 1/sqrt(width)) for weight and bias), seeded.
 //
 // The head is drawn from headSeed(seed), not from `seed` itself: a model pre-trained here with
 // the same seed and class count started from exactly the head `new Mlp(config, seed)` draws, and
