@@ -1,8 +1,11 @@
 // What every command shares: the usage-error type, exit codes, where output goes, the outer
 // error handling (usage error -> 2 with a pointer to --help, any other failure -> 1 naming the
 // error, the stack only with DEBUG set) and Ctrl-C handling (the first asks the job to stop
-// cleanly, the second quits at once with 130).
-export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
+// cleanly, the second quits at once with 130), and the output-folder lock (a second writer exits
+// 75, EX_TEMPFAIL: the folder is being written by another process; try again later).
+import { acquireOutputLock, OutputLockedError } from '../shared/output-lock.ts';
+
+export const EXIT = { ok: 0, failure: 1, usage: 2, locked: 75, interrupted: 130 } as const;
 
 /** A wrong command line: unknown flag, bad value, missing argument. Exit 2. */
 export class UsageError extends Error {
@@ -54,7 +57,26 @@ export async function runCommand(cmd: string, io: Pick<CliIo, 'stderr'>, body: (
   try {
     return await body();
   } catch (e) {
+    if (e instanceof OutputLockedError) {
+      io.stderr(`${cmd}: ${e.message}\n`);
+      return EXIT.locked;
+    }
     return isUsage(e) ? reportUsage(cmd, e, io) : reportFailure(cmd, e, io);
+  }
+}
+
+/**
+ * Runs `body` holding the lock of the output folder `out` (one writer per folder); a stale lock
+ * of a dead process is taken over with a message.
+ */
+export async function withOutputLock<T>(out: string, command: string, io: Pick<CliIo, 'stderr'>, body: () => Promise<T>): Promise<T> {
+  const lock = acquireOutputLock(out, command, (stale) =>
+    io.stderr(`note: took over the lock of ${out} left by pid ${stale.pid} (${stale.command}), which no longer runs\n`),
+  );
+  try {
+    return await body();
+  } finally {
+    lock.release();
   }
 }
 

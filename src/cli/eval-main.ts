@@ -11,7 +11,7 @@ import { loadPretrained, resolvePretrained } from '../train/pretrained.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
 import type { CropSpec, OpenEvalFeed } from './feeds.ts';
 import { FINETUNE_DEFAULTS } from './finetune-main.ts';
-import { nonNegInt, num, oneOf, pair, parseFlags, positiveInt, str, type OptionSpec } from './flags.ts';
+import { MAX_WORKERS, nonNegInt, num, oneOf, pair, parseFlags, positiveInt, str, workerCount, type OptionSpec } from './flags.ts';
 import { defaultIo, parseCommandLine, type TrainIo } from './train-main.ts';
 
 export interface EvalOptions {
@@ -78,7 +78,7 @@ images read at the model's resolution; smaller ones are upscaled), in the data's
                                  --out shards/in1k-val
                              (then key K = the position of the file name in sorted order = real.json's index)
   --out <file.json>          also write the JSON result to this file
-  --workers N                decode workers (default: cores - 1)
+  --workers N                decode workers (default: cores - 1; at most ${MAX_WORKERS})
   --backend NAME             auto|${BACKEND_ORDER.join('|')}
   --quiet                    no per-view progress lines
   -h, --help                 this text
@@ -112,7 +112,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       seed: num(raw, 'seed', EVAL_DEFAULTS.seed, nonNegInt),
       ...(real !== undefined ? { real } : {}),
       ...(out !== undefined ? { out } : {}),
-      workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), positiveInt),
+      workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), workerCount),
       backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
       quiet: Boolean(raw['quiet']),
     },

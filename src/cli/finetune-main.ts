@@ -2,15 +2,14 @@
 // options with the paper's fine-tuning defaults, the checkpoint's resolution and architecture,
 // --help, --dry-run, usage errors, then the shared training loop.
 import { parseArch } from '../model/arch.ts';
-import { describeSelection, selectBackend } from '../train/backend.ts';
 import { DEFAULTS, FINETUNE_MODES, type FinetuneSpec } from '../train/config.ts';
 import { resolvePretrained } from '../train/pretrained.ts';
-import { hasCheckpoint, type TrainFeeds } from '../train/train.ts';
+import type { TrainFeeds } from '../train/train.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
 import type { CropSpec } from './feeds.ts';
-import { nonNeg, num, oneOf, pair, str, type OptionSpec } from './flags.ts';
+import { MAX_WORKERS, nonNeg, num, oneOf, pair, str, type OptionSpec } from './flags.ts';
 import { optimisationHelp, parseTrainArgsWith, type CommandDefaults, type TrainFlags } from './train-flags.ts';
-import { defaultIo, dryRunReport, parseCommandLine, trainAndReport, withFeeds, type TrainIo } from './train-main.ts';
+import { defaultIo, dryRunReport, parseCommandLine, trainLocked, withFeeds, type TrainIo } from './train-main.ts';
 
 /**
  * The paper's fine-tuning recipe (Bachmann et al. 2023): SGD momentum 0.9, head lr 0.01, body lr x0.1, batch 2048, 50
@@ -80,7 +79,7 @@ Data and model
   --arch, --res, --channels  taken from the checkpoint; if given they must match it
   --num-classes N            the new head's classes: the data's (if given, it must match)
   --no-augment               centre crops, no flips
-  --workers N                decode workers for the data pipeline (default: cores - 1)
+  --workers N                decode workers for the data pipeline (default: cores - 1; at most ${MAX_WORKERS})
 
 ${optimisationHelp(FINETUNE_DEFAULTS, 'runs/finetune-<arch>-<mode>')}To resume, run the same command with --resume <out>.
 Exit status: 0 done, 1 failure (e.g. no model at --checkpoint, data with other channels than the
@@ -133,12 +132,7 @@ export async function runFinetuneCli(argv: string[], makeFeeds: MakeFinetuneFeed
       io.stdout(`${JSON.stringify(report)}\n`);
       return EXIT.ok;
     }
-    if (!opts.resume && hasCheckpoint(opts.out)) {
-      throw new UsageError(`${opts.out} already holds a checkpoint: pass --resume ${opts.out} to continue, or choose another --out`);
-    }
-    const selection = await selectBackend(opts.backend, io.backendDeps);
-    io.stderr(`${describeSelection(selection)}\n`);
-    return withFeeds(await makeFeeds(opts), (feeds) => trainAndReport(opts, feeds, selection, io));
+    return trainLocked('finetune', opts, () => makeFeeds(opts), io);
   });
 }
 

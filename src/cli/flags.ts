@@ -1,4 +1,5 @@
 // Reading flag values: one parser per kind of value, each throwing UsageError naming the flag.
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { UsageError } from './command.ts';
 
@@ -19,6 +20,12 @@ export function parseFlags(argv: readonly string[], spec: OptionSpec, allowPosit
 export const positiveInt = (v: number): string | null => (Number.isInteger(v) && v >= 1 ? null : 'must be a positive integer');
 export const nonNegInt = (v: number): string | null => (Number.isInteger(v) && v >= 0 ? null : 'must be a non-negative integer');
 export const nonNeg = (v: number): string | null => (v >= 0 ? null : 'must be >= 0');
+/**
+ * Worker threads: each holds a decoder, buffers and a share of the task window, so a count far
+ * above the cores only costs memory (1,000 threads took 7-9 GB and made no progress).
+ */
+export const MAX_WORKERS = Math.max(8, 4 * availableParallelism());
+export const workerCount = (v: number): string | null => positiveInt(v) ?? (v <= MAX_WORKERS ? null : `must be at most ${MAX_WORKERS} (4 x this machine's cores)`);
 export const unit = (v: number): string | null => (v >= 0 && v < 1 ? null : 'must be in [0, 1)');
 
 /** Flag `key` as a number that `check` accepts, else `fallback`. */

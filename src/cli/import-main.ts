@@ -4,7 +4,7 @@ import { parseArch } from '../model/arch.ts';
 import { ArchError } from '../model/errors.ts';
 import { PickleSecurityError } from '../model/torch-import/errors.ts';
 import { describeConfig, importTorchCheckpoint, type ImportOptions } from '../model/torch-import/import.ts';
-import { defaultIo, EXIT, runCommand, UsageError, type CliIo } from './command.ts';
+import { defaultIo, EXIT, runCommand, UsageError, withOutputLock, type CliIo } from './command.ts';
 import { optionalNum, parseFlags, positiveInt, str } from './flags.ts';
 
 export const HELP = `Usage: npm run import -- <file.pt> --out <dir> [options]
@@ -84,12 +84,15 @@ export async function runImportCli(argv: string[], io: CliIo = defaultIo): Promi
       io.stdout(`${HELP}\n`);
       return EXIT.ok;
     }
-    try {
-      return importAndReport(opts, io);
-    } catch (e) {
-      if (e instanceof PickleSecurityError) io.stderr('import: the file was not loaded and nothing in it was run.\n');
-      throw e;
-    }
+    const run = async (): Promise<number> => {
+      try {
+        return importAndReport(opts, io);
+      } catch (e) {
+        if (e instanceof PickleSecurityError) io.stderr('import: the file was not loaded and nothing in it was run.\n');
+        throw e;
+      }
+    };
+    return opts.out && !opts.dryRun ? withOutputLock(opts.out, `import ${opts.input} --out ${opts.out}`, io, run) : run();
   });
 }
 

@@ -1,9 +1,10 @@
 // npm run shard -- <source> <path...> [options]: datasets -> WebDataset shards at training size.
 import { availableParallelism } from 'node:os';
-import { parseArgs } from 'node:util';
 import { runShardJob } from '../pipeline/shard/shard-job.ts';
 import { openSource, sourcesHelp } from '../pipeline/sources/open-source.ts';
-import { defaultIo, EXIT, runCommand, UsageError, withInterrupt } from './command.ts';
+import { MAX_LABEL } from '../pipeline/sources/types.ts';
+import { defaultIo, EXIT, runCommand, UsageError, withInterrupt, withOutputLock } from './command.ts';
+import { MAX_WORKERS, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, unit, workerCount, type OptionSpec } from './flags.ts';
 import { formatDuration, ProgressLine } from './progress.ts';
 
 const HELP = `Usage: npm run shard -- <source> [path...] [options]
@@ -24,7 +25,7 @@ Options:
   --encoding raw|jpeg          raw = .npy uint8 H x W x C (default); jpeg = .jpg
   --quality <1-100>            JPEG quality (default 90)
   --samples-per-shard <n>      (default 5000: ~70 MB a shard raw at 64x64)
-  --workers <n>                decode threads (default: all cores, ${availableParallelism()} here)
+  --workers <n>                decode threads (default: all cores, ${availableParallelism()} here; at most ${MAX_WORKERS})
   --seed <n>                   shuffle seed (default 0)
   --split <name>               split name in shard names (default train)
   --val-fraction <f>           also hold out this fraction as split "val" (val.json)
@@ -48,18 +49,36 @@ name and renamed when complete, so an interrupted job resumes from its complete 
 run again with the same arguments.`;
 
 
-function int(name: string, v: string | undefined, fallback?: number): number | undefined {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got "${v}"`);
-  return n;
-}
+const SPEC: OptionSpec = {
+  out: { type: 'string' },
+  res: { type: 'string' },
+  resize: { type: 'string' },
+  encoding: { type: 'string' },
+  quality: { type: 'string' },
+  'samples-per-shard': { type: 'string' },
+  workers: { type: 'string' },
+  seed: { type: 'string' },
+  split: { type: 'string' },
+  'val-fraction': { type: 'string' },
+  limit: { type: 'string' },
+  channels: { type: 'string' },
+  'no-shuffle': { type: 'boolean' },
+  'min-per-class': { type: 'string' },
+  labels: { type: 'string' },
+  classes: { type: 'string' },
+  'cifar-labels': { type: 'string' },
+  count: { type: 'string' },
+  'num-classes': { type: 'string' },
+  'image-size': { type: 'string' },
+  overwrite: { type: 'boolean' },
+  quiet: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+};
 
-function oneOf<T extends string>(name: string, v: string | undefined, allowed: readonly T[], fallback: T): T {
-  if (v === undefined) return fallback;
-  if (!(allowed as readonly string[]).includes(v)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got "${v}"`);
-  return v as T;
-}
+const inRange =
+  (lo: number, hi: number) =>
+  (v: number): string | null =>
+    Number.isInteger(v) && v >= lo && v <= hi ? null : `must be an integer in ${lo}..${hi}`;
 
 function imageSize(v: string | undefined): { width: number; height: number } | undefined {
   if (v === undefined) return undefined;
@@ -69,51 +88,31 @@ function imageSize(v: string | undefined): { width: number; height: number } | u
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      out: { type: 'string' },
-      res: { type: 'string' },
-      resize: { type: 'string' },
-      encoding: { type: 'string' },
-      quality: { type: 'string' },
-      'samples-per-shard': { type: 'string' },
-      workers: { type: 'string' },
-      seed: { type: 'string' },
-      split: { type: 'string' },
-      'val-fraction': { type: 'string' },
-      limit: { type: 'string' },
-      channels: { type: 'string' },
-      'no-shuffle': { type: 'boolean' },
-      'min-per-class': { type: 'string' },
-      labels: { type: 'string' },
-      classes: { type: 'string' },
-      'cifar-labels': { type: 'string' },
-      count: { type: 'string' },
-      'num-classes': { type: 'string' },
-      'image-size': { type: 'string' },
-      overwrite: { type: 'boolean' },
-      quiet: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (v.help || positionals.length === 0) {
+  const { raw: v, positionals } = parseFlags(argv, SPEC, true);
+  if (v['help']) {
     process.stdout.write(`${HELP}\n`);
-    return v.help ? 0 : 2;
+    return EXIT.ok;
   }
+  if (positionals.length === 0) throw new UsageError('give a source kind and its paths');
   const [kind, ...paths] = positionals as [string, ...string[]];
-  const res = int('res', v.res, 64)!;
-  const seed = int('seed', v.seed, 0)!;
-  const split = v.split ?? 'train';
-  const channelsRaw = int('channels', v.channels);
-  if (channelsRaw !== undefined && channelsRaw !== 1 && channelsRaw !== 3) throw new UsageError(`--channels must be 1 or 3, got ${channelsRaw}`);
+  const res = num(v, 'res', 64, inRange(1, 4096));
+  const seed = num(v, 'seed', 0, nonNegInt);
+  const split = str(v, 'split') ?? 'train';
+  const channelsRaw = optionalNum(v, 'channels', inRange(1, 3));
+  if (channelsRaw === 2) throw new UsageError('must be 1 or 3, got 2', 'channels');
   const channels = channelsRaw as 1 | 3 | undefined;
-  const valFraction = v['val-fraction'] === undefined ? 0 : Number(v['val-fraction']);
-  if (!Number.isFinite(valFraction)) throw new UsageError(`--val-fraction must be a number, got "${v['val-fraction']}"`);
-  const workers = int('workers', v.workers, availableParallelism())!;
-  if (workers < 1) throw new UsageError('--workers must be at least 1');
-  const quiet = Boolean(v.quiet);
+  const valFraction = num(v, 'val-fraction', 0, unit);
+  const workers = num(v, 'workers', availableParallelism(), workerCount);
+  const quality = num(v, 'quality', 90, inRange(1, 100));
+  const samplesPerShard = num(v, 'samples-per-shard', 5000, positiveInt);
+  const limit = optionalNum(v, 'limit', nonNegInt);
+  const minPerClass = optionalNum(v, 'min-per-class', nonNegInt);
+  const count = optionalNum(v, 'count', positiveInt);
+  const numClasses = optionalNum(v, 'num-classes', inRange(1, MAX_LABEL));
+  const labels = str(v, 'labels');
+  const classesFile = str(v, 'classes');
+  const size = imageSize(str(v, 'image-size'));
+  const quiet = Boolean(v['quiet']);
   const listing = new ProgressLine(process.stderr, quiet);
   const source = await openSource({
     kind,
@@ -122,41 +121,40 @@ async function main(argv: string[]): Promise<number> {
     seed,
     res,
     ...(channels ? { channels } : {}),
-    ...(v.labels ? { labels: v.labels } : {}),
-    ...(v.classes ? { classesFile: v.classes } : {}),
-    ...(v['min-per-class'] !== undefined ? { minPerClass: int('min-per-class', v['min-per-class'])! } : {}),
-    cifarLabels: oneOf('cifar-labels', v['cifar-labels'], ['fine', 'coarse'] as const, 'fine'),
-    ...(v.count !== undefined ? { count: int('count', v.count)! } : {}),
-    ...(v['num-classes'] !== undefined ? { numClasses: int('num-classes', v['num-classes'])! } : {}),
-    ...(v['image-size'] ? { imageSize: imageSize(v['image-size'])! } : {}),
+    ...(labels ? { labels } : {}),
+    ...(classesFile ? { classesFile } : {}),
+    ...(minPerClass !== undefined ? { minPerClass } : {}),
+    cifarLabels: oneOf(v, 'cifar-labels', ['fine', 'coarse'] as const, 'fine'),
+    ...(count !== undefined ? { count } : {}),
+    ...(numClasses !== undefined ? { numClasses } : {}),
+    ...(size ? { imageSize: size } : {}),
     onListing: (d, t) => listing.update('listing synsets', d, t),
   });
   if (v['no-shuffle']) source.shuffle = false;
   listing.done();
-  const out = v.out ?? `shards/${kind}`;
+  const out = str(v, 'out') ?? `shards/${kind}`;
   if (!quiet) process.stderr.write(`source: ${source.description}\nout: ${out} (${workers} workers)\n`);
   const controller = new AbortController();
   const progress = new ProgressLine(process.stderr, quiet);
-  const limit = int('limit', v.limit);
   const interruptMessages = { first: 'finishing the current task, removing partial files (Ctrl-C again to force)', second: 'quitting at once' };
-  const summary = await withInterrupt(defaultIo, interruptMessages, () => controller.abort(), () => runShardJob(source, {
+  const summary = await withOutputLock(out, ['shard', ...argv].join(' '), defaultIo, () => withInterrupt(defaultIo, interruptMessages, () => controller.abort(), () => runShardJob(source, {
     out,
     res,
-    resize: oneOf('resize', v.resize, ['max-side', 'center-crop'] as const, 'max-side'),
-    encoding: oneOf('encoding', v.encoding, ['raw', 'jpeg'] as const, 'raw'),
-    quality: int('quality', v.quality, 90)!,
+    resize: oneOf(v, 'resize', ['max-side', 'center-crop'] as const, 'max-side'),
+    encoding: oneOf(v, 'encoding', ['raw', 'jpeg'] as const, 'raw'),
+    quality,
     ...(channels ? { channels } : {}),
-    samplesPerShard: int('samples-per-shard', v['samples-per-shard'], 5000)!,
+    samplesPerShard,
     workers,
     seed,
     split,
     valFraction,
     ...(limit !== undefined ? { limit } : {}),
-    overwrite: Boolean(v.overwrite),
+    overwrite: Boolean(v['overwrite']),
     command: ['npm run shard --', ...argv].join(' '),
     signal: controller.signal,
     onProgress: (p) => progress.update(p.split, p.done, p.total, ` | shards ${p.shardsDone}${p.errors ? ` | ${p.errors} skipped` : ''}`),
-  }));
+  })));
   progress.done();
   if (!quiet) {
     if (summary.state === 'complete') process.stderr.write(`${out} already holds this dataset, complete; nothing to do\n`);

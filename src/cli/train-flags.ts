@@ -8,7 +8,7 @@ import { MIXUP_PARTNERS } from '../train/mixup.ts';
 import { OPTIMIZER_NAMES } from '../train/optim/index.ts';
 import { SCHEDULE_NAMES } from '../train/schedule.ts';
 import { UsageError } from './command.ts';
-import { nonNeg, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, unit, type OptionSpec, type Raw } from './flags.ts';
+import { MAX_WORKERS, nonNeg, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, unit, workerCount, type OptionSpec, type Raw } from './flags.ts';
 
 /** What a training command line gives: the loop's configuration and the command's own flags. */
 export interface TrainFlags extends TrainConfig {
@@ -83,7 +83,7 @@ Data and model
                              model input/output when there is no --data (default ${COMMAND_DEFAULTS.res}, ${COMMAND_DEFAULTS.channels}, ${COMMAND_DEFAULTS.numClasses});
                              with --data they must match the data
   --no-augment               no random crops/flips (and no MixUp), as the reference does
-  --workers N                decode workers for the data pipeline (default: cores - 1)
+  --workers N                decode workers for the data pipeline (default: cores - 1; at most ${MAX_WORKERS})
 
 ${optimisationHelp({ ...DEFAULTS, backend: COMMAND_DEFAULTS.backend })}`;
 
@@ -180,7 +180,7 @@ export function parseTrainArgsWith(
     maxSteps: optional('max-steps'),
     seed: num(raw, 'seed', defaults.seed, nonNegInt),
     evalBatchSize: num(raw, 'eval-batch-size', batchSize, positiveInt),
-    workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), positiveInt),
+    workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), workerCount),
     quiet: Boolean(raw['quiet']),
   };
   return { help: false, options, raw };

@@ -5,8 +5,9 @@ import { countParams, estimateTrainBytes, forwardMacs, trainFlopsPerSample } fro
 import { describeSelection, selectBackend, type BackendDeps, type BackendSelection } from '../train/backend.ts';
 import { microBatchSize, type TrainConfig } from '../train/config.ts';
 import { OPTIMIZER_SLOTS } from '../train/optim/index.ts';
+import { resolveOut } from '../train/run-setup.ts';
 import { hasCheckpoint, train, type ProgressEvent, type TrainFeeds, type TrainSummary } from '../train/train.ts';
-import { EXIT, defaultIo as baseIo, runCommand, UsageError, withInterrupt, type CliIo } from './command.ts';
+import { EXIT, defaultIo as baseIo, runCommand, UsageError, withInterrupt, withOutputLock, type CliIo } from './command.ts';
 import { ProgressLine } from './progress.ts';
 import { COMMAND_DEFAULTS, HELP, parseTrainArgs, type TrainFlags } from './train-flags.ts';
 
@@ -75,12 +76,23 @@ export async function runTrainCli(argv: string[], makeFeeds: MakeFeeds, io: Trai
     const opts: TrainFlags = parsed;
     if (opts.dryRun) return dryRun(opts, makeFeeds, io);
     if (!opts.data) throw new UsageError('--data is required (or --dry-run)');
+    return trainLocked('train', opts, () => makeFeeds(opts), io);
+  });
+}
+
+/**
+ * The part of train and finetune that writes: holding the output folder's lock, refuse to
+ * overwrite a run, pick the backend, open the feeds, train and report.
+ */
+export async function trainLocked(command: string, opts: TrainFlags, makeFeeds: () => Promise<TrainFeeds>, io: TrainIo): Promise<number> {
+  const out = resolveOut(opts).out;
+  return withOutputLock(out, `${command} --out ${out}`, io, async () => {
     if (!opts.resume && hasCheckpoint(opts.out)) {
       throw new UsageError(`${opts.out} already holds a checkpoint: pass --resume ${opts.out} to continue, or choose another --out`);
     }
     const selection = await selectBackend(opts.backend, io.backendDeps);
     io.stderr(`${describeSelection(selection)}\n`);
-    return withFeeds(await makeFeeds(opts), (feeds) => trainAndReport(opts, feeds, selection, io));
+    return withFeeds(await makeFeeds(), (feeds) => trainAndReport(opts, feeds, selection, io));
   });
 }
 

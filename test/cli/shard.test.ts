@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { readIndex } from '../helpers/read-shards.ts';
@@ -37,7 +38,7 @@ t.test('usage errors exit 2; missing inputs and unwritable --out exit 1 with the
   t.match(unknownKind.stderr, /unknown source kind "pictures"/);
   const badOption = shard(['synthetic', '--resize', 'stretch']);
   t.equal(badOption.code, 2);
-  t.match(badOption.stderr, /--resize must be one of max-side, center-crop/);
+  t.match(badOption.stderr, /--resize: expected one of max-side, center-crop, got stretch/);
   const missing = shard(['imagefolder', join(dir, 'nothing-here'), '--out', join(dir, 'o1')]);
   t.equal(missing.code, 1);
   t.match(missing.stderr, /nothing-here: image folder does not exist/);
@@ -46,12 +47,51 @@ t.test('usage errors exit 2; missing inputs and unwritable --out exit 1 with the
   const unwritable = shard(['synthetic', '--count', '5', '--out', join(dir, 'a-file', 'sub')]);
   t.equal(unwritable.code, 1);
   t.match(unwritable.stderr, /a-file\/sub: cannot create the output folder/);
-  if (process.getuid?.() !== 0) {
-    const ro = join(dir, 'ro');
-    writeFileSync(join(dir, 'placeholder'), '');
-    chmodSync(dir, 0o555);
-    t.teardown(() => chmodSync(dir, 0o755));
-    t.not(shard(['synthetic', '--count', '5', '--out', ro]).code, 0);
-  }
   t.same(readdirSync(dir).filter((f) => f.endsWith('.json')), [], 'no index anywhere');
+});
+
+t.test('range checks of the options are usage errors (exit 2)', async (t) => {
+  for (const [args, re] of [
+    [['--res', '0'], /--res: must be an integer in 1..4096, got 0/],
+    [['--samples-per-shard', '0'], /--samples-per-shard: must be a positive integer, got 0/],
+    [['--quality', '101'], /--quality: must be an integer in 1..100, got 101/],
+    [['--val-fraction', '1.5'], /--val-fraction: must be in \[0, 1\), got 1.5/],
+    [['--channels', '2'], /--channels: must be 1 or 3, got 2/],
+    [['--workers', '100000'], /--workers: must be at most \d+ \(4 x this machine's cores\), got 100000/],
+    [['--workers', '0'], /--workers: must be a positive integer, got 0/],
+  ] as [string[], RegExp][]) {
+    const r = shard(['synthetic', '--count', '5', '--out', join(tempDir(t), 'o'), ...args]);
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.stderr, re);
+  }
+});
+
+t.test('one writer per output folder: a second shard run into it is refused with exit 75', async (t) => {
+  const out = join(tempDir(t), 'ds');
+  // A live process (this test) holds the folder's lock.
+  writeFileSync(`${out}.lock`, JSON.stringify({ pid: process.pid, host: hostname(), command: 'shard synthetic', since: 'now' }));
+  const r = shard(['synthetic', '--count', '5', '--res', '8', '--out', out, '--quiet']);
+  t.equal(r.code, 75);
+  t.match(r.stderr, new RegExp(`ds is being written by another process \\(pid ${process.pid} on`));
+  t.notOk(existsSync(join(out, 'index.json')));
+});
+
+// Root writes through permission bits, so as root the check runs as "nobody" through setpriv.
+const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+const asRoot = process.getuid?.() === 0;
+const noDrop = asRoot && !setpriv ? 'running as root without setpriv: cannot drop privileges for a permission test' : false;
+
+t.test('a read-only output folder is an error naming it (run as an unprivileged user)', { skip: noDrop }, async (t) => {
+  const dir = tempDir(t);
+  chmodSync(dir, 0o755);
+  const ro = join(dir, 'ro');
+  mkdirSync(ro);
+  chmodSync(ro, 0o555);
+  t.teardown(() => chmodSync(ro, 0o755));
+  const args = ['--import', 'tsx', join(root, 'src/cli/shard.ts'), 'synthetic', '--count', '5', '--res', '8', '--out', join(ro, 'ds'), '--quiet'];
+  const r = asRoot
+    ? spawnSync(setpriv!, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args], { encoding: 'utf8', cwd: root, env: { ...process.env, HOME: '/tmp' } })
+    : spawnSync(process.execPath, args, { encoding: 'utf8', cwd: root });
+  t.equal(r.status, 1, r.stderr);
+  t.match(r.stderr, /ro\/ds: cannot create the output folder's lock file .*EACCES: not writable/);
 });

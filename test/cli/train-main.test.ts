@@ -1,7 +1,7 @@
 // runTrainCli: help, dry-run, usage errors, a full run with in-memory feeds, and Ctrl-C (SIGINT
 // delivered through an injected emitter) followed by --resume.
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { EXIT } from '../../src/cli/command.ts';
@@ -96,4 +96,31 @@ t.test('Ctrl-C: checkpoint, exit 130; --resume finishes the run', async (t) => {
   t.equal(await runTrainCli([...ARGS, '--resume', out], async (o) => feedsFor(o), r), EXIT.ok, r.err.join(''));
   t.match(r.err.join(''), /resumed from .*step-000000002: epoch 0, batch 2, update 2/);
   t.match(JSON.parse(r.out.join('')), { stoppedBy: 'completed', globalStep: 12 });
+});
+
+t.test('one writer per --out: a second train into a folder being written is refused (exit 75)', async (t) => {
+  const out = join(tempDir(t), 'run');
+  const first = io();
+  let second: ReturnType<typeof io> | null = null;
+  let secondCode: number | null = null;
+  // While the first run trains its first batch, a second run into the same folder starts.
+  const code = await runTrainCli(
+    [...ARGS, '--out', out],
+    async (o) =>
+      feedsFor(o, {
+        onBatch: () => {
+          if (second) return;
+          second = io();
+          void runTrainCli([...ARGS, '--out', out], async (p) => feedsFor(p), second).then((c) => (secondCode = c));
+        },
+      }),
+    first,
+  );
+  await new Promise((r) => setImmediate(r));
+  t.equal(code, EXIT.ok, first.err.join(''));
+  t.equal(secondCode, EXIT.locked);
+  t.match(second!.err.join(''), new RegExp(`train: ${out} is being written by another process \\(pid ${process.pid}`));
+  t.notOk(existsSync(`${out}.lock`), 'the lock is released at the end');
+  const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
+  t.equal(metrics.filter((l) => l.includes('"type":"summary"')).length, 1, 'one run wrote the folder');
 });

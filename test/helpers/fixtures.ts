@@ -44,11 +44,11 @@ export function idxBytes(dims: number[], data: Uint8Array, gzip = false): Buffer
 }
 
 /** A plain tar of arbitrary member names (the sample writer refuses some, e.g. upper-case extensions). */
-export function rawTar(entries: { name: string; data: Uint8Array }[]): Buffer {
+export function rawTar(entries: { name: string; data: Uint8Array; typeflag?: string; linkname?: string }[]): Buffer {
   const parts: Uint8Array[] = [];
   let size = 0;
   for (const e of entries) {
-    const header = encodeHeader({ name: e.name, size: e.data.length });
+    const header = encodeHeader({ name: e.name, size: e.data.length, ...(e.typeflag ? { typeflag: e.typeflag } : {}), ...(e.linkname ? { linkname: e.linkname } : {}) });
     const body = Buffer.alloc(paddedSize(e.data.length));
     body.set(e.data);
     parts.push(header, body);

@@ -9,7 +9,7 @@ import { encodeJpeg, toChannels } from '../image/encode.ts';
 import { fitImage, targetSize } from '../image/resize.ts';
 import type { RawImage } from '../image/types.ts';
 import { syntheticImage } from '../sources/synthetic-image.ts';
-import { pixelItem, type Item } from '../sources/types.ts';
+import { labelProblem, pixelItem, type Item } from '../sources/types.ts';
 import { encodeCls, encodeNpy, npyHeader } from '../webdataset/codecs.ts';
 import { encodeSample } from '../webdataset/tar-writer.ts';
 import { keyOf, taskSize, type SampleFormat, type ShardTask, type ShardTaskResult, type EncodedSample } from './task.ts';
@@ -171,6 +171,8 @@ export async function runShardTask(task: ShardTask): Promise<ShardTaskResult> {
     const item = task.pixels ? pixelItem(task.pixels, k) : task.items[k]!;
     let encoded;
     try {
+      const bad = item.invalid ?? labelProblem(item.label);
+      if (bad) throw new Error(bad);
       let payload: { ext: string; bytes: Uint8Array };
       const raw = rawPixelsNpy(item, task, sum, sumSq);
       if (raw) {

@@ -16,6 +16,22 @@ export interface Item {
   /** Human-readable origin for error reports: a path, `archive.tar#member` or `file[index]`. */
   name: string;
   ref: ItemRef;
+  /** Why the source already knows this item is bad (no image member, a bad label): skipped and listed. */
+  invalid?: string;
+}
+
+/**
+ * Labels are class indices in [0, MAX_LABEL): enough for ImageNet-21k's 21,841 classes many times
+ * over, and small enough that a class list sized by the largest label stays bounded whatever a
+ * damaged or hostile label file declares.
+ */
+export const MAX_LABEL = 1 << 20;
+
+/** Why `label` is not a usable class index, or null when it is. */
+export function labelProblem(label: number): string | null {
+  if (!Number.isSafeInteger(label)) return `class label ${label} is not an integer`;
+  if (label < 0 || label >= MAX_LABEL) return `class label ${label} is out of range [0, ${MAX_LABEL})`;
+  return null;
 }
 
 /**

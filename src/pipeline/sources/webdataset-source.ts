@@ -5,7 +5,7 @@ import { decodeCls, LABEL_EXTS } from '../webdataset/codecs.ts';
 import { expandUrls } from '../webdataset/urls.ts';
 import { webdataset, type WdsSample } from '../webdataset/open-url.ts';
 import { readWidsIndex } from '../webdataset/wids-index.ts';
-import { SourceError, type Item, type SourceDefinition, type StreamSource } from './types.ts';
+import { labelProblem, SourceError, type Item, type SourceDefinition, type StreamSource } from './types.ts';
 
 const IMAGE_EXTS = ['npy', 'jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff'];
 
@@ -45,14 +45,30 @@ export async function openWebDataset(specs: string[], channels?: 1 | 3): Promise
   };
 }
 
+/**
+ * A sample as a shard-job item. A sample the job cannot use (no image member: absent, or a link,
+ * which carries no data; no label, or a label that is not a class index) becomes an invalid item:
+ * skipped and listed in errors.jsonl like an undecodable image, instead of ending the job.
+ */
 function toItem(sample: WdsSample): { item: Item; bytes: Uint8Array } {
   const where = `${sample.__url__}#${sample.__key__}`;
   const imageExt = IMAGE_EXTS.find((e) => sample[e] instanceof Uint8Array);
   const labelExt = LABEL_EXTS.find((e) => sample[e] instanceof Uint8Array);
-  if (!imageExt) throw new SourceError(`sample has no image member (looked for ${IMAGE_EXTS.join(', ')})`, where);
-  if (!labelExt) throw new SourceError(`sample has no label member (looked for ${LABEL_EXTS.join(', ')})`, where);
+  const invalid = (reason: string): { item: Item; bytes: Uint8Array } => ({
+    item: { label: 0, name: where, ref: { kind: 'payload-encoded', offset: 0, size: 0 }, invalid: reason },
+    bytes: new Uint8Array(0),
+  });
+  if (!imageExt) return invalid(`sample has no image member (looked for ${IMAGE_EXTS.join(', ')}; links carry no data)`);
+  if (!labelExt) return invalid(`sample has no label member (looked for ${LABEL_EXTS.join(', ')})`);
+  let label: number;
+  try {
+    label = decodeCls(sample[labelExt] as Uint8Array, { url: sample.__url__, key: sample.__key__ });
+  } catch (e) {
+    return invalid((e as Error).message);
+  }
+  const bad = labelProblem(label);
+  if (bad) return invalid(bad);
   const bytes = sample[imageExt] as Uint8Array;
-  const label = decodeCls(sample[labelExt] as Uint8Array, { url: sample.__url__, key: sample.__key__ });
   return {
     item: { label, name: where, ref: { kind: 'payload-encoded', offset: 0, size: bytes.length } },
     bytes,

@@ -1,9 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { runShardJob } from '../../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
 import { openWebDataset } from '../../../src/pipeline/sources/webdataset-source.ts';
-import { TarWriter } from '../../../src/pipeline/webdataset/tar-writer.ts';
 import { encodeCls } from '../../../src/pipeline/webdataset/codecs.ts';
 import { colourImage, rawTar, writeFile } from '../../helpers/fixtures.ts';
 import { readDataset, readIndex } from '../../helpers/read-shards.ts';
@@ -48,11 +48,36 @@ t.test('reads foreign shards by brace pattern: jpg members, uppercase extensions
   t.same(readIndex(out)['classes'], ['0', '1', '2', '3', '4', '5'], 'class names made from the labels seen');
 });
 
-t.test('a sample without an image member is a clear error naming shard and key', async (t) => {
+t.test('bad samples are skipped and listed in errors.jsonl, as every other source does', async (t) => {
   const dir = tempDir(t);
-  const w = new TarWriter(join(dir, 'bad.tar'));
-  await w.write({ key: 'k1', members: { cls: encodeCls(1), txt: Buffer.from('hello') } });
-  await w.close();
-  const src = await openWebDataset([join(dir, 'bad.tar')]);
-  await t.rejects(runShardJob(src, opts(join(dir, 'out'))), /bad\.tar#k1: sample has no image member/);
+  const img = await colourImage(8, 8, [10, 20, 30], 'png');
+  writeFile(
+    join(dir, 'mixed.tar'),
+    rawTar([
+      { name: 'a.cls', data: encodeCls(1) },
+      { name: 'a.png', data: img },
+      { name: 'b.cls', data: encodeCls(2) },
+      { name: 'b.txt', data: Buffer.from('no image here') },
+      { name: 'c.cls', data: encodeCls(0) },
+      { name: 'c.png', data: new Uint8Array(0), typeflag: '2', linkname: 'a.png' },
+      { name: 'd.cls', data: Buffer.from('cat') },
+      { name: 'd.png', data: img },
+      { name: 'e.cls', data: encodeCls(99999999999) },
+      { name: 'e.png', data: img },
+      { name: 'f.cls', data: encodeCls(3) },
+      { name: 'f.png', data: img },
+    ]),
+  );
+  const out = join(dir, 'out');
+  const summary = await runShardJob(await openWebDataset([join(dir, 'mixed.tar')]), opts(out));
+  t.equal(summary.errors, 4);
+  const samples = await readDataset(out);
+  t.same(samples.map((s) => s.label), [1, 3], 'the good samples, in order');
+  const errors = readFileSync(join(out, 'errors.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { file: string; reason: string });
+  t.same(errors.map((e) => e.file.replace(/^.*#/, '')), ['b', 'c', 'd', 'e']);
+  t.match(errors[0]!.reason, /no image member/);
+  t.match(errors[1]!.reason, /no image member .*links carry no data/);
+  t.match(errors[2]!.reason, /class label "cat" is not an integer/);
+  t.match(errors[3]!.reason, /class label 99999999999 is out of range \[0, 1048576\)/);
+  t.same(readIndex(out)['num_classes'], 4, 'classes follow the labels that were kept');
 });
