@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { Mlp } from '../model/mlp.ts';
 import { atomicWriteFile } from '../shared/atomic-write.ts';
-import type { DataFeed } from '../shared/data-feed.ts';
+import type { DataFeed, ReplacedSamples } from '../shared/data-feed.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from '../train/backend.ts';
 import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from '../train/predict.ts';
 import { loadPretrained, resolvePretrained } from '../train/pretrained.ts';
@@ -12,6 +12,7 @@ import { EXIT, runCommand, UsageError } from './command.ts';
 import type { CropSpec, OpenEvalFeed } from './feeds.ts';
 import { FINETUNE_DEFAULTS } from './finetune-main.ts';
 import { MAX_WORKERS, nonNegInt, num, oneOf, pair, parseFlags, positiveInt, str, workerCount, type OptionSpec } from './flags.ts';
+import { COMMAND_DEFAULTS } from './train-flags.ts';
 import { defaultIo, parseCommandLine, type TrainIo } from './train-main.ts';
 
 export interface EvalOptions {
@@ -25,6 +26,8 @@ export interface EvalOptions {
   real?: string;
   out?: string;
   workers: number;
+  verify: boolean;
+  maxCorrupt: number;
   backend: BackendChoice | 'auto';
   quiet: boolean;
 }
@@ -42,6 +45,8 @@ const SPEC: OptionSpec = {
   real: { type: 'string' },
   out: { type: 'string' },
   workers: { type: 'string' },
+  verify: { type: 'boolean' },
+  'max-corrupt': { type: 'string' },
   backend: { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -79,6 +84,9 @@ images read at the model's resolution; smaller ones are upscaled), in the data's
                              (then key K = the position of the file name in sorted order = real.json's index)
   --out <file.json>          also write the JSON result to this file
   --workers N                decode workers (default: cores - 1; at most ${MAX_WORKERS})
+  --verify                   check every shard's md5 against the index first (sizes are always checked)
+  --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt});
+                             with any replaced, the result is marked "valid": false and NOT VALID
   --backend NAME             auto|${BACKEND_ORDER.join('|')}
   --quiet                    no per-view progress lines
   -h, --help                 this text
@@ -113,6 +121,8 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       ...(real !== undefined ? { real } : {}),
       ...(out !== undefined ? { out } : {}),
       workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), workerCount),
+      verify: Boolean(raw['verify']),
+      maxCorrupt: num(raw, 'max-corrupt', COMMAND_DEFAULTS.maxCorrupt, nonNegInt),
       backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
       quiet: Boolean(raw['quiet']),
     },
@@ -145,15 +155,29 @@ export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: Tra
   });
 }
 
-/** Opens a feed, checks it fits the model, runs `use`, and closes the feed. */
-async function withFeed<T>(open: Promise<DataFeed>, model: Mlp, data: string, use: (feed: DataFeed) => Promise<T>): Promise<T> {
+/**
+ * Opens a feed, checks it fits the model, runs `use`, and closes the feed. Samples the feed had to
+ * replace (undecodable) come back with the result: a score over them is not the dataset's, and
+ * more than `maxCorrupt` fails the command.
+ */
+async function withFeed<T>(open: Promise<DataFeed>, model: Mlp, o: EvalOptions, use: (feed: DataFeed) => Promise<T>): Promise<[T, ReplacedSamples]> {
   const feed = await open;
   try {
-    checkFits(feed, model, data);
-    return await use(feed);
+    checkFits(feed, model, o.data);
+    const result = await use(feed);
+    const replaced = feed.replaced?.() ?? { count: 0, samples: [] };
+    if (replaced.count > o.maxCorrupt) {
+      const first = replaced.samples[0];
+      throw new EvalError('data', `${replaced.count} samples could not be decoded and were replaced, more than --max-corrupt ${o.maxCorrupt}${first ? `; the first: ${first.shard}#${first.key}: ${first.reason}` : ''}`);
+    }
+    return [result, { count: replaced.count, samples: replaced.samples.slice(0, 10) }];
   } finally {
     await feed.close();
   }
+}
+
+function replacedJson(r: ReplacedSamples): Record<string, unknown> {
+  return { count: r.count, first: r.samples.map((x) => ({ shard: x.shard, key: x.key, reason: x.reason })) };
 }
 
 async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo): Promise<number> {
@@ -171,7 +195,7 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
     const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed };
 
     const m = model;
-    const centre = await withFeed(openFeed({ ...base, views: null }), m, o.data, (feed) => predict(m, feed));
+    const [centre, replaced] = await withFeed(openFeed({ ...base, verify: o.verify, views: null }), m, o, (feed) => predict(m, feed));
     const lines = [
       `eval ${c.arch} (${src.weights}) on ${o.data}: ${centre.samples.toLocaleString('en-US')} images at ${c.channels}x${c.res}x${c.res}`,
       `centre crop: loss ${centre.loss.toFixed(4)}, top-1 ${pct(centre.top1)}, top-5 ${pct(centre.top5)}`,
@@ -201,7 +225,7 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
       lines.push(realLine('centre crop', r));
     }
     if (o.tta > 0) {
-      const tta = await withFeed(openFeed({ ...base, views: o.crop }), m, o.data, (feed) =>
+      const [tta] = await withFeed(openFeed({ ...base, views: o.crop }), m, o, (feed) =>
         predictTta(m, feed, o.tta, (v) => {
           if (!o.quiet) io.stderr(`tta: view ${v + 1}/${o.tta} done\n`);
         }),
@@ -226,6 +250,15 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
       result['tta'] = t;
     }
     result['backend'] = selection.backend;
+    // A score over replaced images is not the score of the dataset: never reported as one.
+    result['valid'] = replaced.count === 0;
+    if (replaced.count > 0) {
+      result['replaced'] = replacedJson(replaced);
+      const first = replaced.samples[0];
+      lines.push(
+        `NOT VALID: ${replaced.count} of ${centre.samples} images could not be decoded and were replaced by others${first ? ` (first: ${first.shard}#${first.key}: ${first.reason})` : ''}; the figures above are not this dataset's`,
+      );
+    }
     if (o.out) {
       const out = o.out;
       atomicWriteFile(out, `${JSON.stringify(result, null, 2)}\n`);

@@ -23,7 +23,7 @@ export const PRETRAIN_CROP: CropSpec = { scale: [0.08, 1], ratio: [3 / 4, 4 / 3]
  */
 export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, crop: CropSpec, log?: (line: string) => void): Promise<TrainFeeds> {
   const augment: TrainAugment = { scale: crop.scale, ratio: crop.ratio, flip: true };
-  const common = { seed: opts.seed, workers: opts.workers };
+  const common = { seed: opts.seed, workers: opts.workers, verify: opts.verify };
   const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, ...common, ...(res !== undefined ? { res } : {}) });
   log?.(train.describe());
   if (!opts.val) return { train };
@@ -38,6 +38,7 @@ export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, 
 
 export interface EvalFeedOptions {
   data: string;
+  verify?: boolean;
   batchSize: number;
   res: number;
   workers: number;
@@ -58,5 +59,6 @@ export const openEvalFeed: OpenEvalFeed = (o) =>
     res: o.res,
     seed: o.seed,
     workers: o.workers,
+    verify: o.verify ?? false,
     ...(o.views ? { transform: 'train' as const, augment: { scale: o.views.scale, ratio: o.views.ratio, flip: true } } : { transform: 'eval' as const }),
   });

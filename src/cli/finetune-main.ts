@@ -8,7 +8,7 @@ import type { TrainFeeds } from '../train/train.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
 import type { CropSpec } from './feeds.ts';
 import { MAX_WORKERS, nonNeg, num, oneOf, pair, str, type OptionSpec } from './flags.ts';
-import { optimisationHelp, parseTrainArgsWith, type CommandDefaults, type TrainFlags } from './train-flags.ts';
+import { COMMAND_DEFAULTS, optimisationHelp, parseTrainArgsWith, type CommandDefaults, type TrainFlags } from './train-flags.ts';
 import { defaultIo, dryRunReport, parseCommandLine, trainLocked, withFeeds, type TrainIo } from './train-main.ts';
 
 /**
@@ -80,6 +80,8 @@ Data and model
   --num-classes N            the new head's classes: the data's (if given, it must match)
   --no-augment               centre crops, no flips
   --workers N                decode workers for the data pipeline (default: cores - 1; at most ${MAX_WORKERS})
+  --verify                   check every shard's md5 against the index first (sizes are always checked)
+  --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt})
 
 ${optimisationHelp(FINETUNE_DEFAULTS, 'runs/finetune-<arch>-<mode>')}To resume, run the same command with --resume <out>.
 Exit status: 0 done, 1 failure (e.g. no model at --checkpoint, data with other channels than the

@@ -19,6 +19,10 @@ export interface TrainFlags extends TrainConfig {
   dryRun: boolean;
   /** Decode threads of the data pipeline. */
   workers: number;
+  /** Check every shard's md5 against its index before training (sizes are always checked). */
+  verify: boolean;
+  /** Give up when more than this many samples had to be replaced (undecodable) in a run. */
+  maxCorrupt: number;
   quiet: boolean;
 }
 
@@ -29,6 +33,8 @@ export const COMMAND_DEFAULTS = {
   res: 64,
   channels: 3,
   numClasses: 11230,
+  /** A few undecodable images in a large dataset are replaced and reported; more is damage. */
+  maxCorrupt: 100,
 } as const;
 
 export type CommandDefaults = RecipeDefaults & { backend: BackendChoice | 'auto' };
@@ -84,6 +90,8 @@ Data and model
                              with --data they must match the data
   --no-augment               no random crops/flips (and no MixUp), as the reference does
   --workers N                decode workers for the data pipeline (default: cores - 1; at most ${MAX_WORKERS})
+  --verify                   check every shard's md5 against the index first (sizes are always checked)
+  --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt})
 
 ${optimisationHelp({ ...DEFAULTS, backend: COMMAND_DEFAULTS.backend })}`;
 
@@ -117,6 +125,8 @@ const SPEC: OptionSpec = {
   seed: { type: 'string' },
   'eval-batch-size': { type: 'string' },
   workers: { type: 'string' },
+  verify: { type: 'boolean' },
+  'max-corrupt': { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -181,6 +191,8 @@ export function parseTrainArgsWith(
     seed: num(raw, 'seed', defaults.seed, nonNegInt),
     evalBatchSize: num(raw, 'eval-batch-size', batchSize, positiveInt),
     workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), workerCount),
+    verify: Boolean(raw['verify']),
+    maxCorrupt: num(raw, 'max-corrupt', COMMAND_DEFAULTS.maxCorrupt, nonNegInt),
     quiet: Boolean(raw['quiet']),
   };
   return { help: false, options, raw };

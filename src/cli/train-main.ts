@@ -47,7 +47,14 @@ export function formatSummary(s: TrainSummary): string {
   ];
   if (s.finetune) lines.push(`fine-tuned (${s.finetune.mode}${s.finetune.mode === 'full' ? `, body lr x${s.finetune.bodyLrMult}` : ''}) from ${s.finetune.weights}`);
   if (s.lastTrainLoss !== null) lines.push(`last train loss ${s.lastTrainLoss.toFixed(4)}`);
-  if (s.lastEval) lines.push(`val: loss ${s.lastEval.loss.toFixed(4)}, top-1 ${s.lastEval.top1.toFixed(2)}%, top-5 ${s.lastEval.top5.toFixed(2)}%`);
+  if (s.lastEval) {
+    const bad = s.replaced?.val?.count;
+    lines.push(`val: loss ${s.lastEval.loss.toFixed(4)}, top-1 ${s.lastEval.top1.toFixed(2)}%, top-5 ${s.lastEval.top5.toFixed(2)}%${bad ? ` (NOT VALID: ${bad} val images were undecodable and replaced)` : ''}`);
+  }
+  for (const [which, r] of Object.entries(s.replaced ?? {})) {
+    const first = r.first[0];
+    lines.push(`replaced ${which} samples: ${r.count}${first ? ` (first: ${first.shard}#${first.key}: ${first.reason})` : ''}`);
+  }
   if (s.checkpoint) lines.push(`checkpoint: ${s.checkpoint}`);
   if (s.modelDir) lines.push(`model: ${s.modelDir}/model.safetensors (+ config.json)`);
   return `${lines.join('\n')}\n`;

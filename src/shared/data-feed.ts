@@ -28,8 +28,24 @@ export interface DatasetInfo {
   res: number;
 }
 
+/** A sample that could not be decoded and was replaced by another, so the batch kept its shape. */
+export interface ReplacedSample {
+  shard: string;
+  key: string;
+  reason: string;
+}
+
+export interface ReplacedSamples {
+  /** Since the feed was opened. */
+  count: number;
+  /** The first of them (a bounded list). */
+  samples: readonly ReplacedSample[];
+}
+
 export interface DataFeed {
   readonly info: DatasetInfo;
+  /** Samples replaced so far because they could not be decoded (feeds that cannot fail omit it). */
+  replaced?(): ReplacedSamples;
   /** Batches in one epoch (train: full batches only; eval: the last may be short). */
   stepsPerEpoch(): number;
   /** The batches of `epoch` from `startStep` on, in order; exactly what an uninterrupted run yields. */

@@ -40,6 +40,11 @@ export interface TrainConfig {
   maxSteps?: number;
   /** SGD momentum. */
   momentum: number;
+  /**
+   * Stop with an error once a feed has replaced more than this many undecodable samples (a
+   * damaged dataset, not an odd bad image). Undefined: no limit.
+   */
+  maxCorrupt?: number;
   /** Fine-tune a pre-trained model instead of training from scratch (the finetune command). */
   finetune?: FinetuneSpec;
 }

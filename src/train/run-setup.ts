@@ -62,6 +62,9 @@ export interface TrainRun {
 }
 
 function modelConfigFor(o: TrainConfig, info: DatasetInfo): ModelConfig {
+  if (info.numClasses < 1) {
+    throw new TrainError('training data', 'has no class count (shards given without their index.json?): train from the index.json that npm run shard wrote');
+  }
   const pairs: [keyof TrainConfig & ('res' | 'channels' | 'numClasses'), number][] = [
     ['res', info.res],
     ['channels', info.channels],

@@ -83,12 +83,39 @@ export interface TrainSummary {
   modelDir: string | null;
   resumedFrom: string | null;
   out: string;
+  /** Undecodable samples the feeds replaced (absent when none): count and the first few with shard and key. */
+  replaced?: {
+    train?: { count: number; first: { shard: string; key: string; reason: string }[] };
+    val?: { count: number; first: { shard: string; key: string; reason: string }[] };
+  };
 }
 
 /** Paper-style compute: 3 x forward FLOPs (trainFlopsPerSample) x samples, in FLOPs and PFLOP. */
 export function computeFields(samples: number, flopsPerSample: number): { compute_flops: number; compute_pflop: number } {
   const flops = samples * flopsPerSample;
   return { compute_flops: flops, compute_pflop: flops / 1e15 };
+}
+
+/** Samples a feed has replaced (undecodable) since it was opened. */
+function replacedCount(feed: DataFeed | undefined): number {
+  return feed?.replaced?.().count ?? 0;
+}
+
+/** A run over damaged data stops: more replacements than --max-corrupt is an error naming the first. */
+function checkReplaced(what: string, feed: DataFeed | undefined, max: number | undefined): void {
+  const r = feed?.replaced?.();
+  if (!r || max === undefined || r.count <= max) return;
+  const first = r.samples[0];
+  throw new TrainError(
+    what,
+    `${r.count} samples could not be decoded and were replaced, more than --max-corrupt ${max}${first ? `; the first: ${first.shard}#${first.key}: ${first.reason}` : ''}`,
+  );
+}
+
+/** The replaced samples of a feed for the summary: the count and the first few, with shard and key. */
+function replacedSummary(feed: DataFeed | undefined): { count: number; first: { shard: string; key: string; reason: string }[] } | undefined {
+  const r = feed?.replaced?.();
+  return r && r.count > 0 ? { count: r.count, first: r.samples.slice(0, 10).map((x) => ({ shard: x.shard, key: x.key, reason: x.reason })) } : undefined;
 }
 
 function checkSameShape(what: string, a: DataFeed['info'], b: DataFeed['info']): void {
@@ -99,6 +126,9 @@ function checkSameShape(what: string, a: DataFeed['info'], b: DataFeed['info']):
 
 /** What happens across epochs: totals of this invocation and where output went. */
 interface RunLog {
+  feeds: TrainFeeds;
+  /** Replacements already reported in the log, per feed. */
+  reported: { train: number; val: number };
   metrics: MetricsLog;
   log: (line: string) => void;
   runtime: TrainRuntime;
@@ -127,7 +157,7 @@ export async function train(options: TrainConfig, feeds: TrainFeeds, runtime: Tr
     // Lines after this one supersede any written past the checkpoint before the interruption.
     if (run.resumedFrom) metrics.write({ type: 'resume', from: run.resumedFrom, epoch: p.epoch, step: p.step, global_step: p.globalStep });
     describeRun(run, log);
-    const rl: RunLog = { metrics, log, runtime, t0: performance.now(), runSamples: 0, runWait: 0, lastLoss: null, lastEval: null, epochsCompleted: 0, lastCheckpoint: null };
+    const rl: RunLog = { feeds, reported: { train: 0, val: 0 }, metrics, log, runtime, t0: performance.now(), runSamples: 0, runWait: 0, lastLoss: null, lastEval: null, epochsCompleted: 0, lastCheckpoint: null };
     let stop: StopReason | null = null;
     for (; p.epoch < o.epochs && stop === null; p.epoch++, p.step = 0, p.sums = zeroSums()) {
       stop = await trainEpoch(run, rl, feeds.train);
@@ -192,6 +222,7 @@ async function trainEpoch(run: TrainRun, rl: RunLog, feed: DataFeed): Promise<St
       const endOfEpoch = p.step + 1 === run.stepsPerEpoch;
       if (acc.count === o.accum || endOfEpoch) {
         await update(run, rl, acc, win, tc, epochSamples);
+        checkReplaced('training data', feed, o.maxCorrupt);
         boundary = snapshot(run, { epoch: p.epoch, step: p.step + 1, sums: p.sums });
         if (o.maxSteps !== undefined && p.globalStep >= o.maxSteps) stop = 'max-steps';
         else if (rl.runtime.signal?.aborted) stop = 'interrupted';
@@ -274,6 +305,11 @@ async function endEpoch(run: TrainRun, rl: RunLog, val: DataFeed | undefined): P
   rl.runtime.onProgress?.({ kind: 'epoch-end', epoch: p.epoch });
   const evalRes = val ? await evaluate(run.model, val) : null;
   if (evalRes) rl.lastEval = evalRes;
+  checkReplaced('validation data', val, o.maxCorrupt);
+  const replacedTrain = replacedCount(rl.feeds.train);
+  const replacedVal = replacedCount(val);
+  // A score over replaced images is not the score of the validation set: say so wherever it shows.
+  const valValid = replacedVal === 0;
   const rec = {
     type: 'epoch' as const,
     epoch: p.epoch,
@@ -285,17 +321,30 @@ async function endEpoch(run: TrainRun, rl: RunLog, val: DataFeed | undefined): P
     images_per_sec: round((1000 * s.samples) / s.wallMs, 1),
     stall_pct: round((100 * s.waitMs) / s.wallMs, 2),
     seconds: round(s.wallMs / 1000, 3),
+    ...(replacedTrain ? { replaced_train: replacedTrain } : {}),
+    ...(evalRes ? { val_valid: valValid, ...(replacedVal ? { replaced_val: replacedVal } : {}) } : {}),
     ...computeFields(p.samplesSeen, run.flopsPerSample),
   };
   rl.metrics.write(rec);
+  reportReplaced(rl, 'train', rl.feeds.train);
+  reportReplaced(rl, 'val', val);
   rl.log(
     `epoch ${p.epoch + 1}/${o.epochs}: train loss ${rec.train_loss.toFixed(4)} top-1 ${rec.train_top1.toFixed(2)}% top-5 ${rec.train_top5.toFixed(2)}%` +
-      (evalRes ? `; val loss ${evalRes.loss.toFixed(4)} top-1 ${evalRes.top1.toFixed(2)}% top-5 ${evalRes.top5.toFixed(2)}%` : '') +
+      (evalRes ? `; val loss ${evalRes.loss.toFixed(4)} top-1 ${evalRes.top1.toFixed(2)}% top-5 ${evalRes.top5.toFixed(2)}%${valValid ? '' : ` (NOT VALID: ${replacedVal} val images replaced)`}` : '') +
       `; ${rec.images_per_sec.toFixed(0)} img/s, stall ${rec.stall_pct.toFixed(1)}%`,
   );
   rl.epochsCompleted++;
   // Ctrl-C during evaluation: this checkpoint is the place to resume from.
   checkpoint(run, rl, snapshot(run, { epoch: p.epoch + 1, step: 0, sums: zeroSums() }));
+}
+
+/** Logs replacements a feed made since the last report, with where the first new one was. */
+function reportReplaced(rl: RunLog, which: 'train' | 'val', feed: DataFeed | undefined): void {
+  const r = feed?.replaced?.();
+  if (!r || r.count <= rl.reported[which]) return;
+  const first = r.samples[rl.reported[which]] ?? r.samples[0];
+  rl.log(`warning: ${r.count} ${which} samples replaced so far (undecodable)${first ? `, e.g. ${first.shard}#${first.key}: ${first.reason}` : ''}`);
+  rl.reported[which] = r.count;
 }
 
 /** The final model (unless interrupted) and the run's summary, also written to metrics.jsonl. */
@@ -328,6 +377,9 @@ function finish(run: TrainRun, rl: RunLog, stop: StopReason): TrainSummary {
     modelDir,
     resumedFrom: run.resumedFrom,
     out: o.out,
+    ...(replacedSummary(rl.feeds.train) || replacedSummary(rl.feeds.val)
+      ? { replaced: { ...(replacedSummary(rl.feeds.train) ? { train: replacedSummary(rl.feeds.train)! } : {}), ...(replacedSummary(rl.feeds.val) ? { val: replacedSummary(rl.feeds.val)! } : {}) } }
+      : {}),
     ...(finetune
       ? { finetune: { mode: finetune.spec.mode, bodyLrMult: finetune.spec.bodyLrMult, from: finetune.source.path, weights: finetune.source.weights, sourceClasses: finetune.source.config.numClasses } }
       : {}),

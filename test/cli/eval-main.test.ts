@@ -2,7 +2,7 @@
 // fit the model (exit 1, also through the real entry point), and the whole path on a tiny
 // sharded dataset with ring-backed loaders: centre-crop metrics, --tta N against views read and
 // averaged here, --real against counts made here, --out.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
@@ -196,4 +196,30 @@ t.test('the real entry point: --help exits 0; a missing checkpoint and a gray da
   t.equal(channels.code, 1, channels.stderr);
   t.match(channels.stderr, /eval: EvalError: channels: the model takes 3-channel images, .*gray\/index.json has 1 channels/);
   t.equal(channels.stdout, '');
+});
+
+t.test('replaced (undecodable) images: the result is marked NOT VALID; past --max-corrupt eval fails', async (t) => {
+  const ds = join(root, 'damaged');
+  cpSync(join(root, 'ds'), ds, { recursive: true });
+  // Same size, other bytes: sizes pass, every sample of the first shard fails to decode.
+  const shard = join(ds, 'train-000000.tar');
+  writeFileSync(shard, Buffer.alloc(statSync(shard).size, 0x42));
+  const args = ['--checkpoint', CK, '--data', join(ds, 'index.json'), '--backend', 'cpu', '--workers', '1', '--batch-size', '16'];
+  const c = captureIo();
+  t.equal(await runEvalCli([...args, '--max-corrupt', '1000'], openEvalFeed, c), EXIT.ok, c.err.join(''));
+  const r = JSON.parse(c.out.join('')) as { valid: boolean; samples: number; replaced: { count: number; first: { shard: string; key: string }[] } };
+  t.equal(r.valid, false);
+  t.ok(r.replaced.count >= 16, `${r.replaced.count} replaced`);
+  t.equal(r.replaced.first[0]!.shard, shard);
+  t.match(c.err.join(''), /NOT VALID: \d+ of 40 images could not be decoded and were replaced by others \(first: .*train-000000\.tar#\d{9}: /);
+  const strict = captureIo();
+  t.equal(await runEvalCli([...args, '--max-corrupt', '3'], openEvalFeed, strict), EXIT.failure);
+  t.match(strict.err.join(''), /eval: EvalError: data: \d+ samples could not be decoded and were replaced, more than --max-corrupt 3/);
+  t.equal(strict.out.join(''), '', 'no result line');
+  const verify = captureIo();
+  t.equal(await runEvalCli([...args, '--verify'], openEvalFeed, verify), EXIT.failure);
+  t.match(verify.err.join(''), /train-000000\.tar: md5 [0-9a-f]+ does not match/);
+  const intact = captureIo();
+  t.equal(await runEvalCli(['--checkpoint', CK, '--data', DATA, '--backend', 'cpu', '--workers', '1'], openEvalFeed, intact), EXIT.ok);
+  t.equal((JSON.parse(intact.out.join('')) as { valid: boolean }).valid, true);
 });

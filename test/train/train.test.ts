@@ -212,3 +212,28 @@ t.test('a feed that breaks its own stepsPerEpoch is an error, not a silent skew'
   await t.rejects(train(smallOptions(tempDir(t), { epochs: 1 }), { train: long }, quiet), /yielded more than its 5 batches/);
   t.equal(tf.memory().numTensors, before, 'nothing leaks on the error path');
 });
+
+t.test('replaced samples: reported with shard and key in the log, metrics and summary; past --max-corrupt the run fails', async (t) => {
+  const out = tempDir(t);
+  const o = smallOptions(out, { epochs: 2, mixup: 0 });
+  const feeds = feedsFor(o);
+  let trainReplaced = 0;
+  const sample = (i: number) => ({ shard: '/data/train-000003.tar', key: String(i).padStart(9, '0'), reason: 'not a JPEG' });
+  const trainFeed = { ...feeds.train, epoch: feeds.train.epoch, replaced: () => ({ count: trainReplaced, samples: Array.from({ length: trainReplaced }, (_, i) => sample(i)) }) };
+  const valFeed = { ...feeds.val, info: feeds.val.info, stepsPerEpoch: () => feeds.val.stepsPerEpoch(), epoch: feeds.val.epoch.bind(feeds.val), close: () => feeds.val.close(), replaced: () => ({ count: 1, samples: [sample(7)] }) };
+  trainReplaced = 2;
+  const log: string[] = [];
+  const s = await train({ ...o, maxCorrupt: 5 }, { train: trainFeed, val: valFeed }, { log: (l) => log.push(l) });
+  t.match(s.replaced, { train: { count: 2, first: [{ shard: '/data/train-000003.tar', key: '000000000' }] }, val: { count: 1 } });
+  t.match(log.join('\n'), /warning: 2 train samples replaced so far \(undecodable\), e\.g\. \/data\/train-000003\.tar#000000000: not a JPEG/);
+  t.match(log.join('\n'), /val loss .* \(NOT VALID: 1 val images replaced\)/);
+  const epochs = lines(out).filter((l) => l['type'] === 'epoch');
+  t.match(epochs[0], { replaced_train: 2, replaced_val: 1, val_valid: false });
+
+  trainReplaced = 6;
+  const out2 = tempDir(t);
+  await t.rejects(train({ ...o, out: out2, maxCorrupt: 5 }, { train: trainFeed }, quiet), {
+    name: 'TrainError',
+    message: /training data: 6 samples could not be decoded and were replaced, more than --max-corrupt 5; the first: \/data\/train-000003\.tar#000000000: not a JPEG/,
+  });
+});

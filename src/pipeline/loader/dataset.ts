@@ -1,7 +1,8 @@
 // Opening a dataset for loading: an index.json (ours or any wids index), a folder holding one,
 // or shard paths with brace patterns. Yields the sample table and what the index says about
 // the images (classes, channels, resolution, per-channel statistics).
-import { existsSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expandUrls } from '../webdataset/urls.ts';
 import { readWidsIndex } from '../webdataset/wids-index.ts';
@@ -30,17 +31,60 @@ function resolveSpec(spec: string): string {
   return spec;
 }
 
+/** md5 of a whole file, streamed (shards are hundreds of MB). */
+export async function md5OfFile(path: string): Promise<string> {
+  const hash = createHash('md5');
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+export interface OpenDatasetOptions {
+  /** Where remote shards are cached. */
+  cacheDir?: string;
+  /** Also check every shard's md5 against the index (reads every byte once; sizes are always checked). */
+  verify?: boolean;
+}
+
+/**
+ * A shard as the index describes it, or an error naming it: it must exist and have the index's
+ * size (a missing, truncated or overwritten shard would otherwise be read as garbage, replaced
+ * sample by sample, and reported as a valid run), and with `verify` the index's md5.
+ */
+async function checkShard(path: string, entry: { filesize?: unknown; md5sum?: unknown }, index: string, verify: boolean): Promise<void> {
+  let size: number;
+  try {
+    const st = statSync(path);
+    if (!st.isFile()) throw new SampleTableError(`is not a file (listed in ${index})`, path);
+    size = st.size;
+  } catch (e) {
+    if (e instanceof SampleTableError) throw e;
+    throw new SampleTableError(`shard does not exist (listed in ${index})`, path);
+  }
+  if (typeof entry.filesize === 'number' && entry.filesize !== size) {
+    throw new SampleTableError(`shard is ${size} bytes, ${index} says ${entry.filesize}: truncated, overwritten or from another dataset`, path);
+  }
+  if (verify && typeof entry.md5sum === 'string' && entry.md5sum.length > 0) {
+    const got = await md5OfFile(path);
+    if (got !== entry.md5sum) throw new SampleTableError(`md5 ${got} does not match ${index}'s ${entry.md5sum}: the shard is damaged or was replaced`, path);
+  }
+}
+
 function numbers(v: unknown): number[] | null {
   return Array.isArray(v) && v.every((x) => typeof x === 'number') ? (v as number[]) : null;
 }
 
-export async function openDataset(spec: string, cacheDir = defaultCacheDir()): Promise<OpenedDataset> {
+export async function openDataset(spec: string, opts: OpenDatasetOptions = {}): Promise<OpenedDataset> {
+  const cacheDir = opts.cacheDir ?? defaultCacheDir();
   const resolved = resolveSpec(spec);
   if (resolved.endsWith('.json')) {
     const index = await readWidsIndex(resolved);
+    if (index.shardlist.length === 0) throw new SampleTableError('the index lists no shards', resolved);
     const paths: string[] = [];
     for (let i = 0; i < index.resolvedUrls.length; i++) {
-      paths.push(await localShard(index.resolvedUrls[i]!, cacheDir, index.shardlist[i]!.md5sum));
+      const entry = index.shardlist[i]!;
+      const path = await localShard(index.resolvedUrls[i]!, cacheDir, entry.md5sum);
+      await checkShard(path, entry, resolved, opts.verify ?? false);
+      paths.push(path);
     }
     const table = await buildSampleTable(paths, index.shardlist.map((s) => s.nsamples));
     const classes = Array.isArray(index['classes']) ? (index['classes'] as unknown[]).map(String) : [];

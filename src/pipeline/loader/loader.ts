@@ -3,7 +3,7 @@
 // frame headers and dispatches tasks; it never touches pixels.
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import type { Batch, DataFeed, DatasetInfo } from '../../shared/data-feed.ts';
+import type { Batch, DataFeed, DatasetInfo, ReplacedSamples } from '../../shared/data-feed.ts';
 import { maxFrameBytes, writeFrameHeader, type FrameLayout } from '../ring/frame.ts';
 import { Ring, RingClosedError, RingSlotError, type RingWriteSlot } from '../ring/ring.ts';
 import { DEFAULT_AUGMENT, type TrainAugment } from './augment-params.ts';
@@ -16,6 +16,8 @@ export type Normalize = 'dataset' | 'imagenet' | 'none';
 export interface LoaderOptions {
   /** index.json, a folder holding one, or shard paths/URLs with brace patterns. */
   data: string;
+  /** Check every shard's md5 against the index at open (sizes are always checked). */
+  verify?: boolean;
   batchSize: number;
   mode: PlanMode;
   seed?: number;
@@ -89,6 +91,10 @@ export class Loader implements DataFeed {
   readonly format: LoaderFormat;
   readonly corrupt: CorruptSample[] = [];
   corruptCount = 0;
+
+  replaced(): ReplacedSamples {
+    return { count: this.corruptCount, samples: this.corrupt };
+  }
   private readonly pool: Piscina;
   private readonly remaining: Int32Array;
   /** Slot fills under way (header written, tasks dispatched); close() lets them finish. */
@@ -149,7 +155,7 @@ export class Loader implements DataFeed {
   }
 
   static async open(o: LoaderOptions): Promise<Loader> {
-    return new Loader(await openDataset(o.data, o.cacheDir), o);
+    return new Loader(await openDataset(o.data, { ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}), verify: o.verify ?? false }), o);
   }
 
   /** Shared memory held: ring slots + control words, and the sample table. */
