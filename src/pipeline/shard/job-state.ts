@@ -73,8 +73,21 @@ export async function prepareOutDir(out: string, fingerprint: string, overwrite:
   if (previous === null && strays.length > 0 && !overwrite) {
     throw new ShardJobError(`is not empty (${strays[0]} ...) and was not made by this job; use another --out or --overwrite`, out);
   }
+  await removeTemporaries(out);
   await writeAtomic(jobFile, fingerprint);
   return previous === null ? 'fresh' : 'resume';
+}
+
+/**
+ * Temporaries of an earlier run that was killed (a shard's `.tar.tmp`, an atomic write's
+ * `.<name>.tmp-<pid>-<random>`): never complete, and no other process writes here (the command
+ * holds the folder's lock), so they go.
+ */
+async function removeTemporaries(out: string): Promise<void> {
+  const tmp = /^(?:[\w.-]+-\d{6}\.(?:tar|idx)\.tmp|\.[\w.-]+\.tmp-\d+-[a-z0-9]+)$/;
+  for (const f of await readdir(out)) if (tmp.test(f)) await rm(join(out, f), { force: true });
+  const partial = join(out, PARTIAL_DIR);
+  for (const f of await readdir(partial).catch(() => [] as string[])) if (tmp.test(f)) await rm(join(partial, f), { force: true });
 }
 
 /** Only files this tool writes; anything else in the folder is left alone. */

@@ -252,6 +252,16 @@ async function completedShards(out: string, split: string, count: number | null,
   return done;
 }
 
+/**
+ * File-system errors from writes on open handles (ENOSPC, EIO, EDQUOT ...) carry no path: name
+ * the file being written, so "no space left" says where.
+ */
+export function withPath(err: unknown, path: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (err instanceof ShardJobError || typeof e?.code !== 'string' || !/^E[A-Z]+$/.test(e.code) || e.path) return err;
+  return new ShardJobError(`${e.code}: ${e.message} (while writing)`, path);
+}
+
 async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, o: ShardJobOptions, records: Map<string, ShardRecord>): Promise<{ processed: number }> {
   const S = o.samplesPerShard;
   const done = await completedShards(o.out, split.name, split.count, S, records);
@@ -336,7 +346,7 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
     const open = writer as OpenShard | null;
     if (open) await open.tar.abort().catch(() => undefined);
     await Promise.allSettled([...inflight.map((f) => f.result), ...closing]);
-    throw err;
+    throw withPath(err, open?.tar.tmpPath ?? o.out);
   } finally {
     await pool.destroy();
   }

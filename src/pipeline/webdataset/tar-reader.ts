@@ -38,6 +38,8 @@ export interface ReadTarOptions {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** The largest member the streaming reader loads into memory (1 GiB: far above any image). */
+export const MAX_MEMBER_BYTES = 2 ** 30;
 
 function asBuffer(chunk: Uint8Array): Buffer {
   return Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
@@ -177,6 +179,11 @@ export async function* readTar(
         const name = pending.name === undefined && h.prefix.length === 0 ? h.name : memberName(h, pending);
         pending.name = undefined;
         pending.size = undefined;
+        // A damaged or hostile header may declare any size up to 8 GiB (or more in base-256):
+        // refuse before allocating, naming the shard and the member.
+        if (size > MAX_MEMBER_BYTES) {
+          throw new TarFormatError(`member declares ${size} bytes, more than the ${MAX_MEMBER_BYTES} a sample member may hold (damaged header?)`, loc(url, headerOffset, name));
+        }
         if (pos >= cur.length && size > 0) await nextChunk();
         const data = cur.length - pos >= size ? take(size) : await gather(size, name, dataOffset);
         // Missing padding after complete data loses nothing: the next header read ends cleanly.

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { runShardJob, type ShardJobOptions } from '../../../src/pipeline/shard/shard-job.ts';
+import { runShardJob, withPath, type ShardJobOptions } from '../../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
 import { syntheticImage } from '../../../src/pipeline/sources/synthetic-image.ts';
 import { readDataset, readIndex } from '../../helpers/read-shards.ts';
@@ -187,4 +187,32 @@ t.test('rejects bad options before writing anything', async (t) => {
   await t.rejects(runShardJob(synth(), { ...base(out), valFraction: 1 }), /val-fraction/);
   await t.rejects(runShardJob(synth(), { ...base(out), split: 'a/b' }), /--split/);
   t.notOk(existsSync(out), 'nothing created');
+});
+
+t.test('temporaries of a killed run are removed by the rerun, which ends byte-identical', async (t) => {
+  const ref = tempDir(t);
+  await runShardJob(synth(), base(ref));
+  const out = tempDir(t);
+  const controller = new AbortController();
+  await t.rejects(runShardJob(synth(), { ...base(out), workers: 1, signal: controller.signal, onProgress: (p) => p.done >= 48 && controller.abort() }), /interrupted/);
+  // What a kill -9 in the middle of writes leaves behind.
+  for (const f of ['train-000001.tar.tmp', 'train-000001.idx.tmp', '.errors.jsonl.tmp-123-abc1', '.partial/.train-000001.tar.json.tmp-99-zz9']) writeFileSync(join(out, f), 'half');
+  writeFileSync(join(out, 'notes.txt'), 'mine');
+  await runShardJob(synth(), base(out));
+  t.same(readdirSync(out).filter((f) => f.includes('.tmp')), [], 'no temporaries left');
+  t.notOk(existsSync(join(out, '.partial')), 'the job state (and its temporaries) gone once complete');
+  t.ok(existsSync(join(out, 'notes.txt')), "other people's files are left alone");
+  rmSync(join(out, 'notes.txt'));
+  t.same(digest(out), digest(ref));
+});
+
+t.test('write errors without a path (ENOSPC on an open handle) name the file being written', async (t) => {
+  const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  const named = withPath(enospc, '/data/out/train-000003.tar.tmp') as Error;
+  t.equal(named.name, 'ShardJobError');
+  t.equal(named.message, '/data/out/train-000003.tar.tmp: ENOSPC: ENOSPC: no space left on device, write (while writing)');
+  const withOwnPath = Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES', path: '/x' });
+  t.equal(withPath(withOwnPath, '/y'), withOwnPath, 'an error that names its path is kept');
+  const other = new RangeError('not an fs error');
+  t.equal(withPath(other, '/y'), other);
 });

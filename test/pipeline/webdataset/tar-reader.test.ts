@@ -261,3 +261,18 @@ t.test('committed Python fixtures: names as tarfile reads them', async (t) => {
     }
   }
 });
+
+t.test('a header declaring an enormous size is refused before allocating, naming shard and member', async (t) => {
+  // 8 GiB - 1 in octal: the largest ustar size field.
+  const header = Buffer.from(encodeHeader({ name: 'k.npy', size: 0 }));
+  header.write('77777777777\0', 124, 'latin1');
+  let sum = 0;
+  header.fill(0x20, 148, 156);
+  for (const b of header) sum += b;
+  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  const tar = concat([header, new Uint8Array(1024)]);
+  await t.rejects(collect(readTar(chunked(tar, 512), { url: 'big.tar' })), {
+    name: 'TarFormatError',
+    message: /big\.tar.*k\.npy.*member declares 8589934591 bytes, more than the 1073741824 a sample member may hold|member declares 8589934591 bytes.*big\.tar/,
+  });
+});
