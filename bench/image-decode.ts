@@ -2,13 +2,24 @@
 //   node --import tsx bench/image-decode.ts
 // images_per_sec is for one JS thread. The "in flight" sharp case also uses libuv's pool
 // (UV_THREADPOOL_SIZE, default 4) underneath, so it is not a one-core figure.
+import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { decodeJpegSync } from '../src/pipeline/image/decode.ts';
 import { fitImage, resize, targetSize } from '../src/pipeline/image/resize.ts';
 import type { RawImage } from '../src/pipeline/image/types.ts';
 
+const { values: opts } = parseArgs({ options: { seconds: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+if (opts.help) {
+  process.stdout.write(`npm run bench -- image-decode [--seconds S]
+Decoders and the resize on one JS thread: libjpeg-turbo (64x64 and 500x375), the area resize,
+sharp (one at a time and in flight). One JSON line per case: {bench, case, images_per_sec,
+us_per_image, iterations, ...}. --seconds: minimum time per case (default 1.5, or BENCH_SECONDS).
+`);
+  process.exit(0);
+}
+
 const RES = 64;
-const MIN_SECONDS = Number(process.env.BENCH_SECONDS ?? 1.5);
+const MIN_SECONDS = Number(opts.seconds ?? process.env.BENCH_SECONDS ?? 1.5);
 
 /** Gradients + sinusoid + pixel noise, so that the JPEG costs what a photograph costs. */
 function photoLike(width: number, height: number): Buffer {
