@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ProgressLine } from '../cli/progress.ts';
 import { parseArch } from '../model/arch.ts';
 import { saveModel } from '../model/checkpoint.ts';
+import { fetchToHost, webGpuMemoryLine } from './backends/webgpu.ts';
 import { isHeadParam, withNewHead } from '../model/head.ts';
 import { estimateTrainBytes, trainFlopsPerSample } from '../model/layout.ts';
 import { Mlp, type ModelConfig } from '../model/mlp.ts';
@@ -230,6 +231,8 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
       const accum = Math.ceil((o.accum * bytes) / WASM_HEAP_LIMIT);
       log(`warning: this step needs ~${(bytes / 2 ** 30).toFixed(1)} GiB, more than the wasm backend's 4 GiB heap; try --accum ${accum} or a smaller --batch-size`);
     }
+    // Throws before the first step when one tensor cannot be bound on this device.
+    if (tf.getBackend() === 'webgpu') log(webGpuMemoryLine(model.spec, config, microBatchSize(o), OPTIMIZER_SLOTS[o.optimizer], o.accum));
 
     const run: TrainerState['run'] = {
       arch: config.arch,
@@ -252,7 +255,9 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
       savedAt: new Date().toISOString(),
     });
     let lastCheckpoint: string | null = null;
-    const checkpoint = (state: TrainerState): void => {
+    const checkpoint = async (state: TrainerState): Promise<void> => {
+      // webgpu has no synchronous read in Node: fetch the values first (no-op elsewhere).
+      await fetchToHost([...model.variables(), ...optimizer.state().values()]);
       lastCheckpoint = saveTrainCheckpoint(o.out, model, optimizer, state);
     };
 
@@ -368,7 +373,7 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
           boundary = snapshot(epoch, step + 1, sums);
           if (o.maxSteps !== undefined && globalStep >= o.maxSteps) stop = 'max-steps';
           else if (runtime.signal?.aborted) stop = 'interrupted';
-          else if (o.checkpointEvery > 0 && globalStep % o.checkpointEvery === 0 && !endOfEpoch) checkpoint(boundary);
+          else if (o.checkpointEvery > 0 && globalStep % o.checkpointEvery === 0 && !endOfEpoch) await checkpoint(boundary);
         } else {
           winCompute += performance.now() - tc;
           if (runtime.signal?.aborted) stop = 'interrupted';
@@ -386,7 +391,7 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
         acc.dispose();
         tf.dispose(winScalars);
         progress?.done();
-        checkpoint(boundary);
+        await checkpoint(boundary);
         break;
       }
 
@@ -420,7 +425,7 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
           `; ${rec.images_per_sec.toFixed(0)} img/s, stall ${rec.stall_pct.toFixed(1)}%`,
       );
       epochsCompleted++;
-      checkpoint(snapshot(epoch + 1, 0, zeroSums()));
+      await checkpoint(snapshot(epoch + 1, 0, zeroSums()));
       // Ctrl-C during evaluation: the epoch's checkpoint above is the place to resume from.
       if (runtime.signal?.aborted && epoch + 1 < o.epochs) stop = 'interrupted';
     }
@@ -428,6 +433,7 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
 
     let modelDir: string | null = null;
     if (stop !== 'interrupted') {
+      await fetchToHost(model.variables());
       saveModel(o.out, model);
       modelDir = o.out;
     }
