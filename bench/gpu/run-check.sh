@@ -8,6 +8,8 @@
 #   {"bench":"train","impl":"pytorch",...}   PyTorch fp32 (TF32 off) on the same model and batch
 #   {"check":"ratio",...}     webgpu / PyTorch images/s
 #   {"bench":"e2e",...}       the trainer fed by the loader (shards -> workers -> ring): stall %
+# Each step has its own time limit (full settings: at most 220 + 100 + 180 s; the real times are
+# unmeasured), so the whole check ends inside a 580 s device call even when a step hangs.
 # Usage: bash bench/gpu/run-check.sh [--tiny] [--workers N]
 #   --tiny   small settings (B_1-Wi_64, 16x16, batch 256) to try the whole path on any adapter,
 #            a software one included (lavapipe), and PyTorch on the CPU when there is no CUDA
@@ -97,7 +99,7 @@ else
   # The paper's pre-training model and batch at 64x64 (ImageNet-21k's 11,230 classes).
   arch=B_12-Wi_1024 res=64 classes=11230 batch=16384 steps=5 warm=2
   e2e=(--arch B_12-Wi_1024 --res 64 --images 65536 --batch-size 16384 --epochs 2 --workers "$workers")
-  t_train=300 t_torch=180 t_e2e=300
+  t_train=220 t_torch=100 t_e2e=180
 fi
 
 # --- webgpu training throughput -----------------------------------------------------------
