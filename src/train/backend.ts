@@ -1,12 +1,13 @@
-// Picks the TensorFlow.js backend: tfjs-node-gpu, webgpu, tfjs-node, wasm, cpu, in that order unless one
-// is requested. The two native packages are optionalDependencies whose install drops them where
-// libtensorflow cannot be downloaded; `require` then throws MODULE_NOT_FOUND, the signal to move
-// on. Every skipped backend is reported with its reason. The GPU path cannot be exercised on
-// CPU-only machines, so it is only this seam: load the package, activate 'tensorflow', report.
-// webgpu (Dawn's Node binding) is set up by ./backends/webgpu.ts: adapter policy, device limits.
+// Picks the TensorFlow.js backend: tfjs-node-gpu, webgpu, tfjs-node, wasm, cpu, in that order
+// unless one is requested. The two native packages are optionalDependencies whose install drops
+// them where libtensorflow cannot be downloaded; `require` then throws MODULE_NOT_FOUND, the
+// signal to move on. Every skipped backend is reported with its reason. tfjs-node-gpu cannot be
+// exercised on CPU-only machines, so it is only this seam: load the package, activate
+// 'tensorflow', report. webgpu (Dawn's Node binding) is set up by ./backends/webgpu.ts: adapter
+// policy, device limits.
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
-import { setupWebGpu, formatAdapter } from './backends/webgpu.ts';
+import { formatAdapter, setupWebGpu } from './backends/webgpu.ts';
 import { installWasmKernels } from './wasm-kernels.ts';
 
 export type BackendChoice = 'tfjs-node-gpu' | 'webgpu' | 'tfjs-node' | 'wasm' | 'cpu';
