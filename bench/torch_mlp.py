@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch reference for bench/train.ts: the same MLP, batch, optimizer and loss, data from
 memory, one JSON line per run. The comparison point for the wasm backend (stack.md: Debian's
-python3-torch 1.13 with libopenblas0-pthread, one thread)."""
+python3-torch 1.13 with libopenblas0-pthread, one thread) and, with --device cuda, for the
+webgpu backend: plain fp32 there (TF32 off, so tensor cores do not change the arithmetic)."""
 import argparse
 import json
 import math
@@ -74,20 +75,26 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
     dim_in = a.channels * a.res * a.res
-    model = build(a.arch, dim_in, a.num_classes)
+    model = build(a.arch, dim_in, a.num_classes).to(dev)
     opt = {
         "adam": lambda: torch.optim.Adam(model.parameters(), lr=1e-4),
         "adamw": lambda: torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3),
         "sgd": lambda: torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9),
     }[a.optimizer]()
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.randn(a.batch_size, dim_in)
-    y = torch.randint(0, a.num_classes, (a.batch_size,))
+    x = torch.randn(a.batch_size, dim_in, device=dev)
+    y = torch.randint(0, a.num_classes, (a.batch_size,), device=dev)
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
@@ -98,6 +105,7 @@ def main() -> None:
 
     for _ in range(a.warmup):
         step()
+    # loss.item() waits for the step on a GPU, so every timed step is complete.
     t0 = time.perf_counter()
     for _ in range(a.steps):
         loss = step()
@@ -106,7 +114,9 @@ def main() -> None:
     flops = 6 * forward_macs(model)
     print(json.dumps({
         "bench": "train", "impl": "pytorch", "torch": torch.__version__, "threads": a.threads,
-        "arch": a.arch, "backend": "torch-cpu", "optimizer": a.optimizer, "batch_size": a.batch_size,
+        "arch": a.arch, "backend": f"torch-{dev.type}", "optimizer": a.optimizer, "batch_size": a.batch_size,
+        **({"device_name": torch.cuda.get_device_name(dev), "tf32": False,
+            "max_memory_bytes": torch.cuda.max_memory_allocated(dev)} if dev.type == "cuda" else {}),
         "input_dim": dim_in, "num_classes": a.num_classes, "steps": a.steps,
         "step_ms": round(1000 * dt / a.steps, 2), "images_per_sec": round(ips, 1),
         "gflops": round(ips * flops / 1e9, 2), "loss": None if math.isnan(loss) else round(loss, 4),

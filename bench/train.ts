@@ -2,8 +2,9 @@
 // optimizer update per step, timed after warm-up. Prints one JSON line per run:
 //   node --import tsx bench/train.ts [--arch B_2-Wi_512] [--batch-size 1024] [--backend auto]
 //     [--res 32] [--channels 3] [--num-classes 10] [--steps 10] [--warmup-steps 2]
-//     [--optimizer adamw] [--stock]
+//     [--optimizer adamw] [--stock] [--data normal|uniform]
 // --stock measures the wasm backend without the kernel overrides (src/train/wasm-kernels.ts).
+// On webgpu the line also names the adapter and the bytes held in GPU buffers after the steps.
 // The default model is the one bench/torch_mlp.py measures in PyTorch for comparison; adamw with
 // weight decay 0 is Adam. On a shared machine, read single runs as rough figures.
 import { parseArgs } from 'node:util';
@@ -12,8 +13,9 @@ import { parseArch } from '../src/model/arch.ts';
 import { trainFlopsPerSample } from '../src/model/layout.ts';
 import { Mlp } from '../src/model/mlp.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from '../src/train/backend.ts';
+import { webGpuAdapter, webGpuBytes, webGpuMemoryLine } from '../src/train/backends/webgpu.ts';
 import { MemoryFeed, syntheticArrays } from '../src/train/memory-feed.ts';
-import { createOptimizer, OPTIMIZER_NAMES, type OptimizerName } from '../src/train/optim/index.ts';
+import { createOptimizer, OPTIMIZER_NAMES, OPTIMIZER_SLOTS, type OptimizerName } from '../src/train/optim/index.ts';
 import { applyUpdate, microStep } from '../src/train/step.ts';
 import { uninstallWasmKernels, wasmKernelsInstalled } from '../src/train/wasm-kernels.ts';
 
@@ -30,6 +32,9 @@ const { values: a } = parseArgs({
     optimizer: { type: 'string', default: 'adamw' },
     'weight-decay': { type: 'string', default: '0' },
     stock: { type: 'boolean', default: false },
+    // 'uniform': cheap values for throughput only (the default's normal draws take ~40 s for two
+    // batches of 16,384 64x64 images, time a lent GPU machine should not spend).
+    data: { type: 'string', default: 'normal' },
   },
 });
 
@@ -56,8 +61,10 @@ process.stderr.write(`${described}\n`);
 
 const spec = parseArch(a.arch);
 const shape = { res, channels, numClasses };
+if (selection.backend === 'webgpu') process.stderr.write(`${webGpuMemoryLine(spec, shape, batch, OPTIMIZER_SLOTS[optName], 1)}\n`);
 // Two batches of distinct data, served in order (views, no copy), one per step alternately.
-const data = syntheticArrays(2 * batch, channels, res, numClasses, 1);
+if (a.data !== 'normal' && a.data !== 'uniform') throw new Error('--data: normal or uniform');
+const data = a.data === 'uniform' ? uniformArrays(2 * batch, channels * res * res, numClasses) : syntheticArrays(2 * batch, channels, res, numClasses, 1);
 const feed = new MemoryFeed({ ...data, channels, res, numClasses, batchSize: batch });
 const model = new Mlp({ arch: spec.name, ...shape }, 0);
 const optimizer = createOptimizer(
@@ -65,6 +72,22 @@ const optimizer = createOptimizer(
   model.params.map((p) => ({ name: p.entry.name, variable: p.variable })),
   { weightDecay: Number(a['weight-decay']) },
 );
+
+/** Values in [-1, 1) and labels from a xorshift generator: no structure to learn, ~1 ns a value. */
+function uniformArrays(n: number, d: number, classes: number): { images: Float32Array; labels: Int32Array } {
+  const images = new Float32Array(n * d);
+  const labels = new Int32Array(n);
+  let x = 0x9e3779b9;
+  const next = (): number => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return x >>> 0;
+  };
+  for (let i = 0; i < images.length; i++) images[i] = next() / 2 ** 31 - 1;
+  for (let i = 0; i < n; i++) labels[i] = next() % classes;
+  return { images, labels };
+}
 
 async function* batches() {
   for (let e = 0; ; e++) yield* feed.epoch(e);
@@ -90,6 +113,8 @@ const mean = times.reduce((s, t) => s + t, 0) / times.length;
 const best = Math.min(...times);
 const flops = trainFlopsPerSample(spec, shape);
 const ips = (1000 * batch) / mean;
+const adapter = webGpuAdapter();
+const gpuBytes = webGpuBytes();
 process.stdout.write(
   `${JSON.stringify({
     bench: 'train',
@@ -108,6 +133,10 @@ process.stdout.write(
     gflops: Math.round(((ips * flops) / 1e9) * 100) / 100,
     loss: Math.round(loss * 1e4) / 1e4,
     num_tensors: tf.memory().numTensors,
+    ...(adapter && selection.backend === 'webgpu'
+      ? { adapter: { vendor: adapter.vendor, architecture: adapter.architecture, description: adapter.description, fallback: adapter.fallback } }
+      : {}),
+    ...(gpuBytes ? { gpu_bytes_in_use: gpuBytes.inUse, gpu_bytes_allocated: gpuBytes.allocated } : {}),
   })}\n`,
 );
 optimizer.dispose();

@@ -1,14 +1,17 @@
-// Picks the TensorFlow.js backend: tfjs-node-gpu, tfjs-node, wasm, cpu, in that order unless one
-// is requested. The two native packages are optionalDependencies whose install drops them where
-// libtensorflow cannot be downloaded; `require` then throws MODULE_NOT_FOUND, the signal to move
-// on. Every skipped backend is reported with its reason. The GPU path cannot be exercised on
-// CPU-only machines, so it is only this seam: load the package, activate 'tensorflow', report.
+// Picks the TensorFlow.js backend: tfjs-node-gpu, webgpu, tfjs-node, wasm, cpu, in that order
+// unless one is requested. The two native packages are optionalDependencies whose install drops
+// them where libtensorflow cannot be downloaded; `require` then throws MODULE_NOT_FOUND, the
+// signal to move on. Every skipped backend is reported with its reason. tfjs-node-gpu cannot be
+// exercised on CPU-only machines, so it is only this seam: load the package, activate
+// 'tensorflow', report. webgpu (Dawn's Node binding) is set up by ./backends/webgpu.ts: adapter
+// policy, device limits.
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
+import { formatAdapter, setupWebGpu } from './backends/webgpu.ts';
 import { installWasmKernels } from './wasm-kernels.ts';
 
-export type BackendChoice = 'tfjs-node-gpu' | 'tfjs-node' | 'wasm' | 'cpu';
-export const BACKEND_ORDER: readonly BackendChoice[] = ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'];
+export type BackendChoice = 'tfjs-node-gpu' | 'webgpu' | 'tfjs-node' | 'wasm' | 'cpu';
+export const BACKEND_ORDER: readonly BackendChoice[] = ['tfjs-node-gpu', 'webgpu', 'tfjs-node', 'wasm', 'cpu'];
 
 interface Candidate {
   /** npm package that registers the backend (the umbrella package already has cpu). */
@@ -19,6 +22,8 @@ interface Candidate {
 
 const CANDIDATES: Record<BackendChoice, Candidate> = {
   'tfjs-node-gpu': { pkg: '@tensorflow/tfjs-node-gpu', tfName: 'tensorflow' },
+  // Loaded by setupWebGpu (an ES module, and globals must be in place first).
+  webgpu: { pkg: null, tfName: 'webgpu' },
   'tfjs-node': { pkg: '@tensorflow/tfjs-node', tfName: 'tensorflow' },
   wasm: { pkg: '@tensorflow/tfjs-backend-wasm', tfName: 'wasm' },
   cpu: { pkg: null, tfName: 'cpu' },
@@ -44,6 +49,11 @@ export interface BackendDeps {
   activate(tfName: string): Promise<boolean>;
   /** Called once the backend is active (installs the wasm kernel overrides). */
   prepare(choice: BackendChoice): void;
+  /**
+   * Finds the WebGPU adapter and readies the 'webgpu' backend; returns a line describing the
+   * adapter, or throws with the reason to skip (a software adapter unless requested by name).
+   */
+  setupWebGpu(requestedByName: boolean): Promise<string>;
 }
 
 export class BackendError extends Error {
@@ -65,6 +75,7 @@ export const defaultBackendDeps: BackendDeps = {
   prepare: (choice) => {
     if (choice === 'wasm') installWasmKernels();
   },
+  setupWebGpu: async (byName) => formatAdapter(await setupWebGpu(byName)),
 };
 
 function firstLine(s: string): string {
@@ -98,6 +109,15 @@ export async function selectBackend(requested: BackendChoice | 'auto' = 'auto', 
   const skipped: BackendSkip[] = [];
   for (const choice of order) {
     const c = CANDIDATES[choice];
+    const notes: string[] = [];
+    if (choice === 'webgpu') {
+      try {
+        notes.push(`webgpu: ${await d.setupWebGpu(requested === 'webgpu')}`);
+      } catch (e) {
+        skipped.push({ backend: choice, reason: firstLine((e as Error).message ?? String(e)) });
+        continue;
+      }
+    }
     if (c.pkg) {
       try {
         d.load(c.pkg);
@@ -118,7 +138,6 @@ export async function selectBackend(requested: BackendChoice | 'auto' = 'auto', 
       continue;
     }
     d.prepare(choice);
-    const notes: string[] = [];
     if (choice === 'tfjs-node-gpu' && isGpuInactive()) notes.push('tfjs-node-gpu loaded but TensorFlow sees no GPU: running on the CPU');
     if (choice === 'wasm') notes.push('wasm: single-threaded in Node; transposed matMuls rerouted to XNNPACK');
     return { backend: choice, tfName: c.tfName, skipped, notes };

@@ -8,6 +8,7 @@ import { estimateTrainBytes, trainFlopsPerSample } from '../model/layout.ts';
 import { Mlp, type ModelConfig } from '../model/mlp.ts';
 import type { DatasetInfo } from '../shared/data-feed.ts';
 import { Rng } from '../shared/random.ts';
+import { webGpuMemoryLine } from './backends/webgpu.ts';
 import { loadTrainCheckpoint, resolveCheckpoint, runDirFor, type EpochSums, type LoadedCheckpoint, type TrainerState } from './checkpoint.ts';
 import { microBatchSize, mixupAlpha, type FinetuneSpec, type TrainConfig } from './config.ts';
 import { createOptimizer, OPTIMIZER_SLOTS, type NamedParam, type Optimizer } from './optim/index.ts';
@@ -225,6 +226,8 @@ export function describeRun(run: TrainRun, log: (line: string) => void): void {
     const accum = Math.ceil((o.accum * bytes) / WASM_HEAP_LIMIT);
     log(`warning: this step needs ~${(bytes / 2 ** 30).toFixed(1)} GiB, more than the wasm backend's 4 GiB heap; try --accum ${accum} or a smaller --batch-size`);
   }
+  // Throws before the first step when one tensor cannot be bound on this device.
+  if (tf.getBackend() === 'webgpu') log(webGpuMemoryLine(model.spec, config, micro, OPTIMIZER_SLOTS[o.optimizer], o.accum));
 }
 
 export function disposeRun(run: TrainRun): void {

@@ -11,6 +11,7 @@ import { saveModel } from '../model/checkpoint.ts';
 import type { Batch, DataFeed } from '../shared/data-feed.ts';
 import { resolveCheckpoint, saveTrainCheckpoint, type TrainerState } from './checkpoint.ts';
 import { microBatchSize, type FinetuneMode, type TrainConfig } from './config.ts';
+import { fetchToHost } from './backends/webgpu.ts';
 import { evaluate, type EvalResult } from './evaluate.ts';
 import { MetricsLog, round } from './metrics.ts';
 import { drawMix } from './mixup.ts';
@@ -141,7 +142,9 @@ interface RunLog {
   lastCheckpoint: string | null;
 }
 
-function checkpoint(run: TrainRun, rl: RunLog, state: TrainerState): void {
+async function checkpoint(run: TrainRun, rl: RunLog, state: TrainerState): Promise<void> {
+  // webgpu has no synchronous read in Node: fetch the values first (no-op elsewhere).
+  await fetchToHost([...run.model.variables(), ...run.optimizer.state().values()]);
   rl.lastCheckpoint = saveTrainCheckpoint(run.o.out, run.model, run.optimizer, state);
 }
 
@@ -165,7 +168,7 @@ export async function train(options: TrainConfig, feeds: TrainFeeds, runtime: Tr
       await endEpoch(run, rl, feeds.val);
       if (runtime.signal?.aborted && p.epoch + 1 < o.epochs) stop = 'interrupted';
     }
-    return finish(run, rl, stop ?? 'completed');
+    return await finish(run, rl, stop ?? 'completed');
   } finally {
     disposeRun(run);
   }
@@ -226,7 +229,7 @@ async function trainEpoch(run: TrainRun, rl: RunLog, feed: DataFeed): Promise<St
         boundary = snapshot(run, { epoch: p.epoch, step: p.step + 1, sums: p.sums });
         if (o.maxSteps !== undefined && p.globalStep >= o.maxSteps) stop = 'max-steps';
         else if (rl.runtime.signal?.aborted) stop = 'interrupted';
-        else if (o.checkpointEvery > 0 && p.globalStep % o.checkpointEvery === 0 && !endOfEpoch) checkpoint(run, rl, boundary);
+        else if (o.checkpointEvery > 0 && p.globalStep % o.checkpointEvery === 0 && !endOfEpoch) await checkpoint(run, rl, boundary);
       } else {
         win.computeMs += performance.now() - tc;
         if (rl.runtime.signal?.aborted) stop = 'interrupted';
@@ -242,7 +245,7 @@ async function trainEpoch(run: TrainRun, rl: RunLog, feed: DataFeed): Promise<St
     if (stop === 'interrupted' || (stop !== null && p.step < run.stepsPerEpoch)) {
       // Micro-batches after the last update are dropped: the checkpoint restarts them.
       rl.runtime.onProgress?.({ kind: 'epoch-end', epoch: p.epoch });
-      checkpoint(run, rl, boundary);
+      await checkpoint(run, rl, boundary);
       Object.assign(p, { step: boundary.step, sums: boundary.epochSums });
       return stop;
     }
@@ -335,7 +338,7 @@ async function endEpoch(run: TrainRun, rl: RunLog, val: DataFeed | undefined): P
   );
   rl.epochsCompleted++;
   // Ctrl-C during evaluation: this checkpoint is the place to resume from.
-  checkpoint(run, rl, snapshot(run, { epoch: p.epoch + 1, step: 0, sums: zeroSums() }));
+  await checkpoint(run, rl, snapshot(run, { epoch: p.epoch + 1, step: 0, sums: zeroSums() }));
 }
 
 /** Logs replacements a feed made since the last report, with where the first new one was. */
@@ -348,10 +351,11 @@ function reportReplaced(rl: RunLog, which: 'train' | 'val', feed: DataFeed | und
 }
 
 /** The final model (unless interrupted) and the run's summary, also written to metrics.jsonl. */
-function finish(run: TrainRun, rl: RunLog, stop: StopReason): TrainSummary {
+async function finish(run: TrainRun, rl: RunLog, stop: StopReason): Promise<TrainSummary> {
   const { o, config, model, position: p, finetune } = run;
   let modelDir: string | null = null;
   if (stop !== 'interrupted') {
+    await fetchToHost(model.variables());
     saveModel(o.out, model);
     modelDir = o.out;
   }

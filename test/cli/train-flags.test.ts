@@ -64,7 +64,7 @@ t.test('bad values name the option', async (t) => {
     [['--lr=-1'], /--lr: must be >= 0/],
     [['--smoothing', '1'], /--smoothing: must be in \[0, 1\)/],
     [['--optimizer', 'adam'], /--optimizer: expected one of lion, lamb, adamw, sgd/],
-    [['--backend', 'gpu'], /--backend: expected one of auto, tfjs-node-gpu, tfjs-node, wasm, cpu/],
+    [['--backend', 'gpu'], /--backend: expected one of auto, tfjs-node-gpu, webgpu, tfjs-node, wasm, cpu/],
     [['--arch', 'B12'], /--arch: bad architecture/],
     [['--batch-size', '100', '--accum', '3'], /--accum: batch size 100 is not divisible by 3/],
     [['--bogus'], /Unknown option '--bogus'/],

@@ -28,21 +28,25 @@ function fake(loadable: Record<string, Error | null>, activatable: Record<string
       return r;
     },
     prepare: (c) => void prepared.push(c),
+    setupWebGpu: async () => {
+      throw new Error('no WebGPU adapter found');
+    },
   };
   return { deps, loaded, activated, prepared };
 }
 
-t.test('order is tfjs-node-gpu, tfjs-node, wasm, cpu', async (t) => {
-  t.same(BACKEND_ORDER, ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu']);
+t.test('order is tfjs-node-gpu, webgpu, tfjs-node, wasm, cpu', async (t) => {
+  t.same(BACKEND_ORDER, ['tfjs-node-gpu', 'webgpu', 'tfjs-node', 'wasm', 'cpu']);
 });
 
-t.test('native packages missing: wasm, with both skips explained', async (t) => {
+t.test('native packages missing, no WebGPU adapter: wasm, with every skip explained', async (t) => {
   const f = fake({ '@tensorflow/tfjs-backend-wasm': null }, { wasm: true });
   const s = await selectBackend('auto', f.deps);
   t.equal(s.backend, 'wasm');
   t.same(f.loaded, ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs-backend-wasm']);
   t.same(s.skipped, [
     { backend: 'tfjs-node-gpu', reason: 'module missing (not installed)' },
+    { backend: 'webgpu', reason: 'no WebGPU adapter found' },
     { backend: 'tfjs-node', reason: 'module missing (not installed)' },
   ]);
   t.same(f.prepared, ['wasm']);
@@ -77,9 +81,9 @@ t.test('wasm initialisation failing falls through to cpu', async (t) => {
   const f = fake({ '@tensorflow/tfjs-backend-wasm': null }, { wasm: new Error('WebAssembly.instantiate(): out of memory'), cpu: true });
   const s = await selectBackend('auto', f.deps);
   t.equal(s.backend, 'cpu');
-  t.match(s.skipped[2]!, { backend: 'wasm', reason: /failed to initialise: WebAssembly/ });
+  t.match(s.skipped[3]!, { backend: 'wasm', reason: /failed to initialise: WebAssembly/ });
   const g = fake({ '@tensorflow/tfjs-backend-wasm': null }, { wasm: false, cpu: true });
-  t.match((await selectBackend('auto', g.deps)).skipped[2]!.reason, /did not initialise/);
+  t.match((await selectBackend('auto', g.deps)).skipped[3]!.reason, /did not initialise/);
 });
 
 t.test('an explicit request is that backend or an error naming the reason', async (t) => {
@@ -96,7 +100,9 @@ t.test('on this machine: auto gives wasm with the kernel overrides, cpu on reque
   t.equal(tf.getBackend(), s.tfName);
   if (s.backend === 'wasm') {
     t.ok(wasmKernelsInstalled());
-    t.same(s.skipped.map((k) => k.backend), ['tfjs-node-gpu', 'tfjs-node']);
+    // webgpu is skipped here: no adapter, or only a software one (lavapipe), which auto refuses.
+    t.same(s.skipped.map((k) => k.backend), ['tfjs-node-gpu', 'webgpu', 'tfjs-node']);
+    t.match(s.skipped[1]!.reason, /no WebGPU adapter found|only a software adapter|failed to load/);
   } else {
     t.comment(`native backend present here: ${describeSelection(s)}`);
   }
