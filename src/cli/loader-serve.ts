@@ -99,27 +99,25 @@ export async function serveMain(argv: string[]): Promise<number> {
   say(`ranks ${ranks.join(',')} of ${who.world} (${v.ranks !== undefined ? '--ranks' : who.source === 'default' ? 'default' : who.detail})`);
   const loaders: Loader[] = [];
   let server: FrameServer | null = null;
-  let stopping: Promise<void> | null = null;
-  let stopped!: () => void;
-  const done = new Promise<void>((resolve) => (stopped = resolve));
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    say(`${signal}: stopping`);
-    stopping = (async () => {
-      if (server) await server.close();
-      else for (const l of loaders) await l.close();
-    })().finally(stopped);
+  let signal: string | null = null;
+  let wake!: () => void;
+  const signalled = new Promise<void>((resolve) => (wake = resolve));
+  const onSignal = (name: string): void => {
+    if (signal) return;
+    signal = name;
+    say(`${name}: stopping`);
+    wake();
   };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
   try {
     for (const rank of ranks) {
+      if (signal) break;
       const loader = await Loader.open({ ...base, rank, onCorrupt: (c) => say(`rank ${rank}: corrupt sample replaced: ${JSON.stringify(c)}`) });
       loaders.push(loader);
       say(`rank ${rank}: ${loader.describe()}`);
-      if (stopping) break;
     }
-    if (!stopping) {
+    if (!signal) {
       server = await FrameServer.start({
         bind: v.bind,
         sources: loaders,
@@ -141,8 +139,10 @@ export async function serveMain(argv: string[]): Promise<number> {
     })}\n`);
     say(`serving on ${server.endpoints.join(' ')}; Ctrl-C stops`);
   }
-  // Serve until a signal has stopped everything (the socket keeps the event loop alive).
-  await done;
+  // Serve until a signal (the socket keeps the event loop alive), then release everything.
+  await signalled;
+  if (server) await server.close();
+  else for (const l of loaders) await l.close();
   if (server) say(`stopped after ${server.stats.framesSent} frames (${(server.stats.bytesSent / 2 ** 30).toFixed(2)} GiB)`);
   return 0;
 }

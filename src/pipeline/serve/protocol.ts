@@ -21,7 +21,7 @@ import { MsgpackReader, BinRef, type Value } from '../ring/msgpack.ts';
 export const PROTOCOL_VERSION = 1;
 
 /** Requests are tiny; the server's socket refuses (disconnects) anything bigger. */
-export const MAX_REQUEST_BYTES = 64 * 1024;
+export const MAX_REQUEST_BYTES = 4096;
 
 export type ErrorCode =
   /** Not msgpack, not a map, unknown op, or a field of the wrong type: the session is dropped. */

@@ -338,9 +338,14 @@ export class FrameServer {
           if (parts.length !== 2) throw new ProtocolError('bad-request', `a request is one message part, got ${parts.length - 1}`);
           this.handle(peer, id, parts[1]!);
         } catch (e) {
-          if (!(e instanceof ProtocolError)) throw e;
-          this.sendError(id, e.code, e.message);
-          if (e.code === 'bad-request') this.dropSession(peer, `bad request: ${e.message}`);
+          if (e instanceof ProtocolError) {
+            this.sendError(id, e.code, e.message);
+            if (e.code === 'bad-request') this.dropSession(peer, `bad request: ${e.message}`);
+          } else {
+            // A bug here must not stop the server for every other consumer.
+            this.log(`internal error on a request from ${peer}: ${(e as Error).stack ?? String(e)}`);
+            this.sendError(id, 'bad-request', `internal error: ${(e as Error).message}`);
+          }
         }
       }
     } catch (e) {
