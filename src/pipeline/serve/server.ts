@@ -14,7 +14,7 @@
  * messages are gone). A consumer that stays connected without acknowledging holds at most
  * `window` slots of its own rank; other ranks are never affected.
  */
-import { Router } from 'zeromq';
+import { Context, Router } from 'zeromq';
 import type { LoaderBatch } from '../loader/loader.ts';
 import {
   MAX_REQUEST_BYTES, PROTOCOL_VERSION, ProtocolError, decodeRequest, encodeMessage,
@@ -45,6 +45,11 @@ export interface FrameServerOptions {
   /** ZMTP heartbeats: a silent peer is dropped after `heartbeatTimeoutMs` (default 1000 / 10000). */
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
+  /**
+   * ZeroMQ I/O threads, which do the sockets' copies (default: one per rank served, at most 8):
+   * each consumer's connection is served by one, so ranks do not queue behind each other.
+   */
+  ioThreads?: number;
   log?: (line: string) => void;
 }
 
@@ -252,6 +257,7 @@ export class FrameServer {
   readonly window: number;
   readonly stats: ServerStats = { framesSent: 0, bytesSent: 0, sessions: 0, held: 0, errorsSent: 0 };
   private readonly router: NotifyingRouter;
+  private readonly context: Context;
   private readonly streams = new Map<number, RankStream>();
   private readonly sessions = new Map<string, Session>();
   private sendChain: Promise<void> = Promise.resolve();
@@ -280,7 +286,9 @@ export class FrameServer {
       throw new ServeError('epochs', `--epochs ${this.epochs} leaves nothing to serve from epoch ${this.firstEpoch}`);
     }
     this.logFn = o.log ?? (() => undefined);
+    this.context = new Context({ ioThreads: o.ioThreads ?? Math.min(8, o.sources.length) });
     this.router = new NotifyingRouter({
+      context: this.context,
       mandatory: true,
       // Never wait on one peer's full queue: that would stall every other consumer.
       sendTimeout: 0,
