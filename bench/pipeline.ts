@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { Loader } from '../src/pipeline/loader/loader.ts';
 import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
+import { resolveRank } from '../src/shared/launcher-env.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -19,12 +20,14 @@ const { values: v } = parseArgs({
     images: { type: 'string', default: '32768' },
     'min-seconds': { type: 'string', default: '4' },
     'target-rate': { type: 'string', default: '400000' },
+    rank: { type: 'string' },
+    world: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (v.help) {
   process.stdout.write(`npm run bench -- pipeline [--data <index.json>] [--encoding raw,jpeg] [--workers 1,2] [--batch-size 1024,16384]
-  [--mode train|eval] [--images 32768] [--min-seconds 4] [--target-rate 400000]
+  [--mode train|eval] [--images 32768] [--min-seconds 4] [--target-rate 400000] [--rank R --world W]
 Prints {bench:"pipeline", encoding, workers, batch_size, images_per_sec, images_per_sec_per_worker,
 cores_for_target, ...} per configuration; --target-rate is the trainer's appetite in images/s
 (default 400,000: a modern GPU on B_12-Wi_1024 at 64x64, see shared notes).\n`);
@@ -35,6 +38,8 @@ const list = (s: string | undefined, dflt: string): string[] => (s ?? dflt).spli
 const workerCounts = list(v.workers, Array.from({ length: cores }, (_, i) => i + 1).join(',')).map(Number);
 const batchSizes = list(v['batch-size'], '1024,16384').map(Number);
 const target = Number(v['target-rate']);
+// One rank's share (flags, else the launcher's environment): what each of W loaders delivers.
+const { rank, world } = resolveRank({ rank: v.rank, world: v.world });
 const minSeconds = Number(v['min-seconds']);
 const tmp = mkdtempSync(join(tmpdir(), 'bench-pipeline-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
@@ -52,7 +57,7 @@ const cases = v.data ? [{ encoding: v.encoding ?? 'given', data: v.data }] : awa
 for (const c of cases) {
   for (const batchSize of batchSizes) {
     for (const workers of workerCounts) {
-      const loader = await Loader.open({ data: c.data, batchSize, mode: v.mode as 'train' | 'eval', workers });
+      const loader = await Loader.open({ data: c.data, batchSize, mode: v.mode as 'train' | 'eval', workers, rank, world });
       // Warm-up: thread start, JIT, page cache.
       let epoch = 0;
       for await (const b of loader.epoch(epoch++)) b.release();
@@ -72,6 +77,7 @@ for (const c of cases) {
       const rate = images / seconds;
       process.stdout.write(`${JSON.stringify({
         bench: 'pipeline',
+        ...(world > 1 ? { rank, world } : {}),
         encoding: c.encoding,
         mode: v.mode,
         workers,

@@ -9,7 +9,7 @@ export const EXIT = { ok: 0, failure: 1, usage: 2, locked: 75, interrupted: 130 
 
 /** A wrong command line: unknown flag, bad value, missing argument. Exit 2. */
 export class UsageError extends Error {
-  override readonly name = 'UsageError';
+  override readonly name: string = 'UsageError';
   /** The flag at fault (without dashes), when there is one. */
   readonly option: string | undefined;
   constructor(message: string, option?: string) {

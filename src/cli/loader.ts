@@ -4,9 +4,12 @@ import { open, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Loader } from '../pipeline/loader/loader.ts';
+import { LauncherEnvError, resolveRank } from '../shared/launcher-env.ts';
 import { defaultIo, EXIT, runCommand, UsageError, withInterrupt } from './command.ts';
+import { serveMain } from './loader-serve.ts';
 
 const HELP = `Usage: npm run loader -- dump --data <index.json|dir|shard urls> --batches K --out <file> [options]
+       npm run loader -- serve --data <index.json|dir|shard urls> --bind <endpoint> [options]   (serve --help)
 
 Writes the first K batch frames of epoch 0 back to back into <file>: the exact msgpack
 documents the trainer reads from the ring (see "Batch frames" in the README). Any msgpack
@@ -23,6 +26,8 @@ Options:
   --res <n>             output resolution (default: the dataset's)
   --workers <n>         loader threads (default: all cores, ${availableParallelism()} here)
   --normalize dataset|imagenet|none   per-channel statistics (default dataset)
+  --rank <R> --world <W>  this rank's share (default: from RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS,
+                        JOB_COMPLETION_INDEX; else rank 0 of 1)
   -h, --help            this text`;
 
 async function dump(argv: string[]): Promise<number> {
@@ -39,6 +44,8 @@ async function dump(argv: string[]): Promise<number> {
       res: { type: 'string' },
       workers: { type: 'string' },
       normalize: { type: 'string', default: 'dataset' },
+      rank: { type: 'string' },
+      world: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -55,7 +62,10 @@ async function dump(argv: string[]): Promise<number> {
   const normalize = v.normalize as string;
   if (!['dataset', 'imagenet', 'none'].includes(normalize)) throw new UsageError(`--normalize must be dataset, imagenet or none, got "${normalize}"`);
   const batches = int('batches', v.batches!);
+  const { rank, world } = resolveRank({ rank: v.rank, world: v.world });
   const loader = await Loader.open({
+    rank,
+    world,
     data: v.data,
     batchSize: int('batch-size', v['batch-size']!),
     mode: v.eval ? 'eval' : 'train',
@@ -105,11 +115,22 @@ async function dump(argv: string[]): Promise<number> {
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === 'dump') return dump(rest);
+  if (command === 'serve') return serveMain(rest);
   if (command === undefined || command === '--help' || command === '-h') {
     process.stdout.write(`${HELP}\n`);
     return EXIT.ok;
   }
-  throw new UsageError(`unknown subcommand "${command}" (expected: dump)`);
+  throw new UsageError(`unknown subcommand "${command}" (expected: dump, serve)`);
 }
 
-process.exit(await runCommand('loader', defaultIo, () => main(process.argv.slice(2))));
+process.exit(
+  await runCommand('loader', defaultIo, async () => {
+    try {
+      return await main(process.argv.slice(2));
+    } catch (e) {
+      // A rank that the launcher's environment gives wrongly is a usage error too.
+      if (e instanceof LauncherEnvError) throw new UsageError(e.message);
+      throw e;
+    }
+  }),
+);

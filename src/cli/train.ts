@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { runShardJob } from '../pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../pipeline/sources/synthetic.ts';
+import { assertSingleProcess } from '../shared/launcher-env.ts';
 import { openTrainFeeds, PRETRAIN_CROP } from './feeds.ts';
 import { runTrainCli, type MakeFeeds } from './train-main.ts';
 
@@ -42,6 +43,15 @@ async function ensureDefaultData(): Promise<void> {
 
 const makeFeeds: MakeFeeds = (opts) =>
   openTrainFeeds(opts, opts.res, PRETRAIN_CROP, opts.quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
+
+// The TypeScript trainer has no data-parallel support yet: several launched copies would each
+// train alone on the whole dataset.
+try {
+  assertSingleProcess('npm run train');
+} catch (e) {
+  process.stderr.write(`train: error: ${(e as Error).message}\n`);
+  process.exit(2);
+}
 
 let argv = process.argv.slice(2);
 if (argv.length === 0) {
