@@ -7,9 +7,14 @@ import { CheckpointError } from './errors.ts';
 import { initParams } from './init.ts';
 import { numel, paramLayout, standardLayers, type ParamEntry } from './layout.ts';
 import { dense, gelu, layerNorm } from './ops.ts';
+import type { Preprocessing } from './preprocessing.ts';
 
 export interface ModelConfig extends ModelShape {
   arch: string;
+  /** What the model expects of its inputs (absent in models written before it was recorded). */
+  preprocessing?: Preprocessing;
+  /** Class names, index = label. */
+  classes?: string[];
 }
 
 export interface MlpParam {
@@ -59,7 +64,14 @@ export class Mlp {
   constructor(config: ModelConfig, seed = 0) {
     validateShape(config);
     this.spec = parseArch(config.arch);
-    this.config = { arch: this.spec.name, res: config.res, channels: config.channels, numClasses: config.numClasses };
+    this.config = {
+      arch: this.spec.name,
+      res: config.res,
+      channels: config.channels,
+      numClasses: config.numClasses,
+      ...(config.preprocessing ? { preprocessing: config.preprocessing } : {}),
+      ...(config.classes ? { classes: config.classes } : {}),
+    };
     const layout = paramLayout(this.spec, this.config);
     const init = initParams(layout, seed);
     // Variable names must be unique per engine; a counter keeps several models apart (tests).
