@@ -69,3 +69,32 @@ export function pair(raw: Raw, key: string, fallback: readonly [number, number],
   if (bad) throw new UsageError(`${bad}, got ${s}`, key);
   return [v[0]!, v[1]!];
 }
+
+/** A comma-separated list of finite numbers ("123.7,116.3,103.5"). */
+export function numberList(raw: Raw, key: string): number[] | undefined {
+  const s = str(raw, key);
+  if (s === undefined) return undefined;
+  const parts = s.split(',').map((x) => x.trim());
+  const v = parts.map(Number);
+  if (parts.some((p) => p === '') || !v.every(Number.isFinite)) throw new UsageError(`expected numbers separated by commas, got ${s}`, key);
+  return v;
+}
+
+/** What --normalize / --mean / --std ask for: a named policy, explicit values, or nothing. */
+export type NormalizeRequest = { kind: 'dataset' } | { kind: 'imagenet' } | { kind: 'explicit'; mean: number[]; std: number[] };
+
+export const NORMALIZE_SPEC: OptionSpec = { normalize: { type: 'string' }, mean: { type: 'string' }, std: { type: 'string' } };
+
+export function normalizeRequest(raw: Raw, allowed: readonly ('dataset' | 'imagenet')[] = ['dataset', 'imagenet']): NormalizeRequest | undefined {
+  const mean = numberList(raw, 'mean');
+  const std = numberList(raw, 'std');
+  if ((mean === undefined) !== (std === undefined)) throw new UsageError('--mean and --std go together (per channel, 0-255 units)');
+  if (mean && std) {
+    if (raw['normalize'] !== undefined) throw new UsageError('give --normalize or --mean/--std, not both');
+    if (mean.length !== std.length) throw new UsageError(`--mean has ${mean.length} values, --std ${std.length}`);
+    if (std.some((x) => x <= 0)) throw new UsageError('must be positive', 'std');
+    return { kind: 'explicit', mean, std };
+  }
+  if (raw['normalize'] === undefined) return undefined;
+  return { kind: oneOf(raw, 'normalize', allowed, allowed[0]!) };
+}

@@ -5,7 +5,7 @@ import { ArchError } from '../model/errors.ts';
 import { PickleSecurityError } from '../model/torch-import/errors.ts';
 import { describeConfig, importTorchCheckpoint, type ImportOptions } from '../model/torch-import/import.ts';
 import { defaultIo, EXIT, runCommand, UsageError, withOutputLock, type CliIo } from './command.ts';
-import { optionalNum, parseFlags, positiveInt, str } from './flags.ts';
+import { NORMALIZE_SPEC, normalizeRequest, optionalNum, parseFlags, positiveInt, str, type OptionSpec } from './flags.ts';
 
 export const HELP = `Usage: npm run import -- <file.pt> --out <dir> [options]
 
@@ -28,6 +28,10 @@ Options (each is checked against the tensors; left out, it is inferred from them
   --res <n>              input resolution (inferred from linear_in: channels*res*res)
   --channels <n>         input channels (default 3, or linear_in width / res^2 with --res)
   --num-classes <n>      classes (inferred from linear_out)
+  --normalize imagenet   the normalisation the weights were trained with, recorded in config.json
+                         (default: ImageNet's, as the paper's released ImageNet-21k models)
+  --mean A,B,C --std X,Y,Z
+                         explicit per-channel statistics in 0-255 units instead
   --force                replace model.safetensors and config.json in a non-empty --out
   --dry-run              check and report, write nothing
   -h, --help             this text
@@ -35,7 +39,7 @@ Options (each is checked against the tensors; left out, it is inferred from them
 Example (a file fetched by the reference repo's utils/download.py):
   npm run import -- B-12_Wi-1024_res_64_imagenet21_epochs_800_weights --arch B_12-Wi_1024 --res 64 --out models/in21k`;
 
-const SPEC = {
+const SPEC: OptionSpec = {
   out: { type: 'string' },
   arch: { type: 'string' },
   res: { type: 'string' },
@@ -43,8 +47,9 @@ const SPEC = {
   'num-classes': { type: 'string' },
   force: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
+  ...NORMALIZE_SPEC,
   help: { type: 'boolean', short: 'h' },
-} as const;
+};
 
 export function parseImportArgs(argv: string[]): ImportOptions | 'help' {
   const { raw, positionals } = parseFlags(argv, SPEC, true);
@@ -73,6 +78,8 @@ export function parseImportArgs(argv: string[]): ImportOptions | 'help' {
   if (channels !== undefined) opts.channels = channels;
   if (numClasses !== undefined) opts.numClasses = numClasses;
   if (raw['force']) opts.force = true;
+  const norm = normalizeRequest(raw, ['imagenet']);
+  if (norm?.kind === 'explicit') opts.normalization = { mean: norm.mean, std: norm.std, source: 'explicit' };
   if (raw['dry-run']) opts.dryRun = true;
   return opts;
 }
@@ -96,6 +103,8 @@ export async function runImportCli(argv: string[], io: CliIo = defaultIo): Promi
   });
 }
 
+const fmt = (v: number[] | undefined): string => (v ? v.map((x) => Number(x.toFixed(3))).join(',') : '?');
+
 function importAndReport(opts: ImportOptions, io: CliIo): number {
   const r = importTorchCheckpoint(opts);
   const given = (k: string): string => (r.inferred.includes(k) ? 'inferred' : 'checked');
@@ -108,6 +117,7 @@ function importAndReport(opts: ImportOptions, io: CliIo): number {
       `model: ${describeConfig(r.config)}; ${r.numParams.toLocaleString('en-US')} parameters`,
       `  arch ${given('arch')}, res ${given('res')}, channels ${given('channels')}, classes ${given('numClasses')}`,
       `tensors: ${dtypes}${r.strided ? `; ${r.strided} strided view(s) copied` : ''}${Object.keys(r.dtypes).some((d) => d !== 'float32') ? '; converted to float32' : ''}`,
+      `preprocessing: (pixel - mean) / std with mean ${fmt(r.config.preprocessing?.normalization.mean)}, std ${fmt(r.config.preprocessing?.normalization.std)} (${r.config.preprocessing?.normalization.source}; 0-255 units)`,
       r.out ? `wrote ${r.out}` : 'dry run: nothing written',
       '',
     ].join('\n'),

@@ -12,6 +12,7 @@ import { Mlp, type HostTensor, type ModelConfig } from '../mlp.ts';
 import { TorchImportError } from './errors.ts';
 import { PyDict, describe, type PyValue } from './pickle.ts';
 import { TorchFile, TorchTensor, type TorchDtype } from './torch-load.ts';
+import { checkNormalization, DEFAULT_EVAL_CROP, imagenetNormalization, type Normalization, type Provenance } from '../preprocessing.ts';
 
 /** Keys under which training scripts nest the state dict, tried in this order. */
 export const STATE_DICT_KEYS = ['model', 'state_dict', 'model_state_dict'] as const;
@@ -276,6 +277,11 @@ export interface ImportOptions extends ModelRequest {
   force?: boolean;
   /** Check and convert, write nothing. */
   dryRun?: boolean;
+  /**
+   * The normalisation the weights were trained with (torch.save files carry none): recorded in
+   * config.json. Default: ImageNet's, as the paper's released ImageNet-21k models use.
+   */
+  normalization?: Normalization;
 }
 
 export interface ImportResult extends Omit<ImportedState, 'tensors'> {
@@ -293,7 +299,7 @@ function tempDirFor(out: string): string {
  * into place: a new or empty `out` appears complete or not at all (one rename); with `force`, an
  * existing directory gets each file replaced by rename (weights first, as saveModel does).
  */
-function writeModelDir(out: string, model: Mlp, metadata: Record<string, string>, force: boolean): void {
+function writeModelDir(out: string, model: Mlp, metadata: Record<string, string>, force: boolean, provenance: Provenance): void {
   out = resolve(out);
   let empty = true;
   if (existsSync(out)) {
@@ -304,7 +310,7 @@ function writeModelDir(out: string, model: Mlp, metadata: Record<string, string>
   mkdirSync(dirname(out), { recursive: true });
   const tmp = tempDirFor(out);
   try {
-    saveModel(tmp, model, metadata);
+    saveModel(tmp, model, metadata, provenance);
     if (empty) {
       // rename(2) replaces an empty directory in one step.
       renameSync(tmp, out);
@@ -332,8 +338,10 @@ export function importTorchCheckpoint(opts: ImportOptions): ImportResult {
   }
   const { tensors, ...rest } = state;
   const numParams = [...tensors.values()].reduce((s, t) => s + t.data.length, 0);
+  const normalization = checkNormalization(opts.normalization ?? imagenetNormalization(state.config.channels), state.config.channels, '--mean/--std');
+  const config = { ...state.config, preprocessing: { normalization, evalCrop: DEFAULT_EVAL_CROP } };
   if (!opts.dryRun) {
-    const model = new Mlp(state.config);
+    const model = new Mlp(config);
     try {
       model.loadStateDict(tensors, opts.input);
       tensors.clear();
@@ -343,12 +351,12 @@ export function importTorchCheckpoint(opts: ImportOptions): ImportResult {
         source_state_dict: state.at,
         source_dtypes: Object.entries(state.dtypes).map(([d, n]) => `${d}:${n}`).join(','),
       };
-      writeModelDir(opts.out!, model, metadata, opts.force ?? false);
+      writeModelDir(opts.out!, model, metadata, opts.force ?? false, { importedFrom: resolve(opts.input) });
     } finally {
       model.dispose();
     }
   }
-  return { ...rest, input: opts.input, out: opts.dryRun ? null : resolve(opts.out!), numParams };
+  return { ...rest, config, input: opts.input, out: opts.dryRun ? null : resolve(opts.out!), numParams };
 }
 
 /** Input width of a config, for reports. */

@@ -133,7 +133,7 @@ t.test('importing every state-dict fixture: values and logits equal PyTorch', as
     const out = join(dir, file.replace('.pt', ''));
     const r = importTorchCheckpoint({ input: `${FIXTURES}${file}`, out });
     t.equal(r.at, at, `${file}: state dict at ${at}`);
-    t.same(r.config, { arch: 'B_1-Wi_8', res: 4, channels: 3, numClasses: 5 }, `${file}: model inferred`);
+    t.match(r.config, { arch: 'B_1-Wi_8', res: 4, channels: 3, numClasses: 5, preprocessing: { normalization: { source: 'imagenet' } } }, `${file}: model inferred`);
     t.equal(r.numParams, 1005);
     t.same(readdirSync(out).sort(), ['config.json', 'model.safetensors'], `${file}: our model directory`);
     const st = readSafetensorsFile(join(out, 'model.safetensors'));
@@ -271,4 +271,45 @@ t.test('the real entry point: npm run import', async (t) => {
     code = (e as { status: number }).status;
   }
   t.equal(code, 2, 'usage errors exit 2');
+});
+
+t.test('the normalisation is recorded in config.json: ImageNet by default, or --mean/--std', async (t) => {
+  await useBackend('cpu');
+  const dir = tempDir(t);
+  const run = async (args: string[]) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runImportCli(args, { stdout: (s) => out.push(s), stderr: (s) => err.push(s) });
+    return { code, out: out.join(''), err: err.join('') };
+  };
+  const read = (d: string) => JSON.parse(readFileSync(join(d, 'config.json'), 'utf8')) as { preprocessing: Record<string, unknown>; provenance: Record<string, unknown> };
+  const a = await run([`${FIXTURES}dataparallel.pt`, '--out', join(dir, 'a'), '--res', '4']);
+  t.equal(a.code, 0, a.err);
+  t.match(a.out, /preprocessing: \(pixel - mean\) \/ std with mean 123\.675,116\.28,103\.53, std 58\.395,57\.12,57\.375 \(imagenet; 0-255 units\)/);
+  t.same(read(join(dir, 'a')).preprocessing, {
+    mean: [0.485 * 255, 0.456 * 255, 0.406 * 255],
+    std: [0.229 * 255, 0.224 * 255, 0.225 * 255],
+    normalize: 'imagenet',
+    pixel_range: [0, 255],
+    resolution: 4,
+    channels: 3,
+    input_layout: 'CHW',
+    eval_crop: { kind: 'center', fraction: 1 },
+  });
+  t.match(read(join(dir, 'a')).provenance, { imported_from: /dataparallel\.pt$/ });
+  const b = await run([`${FIXTURES}dataparallel.pt`, '--out', join(dir, 'b'), '--res', '4', '--mean', '1,2,3', '--std', '4,5,6']);
+  t.equal(b.code, 0, b.err);
+  t.match(read(join(dir, 'b')).preprocessing, { mean: [1, 2, 3], std: [4, 5, 6], normalize: 'explicit' });
+  const c = await run([`${FIXTURES}dataparallel.pt`, '--out', join(dir, 'c'), '--res', '4', '--mean', '1,2', '--std', '4,5']);
+  t.equal(c.code, 1, 'two values for a 3-channel model');
+  t.match(c.err, /--mean\/--std: mean must be 3 finite numbers/);
+  for (const [args, re] of [
+    [['--mean', '1,2,3'], /--mean and --std go together/],
+    [['--mean', '1,2,3', '--std', '1,0,1'], /--std: must be positive/],
+    [['--normalize', 'dataset'], /--normalize: expected one of imagenet, got dataset/],
+  ] as [string[], RegExp][]) {
+    const r = await run([`${FIXTURES}dataparallel.pt`, '--out', join(dir, 'x'), ...args]);
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.err, re);
+  }
 });
