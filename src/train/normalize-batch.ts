@@ -1,0 +1,75 @@
+// A batch's images -> the model's input on the device, [n, c*h*w] float32. Float32 batches are
+// uploaded as they are. uint8 batches (uint8 frames) are uploaded as pixels, converted and
+// normalised on the device: x * (1/std[c]) + (-mean[c]/std[c]), both factors rounded to float32
+// exactly as the loader's kernel rounds them, so a pixel that the float32 path did not resample
+// gets bit for bit the value the float32 frame holds. Training (before MixUp), evaluation, TTA
+// and fine-tuning all take their input from here.
+//
+// tfjs has no uint8 dtype, so the upload differs per backend (measured: bench/upload.ts):
+//   wasm     'bool' tensors are one byte an element in the wasm heap, and its Cast kernel converts
+//            them with a typed-array copy that keeps every value, not just 0/1: one byte a pixel
+//            crosses into the heap.
+//   cpu      host memory either way: one conversion to float32, no cast op.
+//   others   (webgpu, tensorflow, webgl) 'int32' then cast: tfjs's documented semantics. Every one
+//            of them stores int32 (and bool) as 4 bytes an element on the device (webgpu's
+//            uploadToGPU writes Int32Array.set(values)), so through tfjs's API a uint8 batch
+//            crosses the bus at the same 4 bytes a pixel as a float32 batch.
+import * as tf from '@tensorflow/tfjs';
+import type { Batch } from './data-feed.ts';
+
+export type PixelUpload = 'int32' | 'float32' | 'bool';
+export const PIXEL_UPLOADS: readonly PixelUpload[] = ['int32', 'float32', 'bool'];
+
+export class BatchError extends Error {
+  override readonly name = 'BatchError';
+}
+
+/** The cheapest correct way to hand uint8 pixels to the tfjs backend named `tfBackend` (tf.getBackend()). */
+export function pixelUploadFor(tfBackend: string): PixelUpload {
+  if (tfBackend === 'wasm') return 'bool';
+  if (tfBackend === 'cpu') return 'float32';
+  return 'int32';
+}
+
+/** The pixels as a float32 tensor of the values 0..255, uploaded the `how` way. */
+export function pixelTensor(pixels: Uint8Array, shape: number[], how: PixelUpload): tf.Tensor {
+  if (how === 'float32') return tf.tensor(pixels, shape, 'float32');
+  return tf.tidy(() => tf.cast(tf.tensor(pixels, shape, how), 'float32'));
+}
+
+/** float32 (1/std, -mean/std) per channel, as the loader's normalisation() computes them. */
+export function pixelScaleBias(mean: readonly number[], std: readonly number[]): { scale: Float32Array; bias: Float32Array } {
+  const scale = new Float32Array(mean.length);
+  const bias = new Float32Array(mean.length);
+  for (let c = 0; c < mean.length; c++) {
+    scale[c] = 1 / std[c]!;
+    bias[c] = -mean[c]! / std[c]!;
+  }
+  return { scale, bias };
+}
+
+type BatchImages = Pick<Batch, 'n' | 'channels' | 'height' | 'width' | 'images' | 'pixelStats'>;
+
+/**
+ * The batch as the model's input, [n, c*h*w] float32, normalised. The tensor may alias the
+ * batch's memory on some backends (as a float32 upload always could): release the batch only
+ * after the step that uses it.
+ */
+export function batchInput(batch: BatchImages, how: PixelUpload = pixelUploadFor(tf.getBackend())): tf.Tensor2D {
+  const { n, channels: c, height: h, width: w, images } = batch;
+  const d = c * h * w;
+  if (images.length !== n * d) throw new BatchError(`batch of ${n} x ${c}x${h}x${w} has ${images.length} image values`);
+  if (images instanceof Float32Array) {
+    if (batch.pixelStats) throw new BatchError('pixel statistics come with uint8 images only');
+    return tf.tensor2d(images, [n, d]);
+  }
+  const stats = batch.pixelStats;
+  if (!stats || stats.mean.length !== c || stats.std.length !== c) {
+    throw new BatchError(`uint8 images need pixelStats with ${c} means and standard deviations`);
+  }
+  const { scale, bias } = pixelScaleBias(stats.mean, stats.std);
+  return tf.tidy(() => {
+    const x = pixelTensor(images, [n, c, h * w], how);
+    return tf.add(tf.mul(x, tf.tensor(scale, [c, 1])), tf.tensor(bias, [c, 1])).reshape([n, d]) as tf.Tensor2D;
+  });
+}
