@@ -23,6 +23,8 @@ Options:
   --res <n>             output resolution (default: the dataset's)
   --workers <n>         loader threads (default: all cores, ${availableParallelism()} here)
   --normalize dataset|imagenet|none   per-channel statistics (default dataset)
+  --frame-dtype float32|uint8         float32 (default): normalised values; uint8: the rounded
+                        pixels, with the statistics as the frame's "mean"/"std" to apply
   -h, --help            this text`;
 
 async function dump(argv: string[]): Promise<number> {
@@ -39,6 +41,7 @@ async function dump(argv: string[]): Promise<number> {
       res: { type: 'string' },
       workers: { type: 'string' },
       normalize: { type: 'string', default: 'dataset' },
+      'frame-dtype': { type: 'string', default: 'float32' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -54,6 +57,8 @@ async function dump(argv: string[]): Promise<number> {
   };
   const normalize = v.normalize as string;
   if (!['dataset', 'imagenet', 'none'].includes(normalize)) throw new UsageError(`--normalize must be dataset, imagenet or none, got "${normalize}"`);
+  const frameDtype = v['frame-dtype'] as string;
+  if (frameDtype !== 'float32' && frameDtype !== 'uint8') throw new UsageError(`--frame-dtype must be float32 or uint8, got "${frameDtype}"`);
   const batches = int('batches', v.batches!);
   const loader = await Loader.open({
     data: v.data,
@@ -63,6 +68,7 @@ async function dump(argv: string[]): Promise<number> {
     ...(v.res ? { res: int('res', v.res) } : {}),
     ...(v.workers ? { workers: int('workers', v.workers) } : {}),
     normalize: normalize as 'dataset' | 'imagenet' | 'none',
+    frameDtype,
   });
   process.stderr.write(`${loader.describe()}\n`);
   const tmp = `${v.out}.tmp`;

@@ -10,6 +10,7 @@ import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } f
 import { defaultIo, EXIT, parseCommandLine, reportFailure, type CliIo } from './cli-main.ts';
 import type { DataFeed } from './data-feed.ts';
 import { FINETUNE_DEFAULTS } from './finetune-cli.ts';
+import { FRAME_DTYPE_CHOICES, FRAME_DTYPE_HELP, type FrameDtypeChoice } from './frame-dtype.ts';
 import type { CropSpec, OpenEvalFeed } from './loader-feeds.ts';
 import { nonNegInt, num, oneOf, OptionsError, pair, positiveInt, str, type Raw } from './options.ts';
 import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from './predict.ts';
@@ -28,6 +29,7 @@ export interface EvalOptions {
   workers: number;
   backend: BackendChoice | 'auto';
   quiet: boolean;
+  frameDtype: FrameDtypeChoice;
 }
 
 export const EVAL_DEFAULTS = { batchSize: 1024, tta: 0, seed: 0, crop: FINETUNE_DEFAULTS.crop } as const;
@@ -44,6 +46,7 @@ const SPEC = {
   out: { type: 'string' },
   workers: { type: 'string' },
   backend: { type: 'string' },
+  'frame-dtype': { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -81,6 +84,7 @@ images read at the model's resolution; smaller ones are upscaled), in the data's
   --out <file.json>          also write the JSON result to this file
   --workers N                decode workers (default: cores - 1)
   --backend NAME             auto|${BACKEND_ORDER.join('|')}
+  --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
   --quiet                    no per-view progress lines
   -h, --help                 this text
 
@@ -121,6 +125,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), positiveInt),
       backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
       quiet: Boolean(raw['quiet']),
+      frameDtype: oneOf(raw, 'frame-dtype', FRAME_DTYPE_CHOICES, 'auto'),
     },
   };
 }
@@ -161,7 +166,7 @@ export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: Cli
     model = new Mlp(src.config);
     model.loadStateDict(src.tensors, src.weights);
     const c = model.config;
-    const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed };
+    const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed, frameDtype: o.frameDtype };
 
     feed = await openFeed({ ...base, views: null });
     checkFits(feed, model, o.data);

@@ -4,6 +4,7 @@
 import { parseArch } from '../model/arch.ts';
 import { describeSelection, selectBackend } from './backend.ts';
 import { defaultIo, dryRunReport, EXIT, parseCommandLine, reportFailure, trainAndReport, type CliIo } from './cli-main.ts';
+import { FRAME_DTYPE_HELP } from './frame-dtype.ts';
 import type { CropSpec } from './loader-feeds.ts';
 import {
   DEFAULTS,
@@ -90,6 +91,7 @@ Data and model
   --num-classes N            the new head's classes: the data's (if given, it must match)
   --no-augment               centre crops, no flips
   --workers N                decode workers for the data pipeline (default: cores - 1)
+  --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
 
 ${optimisationHelp(FINETUNE_DEFAULTS, 'runs/finetune-<arch>-<mode>')}To resume, run the same command with --resume <out>.
 Exit status: 0 done, 1 failure (e.g. no model at --checkpoint, data with other channels than the

@@ -4,6 +4,7 @@
 import { Loader } from '../pipeline/loader/loader.ts';
 import type { TrainAugment } from '../pipeline/loader/augment-params.ts';
 import type { DataFeed } from './data-feed.ts';
+import { resolveFrameDtype, type FrameDtypeChoice } from './frame-dtype.ts';
 import { microBatchSize, type TrainOptions } from './options.ts';
 import type { TrainFeeds } from './train.ts';
 
@@ -21,7 +22,8 @@ export const PRETRAIN_CROP: CropSpec = { scale: [0.08, 1], ratio: [3 / 4, 4 / 3]
  */
 export async function openTrainFeeds(opts: TrainOptions, res: number | undefined, crop: CropSpec, log?: (line: string) => void): Promise<TrainFeeds> {
   const augment: TrainAugment = { scale: crop.scale, ratio: crop.ratio, flip: true };
-  const common = { seed: opts.seed, workers: opts.workers };
+  // After backend selection: 'auto' follows the active backend.
+  const common = { seed: opts.seed, workers: opts.workers, frameDtype: resolveFrameDtype(opts.frameDtype) };
   const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, ...common, ...(res !== undefined ? { res } : {}) });
   log?.(train.describe());
   if (!opts.val) return { train };
@@ -43,6 +45,8 @@ export interface EvalFeedOptions {
   seed: number;
   /** null: centre crop (the evaluation transform); else random resized crops + flips, view v = epoch v. */
   views: CropSpec | null;
+  /** Absent or auto: by the active backend. */
+  frameDtype?: FrameDtypeChoice;
 }
 
 export type OpenEvalFeed = (o: EvalFeedOptions) => Promise<DataFeed>;
@@ -56,5 +60,6 @@ export const openEvalFeed: OpenEvalFeed = (o) =>
     res: o.res,
     seed: o.seed,
     workers: o.workers,
+    frameDtype: resolveFrameDtype(o.frameDtype),
     ...(o.views ? { transform: 'train' as const, augment: { scale: o.views.scale, ratio: o.views.ratio, flip: true } } : { transform: 'eval' as const }),
   });

@@ -51,14 +51,16 @@ export function pixelScaleBias(mean: readonly number[], std: readonly number[]):
 type BatchImages = Pick<Batch, 'n' | 'channels' | 'height' | 'width' | 'images' | 'pixelStats'>;
 
 /**
- * The batch as the model's input, [n, c*h*w] float32, normalised. The tensor may alias the
+ * The batch as the model's input, [n, c*h*w] float32, normalised (checked against the model's
+ * `inputDim` when given). The tensor may alias the
  * batch's memory on some backends (as a float32 upload always could): release the batch only
  * after the step that uses it.
  */
-export function batchInput(batch: BatchImages, how: PixelUpload = pixelUploadFor(tf.getBackend())): tf.Tensor2D {
+export function batchInput(batch: BatchImages, inputDim?: number, how: PixelUpload = pixelUploadFor(tf.getBackend())): tf.Tensor2D {
   const { n, channels: c, height: h, width: w, images } = batch;
   const d = c * h * w;
   if (images.length !== n * d) throw new BatchError(`batch of ${n} x ${c}x${h}x${w} has ${images.length} image values`);
+  if (inputDim !== undefined && inputDim !== d) throw new BatchError(`the model takes ${inputDim} values an image, the batch has ${c}x${h}x${w}`);
   if (images instanceof Float32Array) {
     if (batch.pixelStats) throw new BatchError('pixel statistics come with uint8 images only');
     return tf.tensor2d(images, [n, d]);

@@ -5,6 +5,7 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { parseArch } from '../model/arch.ts';
 import { BACKEND_ORDER, type BackendChoice } from './backend.ts';
+import { FRAME_DTYPE_CHOICES, FRAME_DTYPE_HELP, type FrameDtypeChoice } from './frame-dtype.ts';
 import { MIXUP_PARTNERS, type MixupPartner } from './mixup.ts';
 import { OPTIMIZER_NAMES, type OptimizerName } from './optim/index.ts';
 import { SCHEDULE_NAMES, type ScheduleName } from './schedule.ts';
@@ -51,6 +52,8 @@ export interface TrainOptions {
   quiet: boolean;
   /** Fine-tune a pre-trained model instead of training from scratch (the finetune command). */
   finetune?: FinetuneSpec;
+  /** Batch frames from the loader (read by the caller's feed factory); absent: auto. */
+  frameDtype?: FrameDtypeChoice;
 }
 
 export type FinetuneMode = 'linear' | 'full';
@@ -150,6 +153,7 @@ Data and model
                              with --data they must match the data
   --no-augment               no random crops/flips (and no MixUp), as the reference does
   --workers N                decode workers for the data pipeline (default: cores - 1)
+  --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
 
 ${optimisationHelp(DEFAULTS)}`;
 
@@ -183,6 +187,7 @@ const SPEC = {
   seed: { type: 'string' },
   'eval-batch-size': { type: 'string' },
   workers: { type: 'string' },
+  'frame-dtype': { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -307,6 +312,7 @@ export function parseTrainArgsWith(
     evalBatchSize: num(raw, 'eval-batch-size', batchSize, positiveInt),
     workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), positiveInt),
     quiet: Boolean(raw['quiet']),
+    frameDtype: oneOf(raw, 'frame-dtype', FRAME_DTYPE_CHOICES, 'auto'),
   };
   return { help: false, options, raw };
 }

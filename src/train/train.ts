@@ -17,6 +17,7 @@ import type { Batch, DataFeed, DatasetInfo } from './data-feed.ts';
 import { evaluate, type EvalResult } from './evaluate.ts';
 import { MetricsLog, round } from './metrics.ts';
 import { drawMix } from './mixup.ts';
+import { batchInput } from './normalize-batch.ts';
 import { createOptimizer, OPTIMIZER_SLOTS, type NamedParam, type Optimizer } from './optim/index.ts';
 import { microBatchSize, mixupAlpha, type FinetuneMode, type TrainOptions } from './options.ts';
 import { loadPretrained, resolvePretrained, type PretrainedRef } from './pretrained.ts';
@@ -299,7 +300,7 @@ export async function train(options: TrainOptions, feeds: TrainFeeds, runtime: T
         pending = it.next();
         winWait += tc - tw;
 
-        const x = tf.tensor2d(batch.images, [batch.n, d]);
+        const x = batchInput(batch, d);
         const y = tf.tensor1d(batch.labels, 'int32');
         const mix = alpha > 0 ? drawMix(rng, alpha, batch.n, o.mixupPartner) : undefined;
         const res = microStep(model, x, y, o.smoothing, mix, { vars: trainVars, frozenBody });

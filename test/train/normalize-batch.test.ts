@@ -103,7 +103,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
     }
     for (const how of UPLOADS[backend]) {
       const before = tf.memory().numTensors;
-      const x = batchInput({ n, channels: c, height: 16, width: 16, images: pixels, pixelStats: { mean: MEAN, std: STD } }, how);
+      const x = batchInput({ n, channels: c, height: 16, width: 16, images: pixels, pixelStats: { mean: MEAN, std: STD } }, undefined, how);
       t.same(x.shape, [n, c * hw]);
       t.equal(x.dtype, 'float32');
       const got = x.dataSync() as Float32Array;
