@@ -7,6 +7,7 @@ const benches: Record<string, string> = {
   train: './train.ts',
   e2e: './e2e.ts',
   'image-decode': './image-decode.ts',
+  upload: './upload.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);

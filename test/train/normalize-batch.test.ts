@@ -72,7 +72,7 @@ const MEAN = [123.675, 116.28, 103.53];
 const STD = [58.395, 57.12, 57.375];
 
 // Which uploads each backend takes: its default, and every generic one that must also be right.
-const UPLOADS: Record<'cpu' | 'wasm', PixelUpload[]> = { cpu: ['float32', 'int32'], wasm: ['bool', 'int32', 'float32'] };
+const UPLOADS: Record<'cpu' | 'wasm', PixelUpload[]> = { cpu: ['host', 'float32', 'int32'], wasm: ['bool', 'int32', 'float32', 'host'] };
 
 t.test('scale and bias round as the loader kernel rounds them', async (t) => {
   const a = pixelScaleBias(MEAN, STD);
@@ -83,7 +83,7 @@ t.test('scale and bias round as the loader kernel rounds them', async (t) => {
 
 t.test('default uploads by backend name', async (t) => {
   t.equal(pixelUploadFor('wasm'), 'bool');
-  t.equal(pixelUploadFor('cpu'), 'float32');
+  t.equal(pixelUploadFor('cpu'), 'host');
   for (const other of ['webgpu', 'tensorflow', 'webgl']) t.equal(pixelUploadFor(other), 'int32', other);
 });
 
