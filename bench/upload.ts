@@ -3,6 +3,9 @@
 // default marked) and normalised on the device. One JSON line per (backend, batch, path); paths
 // alternate within each round so they see the same machine load; the median round is reported.
 //   npm run bench -- upload [--backends wasm,cpu] [--batch-size 1024,4096] [--res 64] [--rounds 7]
+// On an asynchronous backend (webgpu) host_ms is the time until the call returns (the host-side
+// conversion and staging copy; a float32 batch is uploaded by its first op, forced here with a
+// one-value slice) and ms_per_batch the time until one value of the result has been read back.
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendChoice } from '../src/train/backend.ts';
@@ -30,8 +33,10 @@ const stats = { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] };
 const BYTES: Record<string, Record<string, number>> = {
   wasm: { float32: 4, 'uint8:bool': 1, 'uint8:int32': 4, 'uint8:float32': 4, 'uint8:host': 4 },
   cpu: { float32: 4, 'uint8:host': 4, 'uint8:float32': 4, 'uint8:int32': 4 },
+  // uploadToGPU widens int32 and bool to 4-byte i32: every path crosses the bus at 4 bytes.
+  webgpu: { float32: 4, 'uint8:bool': 4, 'uint8:int32': 4, 'uint8:float32': 4, 'uint8:host': 4 },
 };
-const UPLOADS: Record<string, PixelUpload[]> = { wasm: ['bool', 'int32', 'float32', 'host'], cpu: ['host', 'float32', 'int32'] };
+const UPLOADS: Record<string, PixelUpload[]> = { wasm: ['bool', 'int32', 'float32', 'host'], cpu: ['host', 'float32', 'int32'], webgpu: ['bool', 'int32', 'float32', 'host'] };
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -46,14 +51,23 @@ for (const backend of v.backends!.split(',') as BackendChoice[]) {
       ...UPLOADS[backend]!.map((how): [string, () => tf.Tensor] => [`uint8:${how}`, () => batchInput({ n, channels: C, height: res, width: res, images: pixels, pixelStats: stats }, d, how)]),
     ];
     const times = new Map<string, number[]>(paths.map(([name]) => [name, []]));
+    const hostTimes = new Map<string, number[]>(paths.map(([name]) => [name, []]));
+    const sync = backend === 'wasm' || backend === 'cpu';
     for (let r = 0; r < rounds + 1; r++) {
       for (const [name, run] of paths) {
         const t0 = performance.now();
         const x = run();
-        // Synchronous backends have finished here; dataSync of one value would force others.
-        x.dispose();
+        // Synchronous backends have finished here; others are made to finish one value.
+        const one = sync ? null : tf.slice(x, [0, 0], [1, 1]);
+        const host = performance.now() - t0;
+        if (one) await one.data();
+        tf.dispose([x, ...(one ? [one] : [])]);
         const ms = performance.now() - t0;
-        if (r > 0) times.get(name)!.push(ms); // round 0 warms up (JIT, heap growth)
+        if (r > 0) {
+          // round 0 warms up (JIT, heap growth)
+          times.get(name)!.push(ms);
+          hostTimes.get(name)!.push(host);
+        }
       }
     }
     const ref = median(times.get('float32')!);
@@ -66,6 +80,7 @@ for (const backend of v.backends!.split(',') as BackendChoice[]) {
         default_for_backend: name === 'float32' || name === `uint8:${pixelUploadFor(tf.getBackend())}`,
         batch_size: n,
         ms_per_batch: Number(ms.toFixed(2)),
+        host_ms: Number(median(hostTimes.get(name)!).toFixed(2)),
         vs_float32_batch: Number((ms / ref).toFixed(2)),
         ns_per_pixel: Number(((ms * 1e6) / (n * d)).toFixed(3)),
         upload_bytes_per_pixel: BYTES[backend]?.[name] ?? null,

@@ -12,10 +12,15 @@
 //   cpu      its memory is the host's: normalised in one JavaScript loop (the same two float32
 //            operations per value), as the cpu backend's own elementwise kernels take ~100 ns a
 //            value on a 12M-value batch.
-//   others   (webgpu, tensorflow, webgl) 'int32' then cast: tfjs's documented semantics. Every one
-//            of them stores int32 (and bool) as 4 bytes an element on the device (webgpu's
-//            uploadToGPU writes Int32Array.set(values)), so through tfjs's API a uint8 batch
-//            crosses the bus at the same 4 bytes a pixel as a float32 batch.
+//   webgpu   'bool' too: uploadToGPU widens int32 and bool alike to 4-byte i32 in the staging
+//            buffer, and from a Uint8Array that is one converting copy, where 'int32' first
+//            converts to an Int32Array on the host (lavapipe: 35 vs 44 ms host time for 512 x
+//            3x64x64; every value exact either way). Cast to float32 only relabels; shaders read
+//            the i32 values. So on webgpu a uint8 batch still crosses the bus at 4 bytes a pixel,
+//            as a float32 one: 1 byte a pixel needs a WGSL program that unpacks packed words
+//            (plain tfjs ops compute in f32 there and cannot split a 32-bit word exactly).
+//   others   (tensorflow, webgl, anything new) 'int32' then cast: tfjs's documented semantics
+//            (tfjs-node would turn a bool tensor into 0/1).
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from './data-feed.ts';
 
@@ -31,6 +36,7 @@ export class BatchError extends Error {
 export function pixelUploadFor(tfBackend: string): PixelUpload {
   if (tfBackend === 'wasm') return 'bool';
   if (tfBackend === 'cpu') return 'host';
+  if (tfBackend === 'webgpu') return 'bool';
   return 'int32';
 }
 
