@@ -4,7 +4,8 @@
 // Random-resized crops (torchvision defaults, flip on) of random images into a batch in a
 // SharedArrayBuffer, as the loader does. Each case is timed `repeats` times, the implementations
 // interleaved so that they see the same machine load; the best repeat is reported (shared,
-// noisy machines only ever make a run slower). images_per_sec is for one JS thread.
+// noisy machines only ever make a run slower). images_per_sec is for one JS thread. The -uint8
+// rows write rounded uint8 pixels (uint8 frames) instead of normalised float32.
 import { parseArgs } from 'node:util';
 import { Augmenter, normalisation } from '../src/pipeline/loader/augment.ts';
 import { DEFAULT_AUGMENT, randomResizedCrop, type CropBox } from '../src/pipeline/loader/augment-params.ts';
@@ -57,13 +58,14 @@ function fixture(k: Case): { images: Uint8Array[]; boxes: CropBox[] } {
 }
 
 /** Images per second over at least `seconds`, after a warm-up. */
-function time(aug: ImageAugmenter, k: Case, fx: ReturnType<typeof fixture>, out: Float32Array, seconds: number): { rate: number; n: number } {
+function time(aug: ImageAugmenter, k: Case, fx: ReturnType<typeof fixture>, out: Float32Array | Uint8Array, seconds: number): { rate: number; n: number } {
   const norm = k.channels === 3 ? normalisation([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]) : normalisation([33.3], [78.6]);
   const per = k.channels * k.res * k.res;
   let i = 0;
   const step = (count: number): void => {
     for (let j = 0; j < count; j++, i++) {
-      aug.run(fx.images[i % IMAGES]!, k.width, k.height, fx.boxes[i % BOXES]!, norm, out, (i % BATCH) * per);
+      if (out instanceof Uint8Array) aug.runUint8(fx.images[i % IMAGES]!, k.width, k.height, fx.boxes[i % BOXES]!, out, (i % BATCH) * per);
+      else aug.run(fx.images[i % IMAGES]!, k.width, k.height, fx.boxes[i % BOXES]!, norm, out, (i % BATCH) * per);
     }
   };
   step(200);
@@ -84,12 +86,13 @@ for (const k of CASES) {
   if (opts.case && opts.case !== k.name) continue;
   const fx = fixture(k);
   const out = new Float32Array(new SharedArrayBuffer(BATCH * k.channels * k.res * k.res * 4));
-  const impls: Array<[string, ImageAugmenter]> = [['js', new Augmenter(k.res, k.channels)]];
-  if (wasmAugmentModule()) impls.push(['wasm', new WasmAugmenter(k.res, k.channels)]);
+  const outU8 = new Uint8Array(new SharedArrayBuffer(BATCH * k.channels * k.res * k.res));
+  const impls: Array<[string, ImageAugmenter]> = [['js', new Augmenter(k.res, k.channels)], ['js-uint8', new Augmenter(k.res, k.channels)]];
+  if (wasmAugmentModule()) impls.push(['wasm', new WasmAugmenter(k.res, k.channels)], ['wasm-uint8', new WasmAugmenter(k.res, k.channels)]);
   const best = new Map<string, { rate: number; n: number }>();
   for (let r = 0; r < REPEATS; r++) {
     for (const [name, aug] of impls) {
-      const t = time(aug, k, fx, out, SECONDS);
+      const t = time(aug, k, fx, name.endsWith('-uint8') ? outU8 : out, SECONDS);
       if (!best.has(name) || t.rate > best.get(name)!.rate) best.set(name, t);
     }
   }
@@ -106,6 +109,7 @@ for (const k of CASES) {
       repeats: REPEATS,
     };
     if (name !== 'js') line.speedup_vs_js = Number((b.rate / js).toFixed(2));
+    if (name === 'wasm-uint8') line.speedup_vs_wasm_float32 = Number((b.rate / best.get('wasm')!.rate).toFixed(2));
     process.stdout.write(JSON.stringify(line) + '\n');
   }
 }

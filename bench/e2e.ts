@@ -11,6 +11,7 @@ import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
 import { selectBackend } from '../src/train/backend.ts';
 import { trainConfig } from '../src/train/config.ts';
+import { FRAME_DTYPE_CHOICES, resolveFrameDtype, type FrameDtypeChoice } from '../src/train/frame-dtype.ts';
 import { train } from '../src/train/train.ts';
 
 const { values: v } = parseArgs({
@@ -22,11 +23,12 @@ const { values: v } = parseArgs({
     epochs: { type: 'string', default: '3' },
     workers: { type: 'string', default: '1' },
     backend: { type: 'string', default: 'auto' },
+    'frame-dtype': { type: 'string', default: 'auto' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (v.help) {
-  process.stdout.write('npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--backend auto]\n');
+  process.stdout.write('npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--backend auto] [--frame-dtype auto|float32|uint8]\n');
   process.exit(0);
 }
 const tmp = mkdtempSync(join(tmpdir(), 'bench-e2e-'));
@@ -40,8 +42,12 @@ await runShardJob(openSynthetic({ count: Number(v.images), numClasses: 10, width
   out: data, res, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 2048, seed: 0, split: 'train', valFraction: 0, command: 'bench e2e',
 });
 
+if (!FRAME_DTYPE_CHOICES.includes(v['frame-dtype'] as FrameDtypeChoice)) throw new Error(`--frame-dtype: one of ${FRAME_DTYPE_CHOICES.join(', ')}`);
+const selection = await selectBackend(v.backend as 'auto');
+const frameDtype = resolveFrameDtype(v['frame-dtype'] as FrameDtypeChoice, selection.backend);
+
 // The loader alone, same settings, consumer releasing at once.
-const alone = await Loader.open({ data, batchSize, mode: 'train', workers });
+const alone = await Loader.open({ data, batchSize, mode: 'train', workers, frameDtype });
 for await (const b of alone.epoch(0)) b.release();
 let n = 0;
 const t0 = performance.now();
@@ -52,8 +58,7 @@ for (let e = 1; e <= 2; e++) for await (const b of alone.epoch(e)) {
 const loaderRate = n / ((performance.now() - t0) / 1000);
 await alone.close();
 
-await selectBackend(v.backend as 'auto');
-const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1 });
+const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1, frameDtype });
 const summary = await train(
   trainConfig({ out: join(tmp, 'run'), arch: v.arch!, epochs: Number(v.epochs), batchSize, checkpointEvery: 0 }),
   { train: feed },
@@ -70,6 +75,7 @@ process.stdout.write(`${JSON.stringify({
   bench: 'e2e',
   arch: v.arch,
   backend: summary.backend,
+  frame_dtype: frameDtype,
   res,
   batch_size: batchSize,
   loader_workers: workers,

@@ -1,6 +1,8 @@
 // Loader throughput, end to end: shard bytes on disk -> decoded, augmented, normalised float32
-// rows in a ring slot, consumed (released at once) on the main thread. One JSON line per
-// configuration. Without --data it generates synthetic 64x64 shards (raw and JPEG) first.
+// rows (or uint8 pixels, --frame-dtype) in a ring slot, consumed (released at once) on the main
+// thread. One JSON line per configuration. Without --data it generates synthetic 64x64 shards
+// (raw and JPEG) first. Several frame dtypes (and --repeat) alternate per configuration, so A/B
+// figures come from interleaved runs.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,13 +24,16 @@ const { values: v } = parseArgs({
     'target-rate': { type: 'string', default: '400000' },
     rank: { type: 'string' },
     world: { type: 'string' },
+    'frame-dtype': { type: 'string', default: 'float32' },
+    repeat: { type: 'string', default: '1' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (v.help) {
   process.stdout.write(`npm run bench -- pipeline [--data <index.json>] [--encoding raw,jpeg] [--workers 1,2] [--batch-size 1024,16384]
   [--mode train|eval] [--images 32768] [--min-seconds 4] [--target-rate 400000] [--rank R --world W]
-Prints {bench:"pipeline", encoding, workers, batch_size, images_per_sec, images_per_sec_per_worker,
+  [--frame-dtype float32,uint8] [--repeat 1]
+Prints {bench:"pipeline", encoding, frame_dtype, workers, batch_size, images_per_sec, images_per_sec_per_worker,
 cores_for_target, ...} per configuration; --target-rate is the trainer's appetite in images/s
 (default 400,000: a modern GPU on B_12-Wi_1024 at 64x64, see shared notes).\n`);
   process.exit(0);
@@ -41,6 +46,9 @@ const target = Number(v['target-rate']);
 // One rank's share (flags, else the launcher's environment): what each of W loaders delivers.
 const { rank, world } = resolveRank({ rank: v.rank, world: v.world });
 const minSeconds = Number(v['min-seconds']);
+const frameDtypes = list(v['frame-dtype'], 'float32');
+for (const d of frameDtypes) if (d !== 'float32' && d !== 'uint8') throw new Error(`--frame-dtype: float32 or uint8, got ${d}`);
+const repeat = Number(v.repeat);
 const tmp = mkdtempSync(join(tmpdir(), 'bench-pipeline-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 
@@ -56,8 +64,8 @@ async function dataset(encoding: string): Promise<string> {
 const cases = v.data ? [{ encoding: v.encoding ?? 'given', data: v.data }] : await Promise.all(list(v.encoding, 'raw,jpeg').map(async (e) => ({ encoding: e, data: await dataset(e) })));
 for (const c of cases) {
   for (const batchSize of batchSizes) {
-    for (const workers of workerCounts) {
-      const loader = await Loader.open({ data: c.data, batchSize, mode: v.mode as 'train' | 'eval', workers, rank, world });
+    for (const workers of workerCounts) for (let rep = 0; rep < repeat; rep++) for (const frameDtype of frameDtypes as ('float32' | 'uint8')[]) {
+      const loader = await Loader.open({ data: c.data, batchSize, mode: v.mode as 'train' | 'eval', workers, frameDtype, rank, world });
       // Warm-up: thread start, JIT, page cache.
       let epoch = 0;
       for await (const b of loader.epoch(epoch++)) b.release();
@@ -79,6 +87,7 @@ for (const c of cases) {
         bench: 'pipeline',
         ...(world > 1 ? { rank, world } : {}),
         encoding: c.encoding,
+        frame_dtype: frameDtype,
         mode: v.mode,
         workers,
         batch_size: batchSize,

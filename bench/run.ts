@@ -8,6 +8,7 @@ const benches: Record<string, string> = {
   e2e: './e2e.ts',
   'image-decode': './image-decode.ts',
   serve: './serve.ts',
+  upload: './upload.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);

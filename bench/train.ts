@@ -2,9 +2,11 @@
 // optimizer update per step, timed after warm-up. Prints one JSON line per run:
 //   node --import tsx bench/train.ts [--arch B_2-Wi_512] [--batch-size 1024] [--backend auto]
 //     [--res 32] [--channels 3] [--num-classes 10] [--steps 10] [--warmup-steps 2]
-//     [--optimizer adamw] [--stock] [--data normal|uniform]
+//     [--optimizer adamw] [--stock] [--data normal|uniform] [--frame-dtype float32|uint8]
 // --stock measures the wasm backend without the kernel overrides (src/train/wasm-kernels.ts).
 // On webgpu the line also names the adapter and the bytes held in GPU buffers after the steps.
+// --frame-dtype uint8 serves uint8 pixels, so each step includes their upload and normalisation
+// on the device (normalize-batch.ts), as with uint8 frames.
 // The default model is the one bench/torch_mlp.py measures in PyTorch for comparison; adamw with
 // weight decay 0 is Adam. On a shared machine, read single runs as rough figures.
 import { parseArgs } from 'node:util';
@@ -15,6 +17,7 @@ import { Mlp } from '../src/model/mlp.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { webGpuAdapter, webGpuBytes, webGpuMemoryLine } from '../src/train/backends/webgpu.ts';
 import { MemoryFeed, syntheticArrays } from '../src/train/memory-feed.ts';
+import { batchInput } from '../src/train/normalize-batch.ts';
 import { createOptimizer, OPTIMIZER_NAMES, OPTIMIZER_SLOTS, type OptimizerName } from '../src/train/optim/index.ts';
 import { applyUpdate, microStep } from '../src/train/step.ts';
 import { uninstallWasmKernels, wasmKernelsInstalled } from '../src/train/wasm-kernels.ts';
@@ -35,6 +38,7 @@ const { values: a } = parseArgs({
     // 'uniform': cheap values for throughput only (the default's normal draws take ~40 s for two
     // batches of 16,384 64x64 images, time a lent GPU machine should not spend).
     data: { type: 'string', default: 'normal' },
+    'frame-dtype': { type: 'string', default: 'float32' },
   },
 });
 
@@ -64,8 +68,13 @@ const shape = { res, channels, numClasses };
 if (selection.backend === 'webgpu') process.stderr.write(`${webGpuMemoryLine(spec, shape, batch, OPTIMIZER_SLOTS[optName], 1)}\n`);
 // Two batches of distinct data, served in order (views, no copy), one per step alternately.
 if (a.data !== 'normal' && a.data !== 'uniform') throw new Error('--data: normal or uniform');
+const frameDtype = a['frame-dtype'];
+if (frameDtype !== 'float32' && frameDtype !== 'uint8') throw new Error('--frame-dtype: float32 or uint8');
 const data = a.data === 'uniform' ? uniformArrays(2 * batch, channels * res * res, numClasses) : syntheticArrays(2 * batch, channels, res, numClasses, 1);
-const feed = new MemoryFeed({ ...data, channels, res, numClasses, batchSize: batch });
+// uint8: the same images as pixels around 128 with the statistics that map them back.
+const pixelStats = { mean: new Array<number>(channels).fill(128), std: new Array<number>(channels).fill(32) };
+const images = frameDtype === 'uint8' ? Uint8Array.from(data.images, (x) => Math.max(0, Math.min(255, Math.round(128 + 32 * x)))) : data.images;
+const feed = new MemoryFeed({ images, labels: data.labels, channels, res, numClasses, batchSize: batch, ...(frameDtype === 'uint8' ? { pixelStats } : {}) });
 const model = new Mlp({ arch: spec.name, ...shape }, 0);
 const optimizer = createOptimizer(
   optName,
@@ -99,7 +108,7 @@ let it = 0;
 for await (const b of batches()) {
   if (it >= warmup + steps) break;
   const t0 = performance.now();
-  const x = tf.tensor2d(b.images, [b.n, model.inputDim]);
+  const x = batchInput(b, model.inputDim);
   const y = tf.tensor1d(b.labels, 'int32');
   const r = microStep(model, x, y, 0);
   tf.dispose([x, y, r.top1, r.top5]);
@@ -121,6 +130,7 @@ process.stdout.write(
     arch: spec.name,
     backend: selection.backend,
     wasm_kernels: wasmKernelsInstalled(),
+    frame_dtype: frameDtype,
     optimizer: optName,
     batch_size: batch,
     input_dim: channels * res * res,

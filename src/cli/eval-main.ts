@@ -6,6 +6,7 @@ import { Mlp } from '../model/mlp.ts';
 import { atomicWriteFile } from '../shared/atomic-write.ts';
 import type { DataFeed, ReplacedSamples } from '../shared/data-feed.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from '../train/backend.ts';
+import { FRAME_DTYPE_CHOICES, FRAME_DTYPE_HELP, type FrameDtypeChoice } from '../train/frame-dtype.ts';
 import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from '../train/predict.ts';
 import { loadPretrained, resolvePretrained } from '../train/pretrained.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
@@ -30,6 +31,7 @@ export interface EvalOptions {
   maxCorrupt: number;
   backend: BackendChoice | 'auto';
   quiet: boolean;
+  frameDtype: FrameDtypeChoice;
 }
 
 export const EVAL_DEFAULTS = { batchSize: 1024, tta: 0, seed: 0, crop: FINETUNE_DEFAULTS.crop } as const;
@@ -48,6 +50,7 @@ const SPEC: OptionSpec = {
   verify: { type: 'boolean' },
   'max-corrupt': { type: 'string' },
   backend: { type: 'string' },
+  'frame-dtype': { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -88,6 +91,7 @@ images read at the model's resolution; smaller ones are upscaled), in the data's
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt});
                              with any replaced, the result is marked "valid": false and NOT VALID
   --backend NAME             auto|${BACKEND_ORDER.join('|')}
+  --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
   --quiet                    no per-view progress lines
   -h, --help                 this text
 
@@ -125,6 +129,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       maxCorrupt: num(raw, 'max-corrupt', COMMAND_DEFAULTS.maxCorrupt, nonNegInt),
       backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
       quiet: Boolean(raw['quiet']),
+      frameDtype: oneOf(raw, 'frame-dtype', FRAME_DTYPE_CHOICES, 'auto'),
     },
   };
 }
@@ -192,7 +197,7 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
     model = new Mlp(src.config);
     model.loadStateDict(src.tensors, src.weights);
     const c = model.config;
-    const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed };
+    const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed, frameDtype: o.frameDtype };
 
     const m = model;
     const [centre, replaced] = await withFeed(openFeed({ ...base, verify: o.verify, views: null }), m, o, (feed) => predict(m, feed));

@@ -6,6 +6,7 @@ import type { TrainAugment } from '../pipeline/loader/augment-params.ts';
 import { Loader } from '../pipeline/loader/loader.ts';
 import type { DataFeed } from '../shared/data-feed.ts';
 import { microBatchSize } from '../train/config.ts';
+import { resolveFrameDtype, type FrameDtypeChoice } from '../train/frame-dtype.ts';
 import type { TrainFeeds } from '../train/train.ts';
 import type { TrainFlags } from './train-flags.ts';
 
@@ -23,7 +24,8 @@ export const PRETRAIN_CROP: CropSpec = { scale: [0.08, 1], ratio: [3 / 4, 4 / 3]
  */
 export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, crop: CropSpec, log?: (line: string) => void): Promise<TrainFeeds> {
   const augment: TrainAugment = { scale: crop.scale, ratio: crop.ratio, flip: true };
-  const common = { seed: opts.seed, workers: opts.workers, verify: opts.verify };
+  // After backend selection: 'auto' follows the active backend.
+  const common = { seed: opts.seed, workers: opts.workers, verify: opts.verify, frameDtype: resolveFrameDtype(opts.frameDtype) };
   const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, ...common, ...(res !== undefined ? { res } : {}) });
   log?.(train.describe());
   if (!opts.val) return { train };
@@ -46,6 +48,8 @@ export interface EvalFeedOptions {
   seed: number;
   /** null: centre crop (the evaluation transform); else random resized crops + flips, view v = epoch v. */
   views: CropSpec | null;
+  /** Absent or auto: by the active backend. */
+  frameDtype?: FrameDtypeChoice;
 }
 
 export type OpenEvalFeed = (o: EvalFeedOptions) => Promise<DataFeed>;
@@ -60,5 +64,6 @@ export const openEvalFeed: OpenEvalFeed = (o) =>
     seed: o.seed,
     workers: o.workers,
     verify: o.verify ?? false,
+    frameDtype: resolveFrameDtype(o.frameDtype),
     ...(o.views ? { transform: 'train' as const, augment: { scale: o.views.scale, ratio: o.views.ratio, flip: true } } : { transform: 'eval' as const }),
   });

@@ -3,6 +3,7 @@
 // --help, --dry-run, usage errors, then the shared training loop.
 import { parseArch } from '../model/arch.ts';
 import { DEFAULTS, FINETUNE_MODES, type FinetuneSpec } from '../train/config.ts';
+import { FRAME_DTYPE_HELP } from '../train/frame-dtype.ts';
 import { resolvePretrained } from '../train/pretrained.ts';
 import type { TrainFeeds } from '../train/train.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
@@ -80,6 +81,7 @@ Data and model
   --num-classes N            the new head's classes: the data's (if given, it must match)
   --no-augment               centre crops, no flips
   --workers N                decode workers for the data pipeline (default: cores - 1; at most ${MAX_WORKERS})
+  --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
   --verify                   check every shard's md5 against the index first (sizes are always checked)
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt})
 

@@ -28,6 +28,8 @@ Options:
   --epochs <N>          serve epochs before N, then send "end" (default: no end)
   --res <n>             output resolution (default: the dataset's)
   --normalize dataset|imagenet|none   per-channel statistics (default dataset)
+  --frame-dtype float32|uint8         float32 (default): normalised values; uint8: the rounded
+                        pixels, with the frame's "mean"/"std" to apply (4x fewer bytes to send)
   --workers <n>         loader threads in all, split among the ranks (default: all cores, ${availableParallelism()} here)
   --window <n>          most unacknowledged frames per consumer (default 2)
   --prefetch <n>        frames prepared ahead per rank beyond the window (default 2)
@@ -56,6 +58,7 @@ export async function serveMain(argv: string[]): Promise<number> {
       res: { type: 'string' },
       workers: { type: 'string' },
       normalize: { type: 'string', default: 'dataset' },
+      'frame-dtype': { type: 'string', default: 'float32' },
       window: { type: 'string', default: '2' },
       prefetch: { type: 'string', default: '2' },
       quiet: { type: 'boolean' },
@@ -74,6 +77,8 @@ export async function serveMain(argv: string[]): Promise<number> {
   };
   const normalize = v.normalize!;
   if (!['dataset', 'imagenet', 'none'].includes(normalize)) throw new ServeUsageError(`--normalize must be dataset, imagenet or none, got "${normalize}"`);
+  const frameDtype = v['frame-dtype']!;
+  if (frameDtype !== 'float32' && frameDtype !== 'uint8') throw new ServeUsageError(`--frame-dtype must be float32 or uint8, got "${frameDtype}"`);
   const who = resolveRank({ rank: v.rank, world: v.world });
   const ranks = v.ranks !== undefined ? parseRanks(v.ranks, who.world) : [who.rank];
   const window = int('window', v.window!, 1);
@@ -93,6 +98,7 @@ export async function serveMain(argv: string[]): Promise<number> {
     ...(v.res !== undefined ? { res: int('res', v.res, 1) } : {}),
     ...(epochs !== undefined ? { lastEpoch: epochs - 1 } : {}),
     normalize: normalize as 'dataset' | 'imagenet' | 'none',
+    frameDtype,
   };
   const say = (line: string): void => void process.stderr.write(`serve: ${line}\n`);
   say(`ranks ${ranks.join(',')} of ${who.world} (${v.ranks !== undefined ? '--ranks' : who.source === 'default' ? 'default' : who.detail})`);

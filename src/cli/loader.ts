@@ -2,10 +2,10 @@
 // file, exactly as they sit in the ring (each a complete msgpack document).
 import { open, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { parseArgs } from 'node:util';
 import { Loader } from '../pipeline/loader/loader.ts';
 import { LauncherEnvError, resolveRank } from '../shared/launcher-env.ts';
 import { defaultIo, EXIT, runCommand, UsageError, withInterrupt } from './command.ts';
+import { MAX_WORKERS, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, workerCount, type OptionSpec } from './flags.ts';
 import { serveMain } from './loader-serve.ts';
 
 const HELP = `Usage: npm run loader -- dump --data <index.json|dir|shard urls> --batches K --out <file> [options]
@@ -24,65 +24,68 @@ Options:
   --seed <S>            plan and augmentation seed (default 0)
   --epoch <E>           epoch to dump (default 0)
   --res <n>             output resolution (default: the dataset's)
-  --workers <n>         loader threads (default: all cores, ${availableParallelism()} here)
+  --workers <n>         loader threads (default: all cores, ${availableParallelism()} here; at most ${MAX_WORKERS})
+  --verify              check every shard's md5 against the index first (sizes are always checked)
   --normalize dataset|imagenet|none   per-channel statistics (default dataset)
   --rank <R> --world <W>  this rank's share (default: from RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS,
                         JOB_COMPLETION_INDEX; else rank 0 of 1)
+  --frame-dtype float32|uint8         float32 (default): normalised values; uint8: the rounded
+                        pixels, with the statistics as the frame's "mean"/"std" to apply
   -h, --help            this text`;
 
+const DUMP_SPEC: OptionSpec = {
+  data: { type: 'string' },
+  batches: { type: 'string' },
+  out: { type: 'string' },
+  eval: { type: 'boolean' },
+  'batch-size': { type: 'string' },
+  seed: { type: 'string' },
+  epoch: { type: 'string' },
+  res: { type: 'string' },
+  workers: { type: 'string' },
+  normalize: { type: 'string' },
+  rank: { type: 'string' },
+  world: { type: 'string' },
+  'frame-dtype': { type: 'string' },
+  verify: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+};
+
 async function dump(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: {
-      data: { type: 'string' },
-      batches: { type: 'string', default: '1' },
-      out: { type: 'string' },
-      eval: { type: 'boolean' },
-      'batch-size': { type: 'string', default: '1024' },
-      seed: { type: 'string', default: '0' },
-      epoch: { type: 'string', default: '0' },
-      res: { type: 'string' },
-      workers: { type: 'string' },
-      normalize: { type: 'string', default: 'dataset' },
-      rank: { type: 'string' },
-      world: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (v.help) {
+  const { raw: v } = parseFlags(argv, DUMP_SPEC);
+  if (v['help']) {
     process.stdout.write(`${HELP}\n`);
-    return 0;
+    return EXIT.ok;
   }
-  if (!v.data || !v.out) throw new UsageError('dump needs --data and --out');
-  const int = (name: string, s: string): number => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got "${s}"`);
-    return n;
-  };
-  const normalize = v.normalize as string;
-  if (!['dataset', 'imagenet', 'none'].includes(normalize)) throw new UsageError(`--normalize must be dataset, imagenet or none, got "${normalize}"`);
-  const batches = int('batches', v.batches!);
-  const { rank, world } = resolveRank({ rank: v.rank, world: v.world });
+  const data = str(v, 'data');
+  const out = str(v, 'out');
+  if (!data || !out) throw new UsageError('dump needs --data and --out');
+  const batches = num(v, 'batches', 1, nonNegInt);
+  const res = optionalNum(v, 'res', positiveInt);
+  const workers = optionalNum(v, 'workers', workerCount);
+  const { rank, world } = resolveRank({ rank: str(v, 'rank'), world: str(v, 'world') });
   const loader = await Loader.open({
     rank,
     world,
-    data: v.data,
-    batchSize: int('batch-size', v['batch-size']!),
-    mode: v.eval ? 'eval' : 'train',
-    seed: int('seed', v.seed!),
-    ...(v.res ? { res: int('res', v.res) } : {}),
-    ...(v.workers ? { workers: int('workers', v.workers) } : {}),
-    normalize: normalize as 'dataset' | 'imagenet' | 'none',
+    data,
+    batchSize: num(v, 'batch-size', 1024, positiveInt),
+    mode: v['eval'] ? 'eval' : 'train',
+    seed: num(v, 'seed', 0, nonNegInt),
+    ...(res !== undefined ? { res } : {}),
+    ...(workers !== undefined ? { workers } : {}),
+    normalize: oneOf(v, 'normalize', ['dataset', 'imagenet', 'none'] as const, 'dataset'),
+    frameDtype: oneOf(v, 'frame-dtype', ['float32', 'uint8'] as const, 'float32'),
+    verify: Boolean(v['verify']),
   });
   process.stderr.write(`${loader.describe()}\n`);
-  const tmp = `${v.out}.tmp`;
+  const tmp = `${out}.tmp`;
   const file = await open(tmp, 'w');
   const controller = new AbortController();
   let written = 0;
   let bytes = 0;
   try {
     await withInterrupt(defaultIo, { first: 'stopping; the partial file is removed', second: 'quitting at once' }, () => controller.abort(), async () => {
-      for await (const b of loader.epoch(int('epoch', v.epoch!))) {
+      for await (const b of loader.epoch(num(v, 'epoch', 0, nonNegInt))) {
         if (written >= batches || controller.signal.aborted) {
           b.release();
           break;
@@ -98,7 +101,7 @@ async function dump(argv: string[]): Promise<number> {
       await rm(tmp, { force: true });
       return EXIT.interrupted;
     }
-    await rename(tmp, v.out);
+    await rename(tmp, out);
   } catch (err) {
     await file.close().catch(() => undefined);
     await rm(tmp, { force: true });
@@ -107,8 +110,8 @@ async function dump(argv: string[]): Promise<number> {
     await loader.close();
   }
   if (loader.corruptCount) process.stderr.write(`${loader.corruptCount} corrupt samples replaced\n`);
-  process.stderr.write(`wrote ${written} frames (${(bytes / 2 ** 20).toFixed(1)} MiB) to ${v.out}\n`);
-  process.stdout.write(`${JSON.stringify({ out: v.out, frames: written, bytes })}\n`);
+  process.stderr.write(`wrote ${written} frames (${(bytes / 2 ** 20).toFixed(1)} MiB) to ${out}\n`);
+  process.stdout.write(`${JSON.stringify({ out, frames: written, bytes })}\n`);
   return EXIT.ok;
 }
 

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { parseArch } from '../model/arch.ts';
 import { BACKEND_ORDER, type BackendChoice } from '../train/backend.ts';
 import { DEFAULTS, type RecipeDefaults, type TrainConfig } from '../train/config.ts';
+import { FRAME_DTYPE_CHOICES, FRAME_DTYPE_HELP, type FrameDtypeChoice } from '../train/frame-dtype.ts';
 import { MIXUP_PARTNERS } from '../train/mixup.ts';
 import { OPTIMIZER_NAMES } from '../train/optim/index.ts';
 import { SCHEDULE_NAMES } from '../train/schedule.ts';
@@ -21,6 +22,8 @@ export interface TrainFlags extends TrainConfig {
   workers: number;
   /** Check every shard's md5 against its index before training (sizes are always checked). */
   verify: boolean;
+  /** Batch frames from the loader (read by the feed factory); auto: uint8 on GPU backends. */
+  frameDtype: FrameDtypeChoice;
   /** Give up when more than this many samples had to be replaced (undecodable) in a run. */
   maxCorrupt: number;
   quiet: boolean;
@@ -90,6 +93,7 @@ Data and model
                              with --data they must match the data
   --no-augment               no random crops/flips (and no MixUp), as the reference does
   --workers N                decode workers for the data pipeline (default: cores - 1; at most ${MAX_WORKERS})
+  --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
   --verify                   check every shard's md5 against the index first (sizes are always checked)
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt})
 
@@ -127,6 +131,7 @@ const SPEC: OptionSpec = {
   workers: { type: 'string' },
   verify: { type: 'boolean' },
   'max-corrupt': { type: 'string' },
+  'frame-dtype': { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -192,6 +197,7 @@ export function parseTrainArgsWith(
     evalBatchSize: num(raw, 'eval-batch-size', batchSize, positiveInt),
     workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), workerCount),
     verify: Boolean(raw['verify']),
+    frameDtype: oneOf(raw, 'frame-dtype', FRAME_DTYPE_CHOICES, 'auto'),
     maxCorrupt: num(raw, 'max-corrupt', COMMAND_DEFAULTS.maxCorrupt, nonNegInt),
     quiet: Boolean(raw['quiet']),
   };

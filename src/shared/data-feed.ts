@@ -1,7 +1,9 @@
 // The contract between pipeline and trainer: the trainer's only view of data is batches of
-// normalised float32 images in C,H,W order with int32 labels, borrowed from the producer (the
-// shared-memory ring, or memory in tests and benchmarks) until release(). It lives here, in
-// neither layer, so that the pipeline implements it without importing the trainer.
+// images in C,H,W order with int32 labels, borrowed from the producer (the shared-memory ring, or
+// memory in tests and benchmarks) until release(). Images are normalised float32, or uint8 pixels
+// with the statistics to normalise them with on the device (src/train/normalize-batch.ts turns
+// either into the model's input). It lives here, in neither layer, so that the pipeline
+// implements it without importing the trainer.
 
 export interface Batch {
   epoch: number;
@@ -11,8 +13,13 @@ export interface Batch {
   channels: number;
   height: number;
   width: number;
-  /** n * channels * height * width values, sample-major, each sample C,H,W. May be a view of shared memory. */
-  images: Float32Array;
+  /**
+   * n * channels * height * width values, sample-major, each sample C,H,W. May be a view of shared
+   * memory. Float32Array: normalised; Uint8Array: pixels 0..255, with `pixelStats`.
+   */
+  images: Float32Array | Uint8Array;
+  /** Present exactly when images are uint8: (pixel - mean[c]) / std[c], 0..255 units. */
+  pixelStats?: { mean: readonly number[]; std: readonly number[] };
   /** n labels. */
   labels: Int32Array;
   /** Hands the memory back; `images` and `labels` must not be read afterwards. */

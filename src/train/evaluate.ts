@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Mlp } from '../model/mlp.ts';
 import type { DataFeed } from '../shared/data-feed.ts';
 import { batchLoss, hitCounts } from './loss.ts';
+import { batchInput } from './normalize-batch.ts';
 
 export interface EvalResult {
   loss: number;
@@ -21,7 +22,7 @@ export async function evaluate(model: Mlp, feed: DataFeed): Promise<EvalResult> 
   const d = model.inputDim;
   for await (const batch of feed.epoch(0)) {
     const out = tf.tidy(() => {
-      const x = tf.tensor2d(batch.images, [batch.n, d]);
+      const x = batchInput(batch, d);
       const y = tf.tensor1d(batch.labels, 'int32');
       const logits = model.forward(x);
       const h = hitCounts(logits, y);

@@ -5,8 +5,12 @@ import type { Batch, DataFeed, DatasetInfo } from '../shared/data-feed.ts';
 import { Rng } from '../shared/random.ts';
 
 export interface MemoryFeedOptions {
-  /** numSamples * channels * res * res values, sample-major, each sample C,H,W. */
-  images: Float32Array;
+  /**
+   * numSamples * channels * res * res values, sample-major, each sample C,H,W: normalised float32,
+   * or uint8 pixels with `pixelStats` (as uint8 frames deliver them).
+   */
+  images: Float32Array | Uint8Array;
+  pixelStats?: { mean: readonly number[]; std: readonly number[] };
   labels: Int32Array;
   channels: number;
   res: number;
@@ -32,6 +36,9 @@ export class MemoryFeed implements DataFeed {
     if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`MemoryFeed: batchSize must be a positive integer, got ${o.batchSize}`);
     if (o.images.length !== n * this.sampleSize) {
       throw new RangeError(`MemoryFeed: ${o.images.length} image values for ${n} labels of ${this.sampleSize} values each`);
+    }
+    if ((o.images instanceof Uint8Array) !== (o.pixelStats !== undefined)) {
+      throw new RangeError('MemoryFeed: uint8 images need pixelStats, and only they take them');
     }
     for (let i = 0; i < n; i++) {
       const y = o.labels[i]!;
@@ -65,14 +72,14 @@ export class MemoryFeed implements DataFeed {
     const start = step * batchSize;
     const n = Math.min(batchSize, this.info.numSamples - start);
     const d = this.sampleSize;
-    let img: Float32Array;
+    let img: Float32Array | Uint8Array;
     let lab: Int32Array;
     if (order === null) {
       // In order: views, no copy (what a ring slot would hand out).
       img = images.subarray(start * d, (start + n) * d);
       lab = labels.subarray(start, start + n);
     } else {
-      img = new Float32Array(n * d);
+      img = images instanceof Uint8Array ? new Uint8Array(n * d) : new Float32Array(n * d);
       lab = new Int32Array(n);
       for (let i = 0; i < n; i++) {
         const src = order[start + i]!;
@@ -80,7 +87,8 @@ export class MemoryFeed implements DataFeed {
         lab[i] = labels[src]!;
       }
     }
-    return { epoch, step, n, channels: this.o.channels, height: this.o.res, width: this.o.res, images: img, labels: lab, release: () => {} };
+    const stats = this.o.pixelStats;
+    return { epoch, step, n, channels: this.o.channels, height: this.o.res, width: this.o.res, images: img, labels: lab, ...(stats ? { pixelStats: stats } : {}), release: () => {} };
   }
 
   epoch(epoch: number, startStep = 0): AsyncIterable<Batch> {

@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Mlp } from '../model/mlp.ts';
 import type { Batch, DataFeed } from '../shared/data-feed.ts';
 import { batchLoss, hitCounts } from './loss.ts';
+import { batchInput } from './normalize-batch.ts';
 
 export class EvalError extends Error {
   override readonly name = 'EvalError';
@@ -58,7 +59,7 @@ export async function predict(model: Mlp, feed: DataFeed, epoch = 0): Promise<Pr
   let h5 = 0;
   for await (const batch of feed.epoch(epoch) as AsyncIterable<MaybeKeyed>) {
     const [stats, arg] = tf.tidy(() => {
-      const x = tf.tensor2d(batch.images, [batch.n, d]);
+      const x = batchInput(batch, d);
       const y = tf.tensor1d(batch.labels, 'int32');
       const logits = model.forward(x);
       const h = hitCounts(logits, y);
@@ -121,7 +122,7 @@ export async function predictTta(model: Mlp, feed: DataFeed, views: number, onVi
     let offset = 0;
     for await (const batch of feed.epoch(v) as AsyncIterable<MaybeKeyed>) {
       if (offset + batch.n > expected) throw new EvalError('test-time augmentation', `view ${v} yielded more than the feed's ${expected} samples`);
-      const probs = tf.tidy(() => tf.softmax(model.forward(tf.tensor2d(batch.images, [batch.n, d]))));
+      const probs = tf.tidy(() => tf.softmax(model.forward(batchInput(batch, d))));
       col.add(batch);
       batch.release();
       const p = (await probs.data()) as Float32Array;

@@ -15,6 +15,7 @@ import { fetchToHost } from './backends/webgpu.ts';
 import { evaluate, type EvalResult } from './evaluate.ts';
 import { MetricsLog, round } from './metrics.ts';
 import { drawMix } from './mixup.ts';
+import { batchInput } from './normalize-batch.ts';
 import { describeRun, disposeRun, resolveOut, setUpRun, snapshot, TrainError, zeroSums, type TrainRun } from './run-setup.ts';
 import { learningRate } from './schedule.ts';
 import { applyUpdate, GradAccumulator, microStep } from './step.ts';
@@ -212,7 +213,7 @@ async function trainEpoch(run: TrainRun, rl: RunLog, feed: DataFeed): Promise<St
       pending = it.next();
       win.waitMs += tc - tw;
 
-      const x = tf.tensor2d(batch.images, [batch.n, d]);
+      const x = batchInput(batch, d);
       const y = tf.tensor1d(batch.labels, 'int32');
       const mix = run.mixupAlpha > 0 ? drawMix(rng, run.mixupAlpha, batch.n, o.mixupPartner) : undefined;
       const res = microStep(model, x, y, o.smoothing, mix, { vars: run.trainVars, frozenBody: run.frozenBody });

@@ -88,7 +88,7 @@ t.test('eval --tta 3 --real on shards: webgpu gives wasm\'s metrics', { skip: gp
   const results: Record<string, Record<string, any>> = {};
   for (const backend of ['webgpu', 'wasm']) {
     const c = captureIo();
-    const code = await runEvalCli(['--checkpoint', CK, '--data', data, '--batch-size', '16', '--tta', '3', '--real', realPath, '--workers', '1', '--backend', backend], openEvalFeed, c);
+    const code = await runEvalCli(['--checkpoint', CK, '--data', data, '--batch-size', '16', '--tta', '3', '--real', realPath, '--workers', '1', '--backend', backend, '--frame-dtype', 'float32'], openEvalFeed, c);
     t.equal(code, EXIT.ok, c.err.join(''));
     results[backend] = JSON.parse(c.out.join('')) as Record<string, any>;
   }

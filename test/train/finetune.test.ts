@@ -152,7 +152,7 @@ t.test('full fine-tuning: parameter groups - one SGD step moves the body by 0.1 
   const out = tempDir(t);
   const lr = 0.5;
   const o = ftOptions(out, { mode: 'full', bodyLrMult: 0.1 }, { momentum: 0, lr, clip: 0, smoothing: 0.1, maxSteps: 1 });
-  let first: { images: Float32Array; labels: Int32Array } | null = null;
+  let first: { images: Float32Array | Uint8Array; labels: Int32Array } | null = null;
   const feeds = feedsFor(o, { onBatch: (b: Batch) => void (first ??= { images: b.images.slice(), labels: b.labels.slice() }) });
   const s = await train(o, feeds, quiet);
   t.match(s, { globalStep: 1, finetune: { mode: 'full', bodyLrMult: 0.1 } });

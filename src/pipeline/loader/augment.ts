@@ -3,6 +3,7 @@
 // it touches is preallocated per worker; nothing allocates per image.
 import { AxisTable } from '../image/axis-table.ts';
 import type { CropBox } from './augment-params.ts';
+import { Uint8Augmenter } from './augment-uint8.ts';
 
 export interface Normalisation {
   /** out = pixel * scale[c] + bias[c] (pixel in 0..255). */
@@ -48,6 +49,13 @@ export class Augmenter {
     if (xs.twoTaps && C === 3) this.horizontal3(src, width, ys.lo, rows, box.flip);
     else this.horizontalAny(src, width, ys.lo, rows, box.flip);
     this.vertical(norm, out, offset, plane);
+  }
+
+  private pixels: Uint8Augmenter | null = null;
+
+  /** The same crop as uint8 C,H,W pixels, not normalised (uint8 frames): see augment-uint8.ts. */
+  runUint8(src: Uint8Array, width: number, height: number, box: CropBox, out: Uint8Array, offset: number): void {
+    (this.pixels ??= new Uint8Augmenter(this.res, this.channels)).run(src, width, height, box, out, offset);
   }
 
   /** The common case (RGB, crop enlarged): two taps per output, channels unrolled. */

@@ -1,6 +1,7 @@
 // What the loader's main thread asks a worker to do: fill rows [rowStart, rowStart + n) of the
 // batch frame at `frameOffset` in the ring's shared memory. Plain data: the samples, the epoch
 // (augmentation parameters derive from it), and where the sections are.
+import type { FrameDtype } from '../ring/frame.ts';
 import type { TrainAugment } from './augment-params.ts';
 import type { SampleTableBuffers } from './sample-table.ts';
 
@@ -15,6 +16,8 @@ export interface LoaderFormat {
   /** Per channel, in 0..255 units. */
   mean: number[];
   std: number[];
+  /** float32: normalised values; uint8: rounded pixels, normalised by the consumer. */
+  dtype: FrameDtype;
 }
 
 export interface LoaderWorkerData {

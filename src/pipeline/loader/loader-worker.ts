@@ -83,7 +83,7 @@ async function decode(i: number, bytes: Uint8Array): Promise<RawImage> {
   return decodeImage(bytes, { channels: format.channels, file: table.key(i) });
 }
 
-async function fill(i: number, epoch: number, images: Float32Array, labels: Int32Array, row: number): Promise<void> {
+async function fill(i: number, epoch: number, images: Float32Array | Uint8Array, labels: Int32Array, row: number): Promise<void> {
   const { label, image } = readSample(i);
   const lab = parseLabel(label);
   const img = await decode(i, image);
@@ -91,7 +91,8 @@ async function fill(i: number, epoch: number, images: Float32Array, labels: Int3
   const box = format.mode === 'train'
     ? randomResizedCrop(format.seed, epoch, i, img.width, img.height, format.augment)
     : centerCrop(img.width, img.height, format.evalCropFraction);
-  augmenter.run(img.data, img.width, img.height, box, norm, images, row * chw);
+  if (images instanceof Uint8Array) augmenter.runUint8(img.data, img.width, img.height, box, images, row * chw);
+  else augmenter.run(img.data, img.width, img.height, box, norm, images, row * chw);
   labels[row] = lab;
 }
 
@@ -103,7 +104,9 @@ export default async function loadTask(task: LoadTask): Promise<LoadTaskResult> 
   // counting down) must not write into a slot that may hold a later batch by now.
   if (ring.seqOf(task.slotIndex) !== task.seq || Atomics.load(remaining, task.slotIndex) <= 0) return { corrupt: [] };
   const n = task.indices.length;
-  const images = new Float32Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw * 4, n * chw);
+  const images = format.dtype === 'uint8'
+    ? new Uint8Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw, n * chw)
+    : new Float32Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw * 4, n * chw);
   const labels = new Int32Array(data.ring, task.frameOffset + task.labelsOffset + task.rowStart * 4, n);
   const corrupt: CorruptSample[] = [];
   for (let r = 0; r < n; r++) {

@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { Batch, DataFeed, DatasetInfo, ReplacedSamples } from '../../shared/data-feed.ts';
-import { maxFrameBytes, writeFrameHeader, type FrameLayout } from '../ring/frame.ts';
+import { maxFrameBytes, writeFrameHeader, type FrameDtype, type FrameLayout } from '../ring/frame.ts';
 import { Ring, RingClosedError, RingSlotError, type RingWriteSlot } from '../ring/ring.ts';
 import { DEFAULT_AUGMENT, type TrainAugment } from './augment-params.ts';
 import { openDataset, type OpenedDataset } from './dataset.ts';
@@ -40,6 +40,11 @@ export interface LoaderOptions {
   transform?: 'train' | 'eval';
   evalCropFraction?: number;
   normalize?: Normalize;
+  /**
+   * float32 (default): workers write normalised values. uint8: workers write rounded pixels (4x
+   * fewer bytes) and each frame carries the mean/std the consumer applies (normalize-batch.ts).
+   */
+  frameDtype?: FrameDtype;
   cacheDir?: string;
   /** Called for every replaced corrupt sample. */
   onCorrupt?: (c: CorruptSample) => void;
@@ -125,6 +130,7 @@ export class Loader implements DataFeed {
       seed: this.plan.seed,
       mean: stats.mean,
       std: stats.std,
+      dtype: o.frameDtype ?? 'float32',
     };
     this.info = {
       numSamples: table.count,
@@ -133,7 +139,7 @@ export class Loader implements DataFeed {
       channels: dataset.channels,
       res,
     };
-    this.slotBytes = maxFrameBytes({ n: o.batchSize, channels: dataset.channels, height: res, width: res, maxKeyBytes: table.maxKeyBytes() });
+    this.slotBytes = maxFrameBytes({ n: o.batchSize, channels: dataset.channels, height: res, width: res, maxKeyBytes: table.maxKeyBytes(), dtype: this.format.dtype });
     this.ring = Ring.create({ slots: o.slots ?? 3, slotBytes: this.slotBytes });
     const workers = o.workers ?? availableParallelism();
     this.remaining = new Int32Array(new SharedArrayBuffer(4 * this.ring.slots));
@@ -165,7 +171,7 @@ export class Loader implements DataFeed {
 
   describe(): string {
     const m = this.memory;
-    return `loader: ${this.info.numSamples} samples, ${this.plan.mode} batches of ${this.plan.batchSize} at ${this.format.channels}x${this.format.res}x${this.format.res}, ` +
+    return `loader: ${this.info.numSamples} samples, ${this.plan.mode} batches of ${this.plan.batchSize} at ${this.format.channels}x${this.format.res}x${this.format.res} ${this.format.dtype}, ` +
       `${this.pool.options.maxThreads} workers; shared memory ${m.slots} slots x ${(m.slotBytes / 2 ** 20).toFixed(1)} MiB = ${(m.ringBytes / 2 ** 20).toFixed(1)} MiB ring + ${(m.tableBytes / 2 ** 20).toFixed(1)} MiB sample table`;
   }
 
@@ -241,7 +247,9 @@ export class Loader implements DataFeed {
     const w = this.written.get(seq);
     if (!w) throw new LoaderError(`no record of frame ${seq}`);
     this.written.delete(seq);
-    const { res, channels } = this.format;
+    const { res, channels, dtype, mean, std } = this.format;
+    const values = w.n * channels * res * res;
+    const at = bytes.byteOffset + w.layout.imagesOffset;
     return {
       seq,
       epoch: w.epoch,
@@ -250,7 +258,9 @@ export class Loader implements DataFeed {
       channels,
       height: res,
       width: res,
-      images: new Float32Array(bytes.buffer, bytes.byteOffset + w.layout.imagesOffset, w.n * channels * res * res),
+      ...(dtype === 'uint8'
+        ? { images: new Uint8Array(bytes.buffer, at, values), pixelStats: { mean, std } }
+        : { images: new Float32Array(bytes.buffer, at, values) }),
       labels: new Int32Array(bytes.buffer, bytes.byteOffset + w.layout.labelsOffset, w.n),
       keys: w.keys,
       frame: bytes.subarray(0, w.layout.totalBytes),
@@ -290,6 +300,7 @@ export class Loader implements DataFeed {
       const layout = writeFrameHeader(slot.bytes, {
         epoch, step, rank: this.plan.rank, world: this.plan.world, n,
         channels: this.format.channels, height: this.format.res, width: this.format.res, keys,
+        ...(this.format.dtype === 'uint8' ? { dtype: 'uint8' as const, mean: this.format.mean, std: this.format.std } : {}),
       });
       this.written.set(slot.seq, { epoch, step, n, keys, layout });
       const rowsPerTask = this.o.taskRows ?? 256;

@@ -4,14 +4,20 @@
  * place by workers, while the bytes as a whole stay a plain msgpack document that any msgpack
  * library can read from a file or socket.
  *
- *   map {                                   (fixmap, 11 entries, 12 with meta)
+ *   map {                                   (fixmap, 11 entries, 12 with meta, +2 for uint8)
  *     "epoch": uint, "step": uint, "rank": uint, "world": uint,
- *     "shape": [n, c, h, w], "dtype": "float32", "keys": [str x n], ("meta": {str: str|num|bool})
+ *     "shape": [n, c, h, w], "dtype": "float32" | "uint8",
+ *     ("mean": [c numbers], "std": [c numbers])   uint8 only: (pixel - mean) / std, 0..255 units
+ *     "keys": [str x n], ("meta": {str: str|num|bool})
  *     "_pad0": bin8 (0..63 zero bytes)      so that the labels payload starts at a multiple of 64
  *     "labels": bin32 (n x int32 LE)        at labelsOffset
  *     "_pad1": bin8 (0..63 zero bytes)      so that the images payload starts at a multiple of 64
- *     "images": bin32 (n*c*h*w x float32 LE, NCHW)   at imagesOffset; always the last entry
+ *     "images": bin32 (n*c*h*w x float32 LE, or x uint8, NCHW)   at imagesOffset; always the last entry
  *   }
+ *
+ * A uint8 frame carries augmented but unnormalised pixels (4x fewer bytes to write and move); the
+ * consumer applies (pixel - mean[c]) / std[c] itself, on its device. A float32 frame has no
+ * mean/std entries, so its bytes are those of the format before uint8 frames existed.
  *
  * The sections use bin32 headers whatever their size, so a 3.2 GB image section needs no other
  * code path, and the frame's length is imagesOffset + image bytes.
@@ -33,6 +39,10 @@ export { FrameError, type FrameErrorCode };
 
 export type FrameMeta = Record<string, string | number | boolean>;
 
+/** Element type of the images section. */
+export type FrameDtype = 'float32' | 'uint8';
+export const FRAME_DTYPES: readonly FrameDtype[] = ['float32', 'uint8'];
+
 export interface FrameHeader {
   epoch: number;
   step: number;
@@ -44,6 +54,11 @@ export interface FrameHeader {
   width: number;
   keys: string[];
   meta?: FrameMeta;
+  /** Absent: float32 (normalised values). 'uint8': raw pixels, with `mean` and `std` to apply. */
+  dtype?: FrameDtype;
+  /** uint8 frames only: per channel, in 0..255 units. */
+  mean?: readonly number[];
+  std?: readonly number[];
 }
 
 /** Offsets relative to the frame start. */
@@ -55,11 +70,15 @@ export interface FrameLayout {
   totalBytes: number;
 }
 
-export interface DecodedFrame extends FrameHeader {
+interface DecodedBase extends Omit<FrameHeader, 'dtype' | 'mean' | 'std'> {
   labels: Int32Array;
-  images: Float32Array;
   layout: FrameLayout;
 }
+
+/** A float32 frame decodes without a dtype field (as before uint8 frames existed). */
+export type DecodedFrame =
+  | (DecodedBase & { dtype?: 'float32'; images: Float32Array })
+  | (DecodedBase & { dtype: 'uint8'; images: Uint8Array; mean: number[]; std: number[] });
 
 /** Alignment of both sections: a cache line, and enough for any SIMD load of float32. */
 export const FRAME_ALIGN = 64;
@@ -71,10 +90,11 @@ const PAD_ENTRY_HEAD = 8;
 const SECTION_HEAD = 12;
 const INT_KEYS = ['epoch', 'step', 'rank', 'world'] as const;
 const DIM_KEYS = ['n', 'channels', 'height', 'width'] as const;
-// Sizes of the entries whose size does not depend on the header's values.
+// Sizes of the entries whose size does not depend on the header's values (the dtype's value does).
 const FIXED_PREFIX =
-  1 + INT_KEYS.reduce((s, k) => s + strSize(k), 0) + strSize('shape') + 1 + strSize('dtype') +
-  strSize('float32') + strSize('keys');
+  1 + INT_KEYS.reduce((s, k) => s + strSize(k), 0) + strSize('shape') + 1 + strSize('dtype') + strSize('keys');
+// A number takes at most 9 bytes (float64).
+const MAX_NUMBER_BYTES = 9;
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -121,8 +141,20 @@ function metaSize(meta: FrameMeta | undefined): number {
   return size;
 }
 
-function imageBytesOf(d: { n: number; channels: number; height: number; width: number }): number {
-  const bytes = d.n * d.channels * d.height * d.width * 4;
+function bytesPerValue(dtype: FrameDtype | undefined): number {
+  return dtype === 'uint8' ? 1 : 4;
+}
+
+/** The "mean" and "std" entries of a uint8 frame. */
+function statsSize(mean: readonly number[], std: readonly number[]): number {
+  let size = strSize('mean') + containerHeaderSize(mean.length) + strSize('std') + containerHeaderSize(std.length);
+  for (const v of mean) size += valueSize(v);
+  for (const v of std) size += valueSize(v);
+  return size;
+}
+
+function imageBytesOf(d: { n: number; channels: number; height: number; width: number; dtype?: FrameDtype | undefined }): number {
+  const bytes = d.n * d.channels * d.height * d.width * bytesPerValue(d.dtype);
   if (bytes > UINT32_MAX || 4 * d.n > UINT32_MAX) {
     throw new FrameError('invalid', `a section of ${bytes} bytes does not fit a msgpack bin32`);
   }
@@ -148,6 +180,28 @@ function checkHeader(h: FrameHeader): void {
       }
     }
   }
+  checkDtype(h);
+}
+
+/** A uint8 frame needs finite per-channel mean and positive std; a float32 frame has neither. */
+function checkDtype(h: Pick<FrameHeader, 'dtype' | 'mean' | 'std' | 'channels'>): void {
+  if (h.dtype !== undefined && !FRAME_DTYPES.includes(h.dtype)) {
+    throw new FrameError('invalid', `dtype must be one of ${FRAME_DTYPES.join(', ')}, got ${String(h.dtype)}`);
+  }
+  if (h.dtype !== 'uint8') {
+    if (h.mean !== undefined || h.std !== undefined) throw new FrameError('invalid', 'mean and std belong to uint8 frames only');
+    return;
+  }
+  for (const [name, a] of [['mean', h.mean], ['std', h.std]] as const) {
+    if (!Array.isArray(a) || a.length !== h.channels) {
+      throw new FrameError('invalid', `a uint8 frame needs ${name} with one number per channel (${h.channels})`);
+    }
+    for (const v of a as readonly unknown[]) {
+      if (typeof v !== 'number' || !Number.isFinite(v) || (name === 'std' && v <= 0)) {
+        throw new FrameError('invalid', `${name} must hold finite numbers${name === 'std' ? ' above 0' : ''}, got ${String(v)}`);
+      }
+    }
+  }
 }
 
 function layoutOf(h: FrameHeader): FullLayout {
@@ -155,6 +209,8 @@ function layoutOf(h: FrameHeader): FullLayout {
   let prefix = FIXED_PREFIX;
   for (const k of INT_KEYS) prefix += uintSize(h[k]);
   for (const k of DIM_KEYS) prefix += uintSize(h[k]);
+  prefix += strSize(h.dtype ?? 'float32');
+  if (h.dtype === 'uint8') prefix += statsSize(h.mean!, h.std!);
   prefix += containerHeaderSize(h.n);
   for (const k of h.keys) prefix += strSize(k);
   prefix += metaSize(h.meta);
@@ -179,6 +235,8 @@ export function maxFrameBytes(o: {
   width: number;
   maxKeyBytes: number;
   meta?: FrameMeta;
+  /** Default float32; uint8 also reserves the mean/std entries. */
+  dtype?: FrameDtype;
 }): number {
   for (const k of [...DIM_KEYS, 'maxKeyBytes'] as const) {
     if (!isUint32(o[k])) throw new FrameError('invalid', `${k} must be an integer in [0, 2^32), got ${String(o[k])}`);
@@ -187,7 +245,8 @@ export function maxFrameBytes(o: {
     FIXED_PREFIX + INT_KEYS.length * 5 + // a uint32 takes at most 5 bytes
     uintSize(o.n) + uintSize(o.channels) + uintSize(o.height) + uintSize(o.width) +
     containerHeaderSize(o.n) + o.n * (strHeaderSize(o.maxKeyBytes) + o.maxKeyBytes) +
-    metaSize(o.meta);
+    metaSize(o.meta) + strSize(o.dtype ?? 'float32') +
+    (o.dtype === 'uint8' ? 2 * (containerHeaderSize(o.channels) + o.channels * MAX_NUMBER_BYTES) + strSize('mean') + strSize('std') : 0);
   return layoutFrom(prefix, o.n, imageBytesOf(o)).totalBytes;
 }
 
@@ -202,7 +261,8 @@ export function writeFrameHeader(target: Uint8Array, h: FrameHeader): FrameLayou
     throw new FrameError('too-small', `frame needs ${l.totalBytes} bytes, target has ${target.length}`, target.length);
   }
   const w = new MsgpackWriter(target);
-  w.mapHeader(h.meta === undefined ? 11 : 12);
+  const uint8 = h.dtype === 'uint8';
+  w.mapHeader((h.meta === undefined ? 11 : 12) + (uint8 ? 2 : 0));
   for (const k of INT_KEYS) {
     w.str(k);
     w.uint(h[k]);
@@ -211,7 +271,14 @@ export function writeFrameHeader(target: Uint8Array, h: FrameHeader): FrameLayou
   w.arrayHeader(4);
   for (const k of DIM_KEYS) w.uint(h[k]);
   w.str('dtype');
-  w.str('float32');
+  w.str(h.dtype ?? 'float32');
+  if (uint8) {
+    for (const [name, values] of [['mean', h.mean!], ['std', h.std!]] as const) {
+      w.str(name);
+      w.arrayHeader(values.length);
+      for (const v of values) w.value(v);
+    }
+  }
   w.str('keys');
   w.arrayHeader(h.n);
   for (const k of h.keys) w.str(k);
@@ -306,7 +373,19 @@ export function readFrame(bytes: Uint8Array): DecodedFrame {
   const [n, channels, height, width] = shape.v.map((d) => uintField(d, 'shape', shape.at)) as [number, number, number, number];
 
   const dtype = get('dtype');
-  if (dtype.v !== 'float32') fail('invalid', `unsupported dtype ${JSON.stringify(dtype.v)}`, dtype.at);
+  if (dtype.v !== 'float32' && dtype.v !== 'uint8') fail('invalid', `unsupported dtype ${JSON.stringify(dtype.v)}`, dtype.at);
+  const uint8 = dtype.v === 'uint8';
+  const stats = (key: 'mean' | 'std'): number[] | undefined => {
+    const f = fields.get(key);
+    if (!uint8) return undefined;
+    if (f === undefined) fail('invalid', `a uint8 frame needs "${key}"`, dtype.at);
+    const ok = Array.isArray(f.v) && f.v.length === channels &&
+      f.v.every((x) => typeof x === 'number' && Number.isFinite(x) && (key === 'mean' || x > 0));
+    if (!ok) fail('invalid', `"${key}" must be ${channels} finite numbers${key === 'std' ? ' above 0' : ''}`, f.at);
+    return f.v as number[];
+  };
+  const mean = stats('mean');
+  const std = stats('std');
 
   const keysF = get('keys');
   if (!Array.isArray(keysF.v) || keysF.v.length !== n || !keysF.v.every((k) => typeof k === 'string')) {
@@ -328,7 +407,7 @@ export function readFrame(bytes: Uint8Array): DecodedFrame {
     }
   }
 
-  const imageBytes = n * channels * height * width * 4;
+  const imageBytes = n * channels * height * width * (uint8 ? 1 : 4);
   const sectionRef = (key: string, expected: number): BinRef => {
     const f = get(key);
     if (!(f.v instanceof BinRef)) fail('invalid', `"${key}" must be bin`, f.at);
@@ -338,10 +417,9 @@ export function readFrame(bytes: Uint8Array): DecodedFrame {
   const labelsRef = sectionRef('labels', 4 * n);
   const imagesRef = sectionRef('images', imageBytes);
 
-  const frame: DecodedFrame = {
+  const base: DecodedBase = {
     epoch, step, rank, world, n, channels, height, width, keys,
     labels: section(bytes, labelsRef, false) as Int32Array,
-    images: section(bytes, imagesRef, true) as Float32Array,
     layout: {
       headerBytes: end - labelsRef.length - imagesRef.length,
       labelsOffset: labelsRef.offset,
@@ -349,6 +427,8 @@ export function readFrame(bytes: Uint8Array): DecodedFrame {
       totalBytes: end,
     },
   };
-  if (meta !== undefined) frame.meta = meta;
-  return frame;
+  if (meta !== undefined) base.meta = meta;
+  // Bytes need no alignment: the uint8 section is always a zero-copy view.
+  if (uint8) return { ...base, dtype: 'uint8', images: bytes.subarray(imagesRef.offset, imagesRef.offset + imagesRef.length), mean: mean!, std: std! };
+  return { ...base, images: section(bytes, imagesRef, true) as Float32Array };
 }

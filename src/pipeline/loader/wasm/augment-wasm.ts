@@ -12,6 +12,8 @@ export interface ImageAugmenter {
   readonly res: number;
   readonly channels: number;
   run(src: Uint8Array, width: number, height: number, box: CropBox, norm: Normalisation, out: Float32Array, offset: number): void;
+  /** The same crop as uint8 C,H,W pixels (rounded, ties to even), not normalised. */
+  runUint8(src: Uint8Array, width: number, height: number, box: CropBox, out: Uint8Array, offset: number): void;
 }
 
 // The WebAssembly namespace is declared by lib.dom, which this project does not load (lib ES2023,
@@ -36,6 +38,11 @@ interface Exports {
     res: number, C: number, src: number, W: number, H: number, r0: number, r1: number,
     bx: number, by: number, bw: number, bh: number, flip: number,
     norm: number, out: number, scratch: number, scratchCap: number,
+  ): number;
+  run_u8(
+    res: number, C: number, src: number, W: number, H: number, r0: number, r1: number,
+    bx: number, by: number, bw: number, bh: number, flip: number,
+    out: number, scratch: number, scratchCap: number,
   ): number;
 }
 
@@ -72,6 +79,7 @@ export class WasmAugmenter implements ImageAugmenter {
   private u8!: Uint8Array;
   private f32!: Float32Array;
   private outView!: Float32Array;
+  private outBytes!: Uint8Array;
 
   constructor(readonly res: number, readonly channels: number) {
     if (!Number.isInteger(res) || res < 1) throw new RangeError(`res must be a positive integer, got ${res}`);
@@ -104,6 +112,7 @@ export class WasmAugmenter implements ImageAugmenter {
     this.u8 = new Uint8Array(mem.buffer);
     this.f32 = new Float32Array(mem.buffer);
     this.outView = this.f32.subarray(this.outPtr >> 2, (this.outPtr >> 2) + this.channels * this.res * this.res);
+    this.outBytes = this.u8.subarray(this.outPtr, this.outPtr + this.channels * this.res * this.res);
   }
 
   /**
@@ -111,6 +120,24 @@ export class WasmAugmenter implements ImageAugmenter {
    * out[offset .. offset + c*res*res) as normalised C,H,W float32. Same contract as Augmenter.run.
    */
   run(src: Uint8Array, width: number, height: number, box: CropBox, norm: Normalisation, out: Float32Array, offset: number): void {
+    const f32 = this.f32;
+    const np = this.normPtr >> 2;
+    for (let c = 0; c < this.channels; c++) {
+      f32[np + c] = norm.scale[c]!;
+      f32[np + this.channels + c] = norm.bias[c]!;
+    }
+    this.exec(src, width, height, box, false);
+    out.set(this.outView, offset);
+  }
+
+  /** As run, into uint8 C,H,W pixels without normalisation (the kernel's run_u8). */
+  runUint8(src: Uint8Array, width: number, height: number, box: CropBox, out: Uint8Array, offset: number): void {
+    this.exec(src, width, height, box, true);
+    out.set(this.outBytes, offset);
+  }
+
+  /** Runs the kernel into the output area (retrying with more scratch or all rows if asked). */
+  private exec(src: Uint8Array, width: number, height: number, box: CropBox, u8: boolean): void {
     const C = this.channels;
     const rowBytes = width * C;
     // Rows any tap can read: bilinear reaches one row either side of the box, area stays inside.
@@ -120,23 +147,20 @@ export class WasmAugmenter implements ImageAugmenter {
       r0 = 0;
       r1 = height;
     }
-    const f32 = this.f32;
-    const np = this.normPtr >> 2;
-    for (let c = 0; c < C; c++) {
-      f32[np + c] = norm.scale[c]!;
-      f32[np + C + c] = norm.bias[c]!;
-    }
     for (let attempt = 0; attempt < 4; attempt++) {
       this.copyRows(src, rowBytes, r0, r1, box.width);
-      const rc = this.ex.run(
-        this.res, C, this.srcPtr, width, height, r0, r1,
-        box.x, box.y, box.width, box.height, box.flip ? 1 : 0,
-        this.normPtr, this.outPtr, this.scratchPtr, this.scratchCap,
-      );
-      if (rc === 0) {
-        out.set(this.outView, offset);
-        return;
-      }
+      const rc = u8
+        ? this.ex.run_u8(
+          this.res, C, this.srcPtr, width, height, r0, r1,
+          box.x, box.y, box.width, box.height, box.flip ? 1 : 0,
+          this.outPtr, this.scratchPtr, this.scratchCap,
+        )
+        : this.ex.run(
+          this.res, C, this.srcPtr, width, height, r0, r1,
+          box.x, box.y, box.width, box.height, box.flip ? 1 : 0,
+          this.normPtr, this.outPtr, this.scratchPtr, this.scratchCap,
+        );
+      if (rc === 0) return;
       if (rc > 0) {
         this.scratchCap = align16(rc + 4096);
         this.layout();

@@ -1,7 +1,8 @@
 // WebAssembly SIMD (simd128, f32x4) port of Augmenter.run (../augment.ts) and AxisTable
 // (../../image/axis-table.ts): crop box -> separable res x res resample (area weights when shrinking,
 // 2-tap bilinear when enlarging), optional horizontal flip, per-channel v * scale + bias, float32
-// planar C,H,W.
+// planar C,H,W. run_u8 is the same up to the vertical pass, then rounds (ties to even) and clamps
+// to uint8 C,H,W instead of normalising: the consumer normalises on its device.
 //
 // README
 //   Build (Debian bookworm: apt-get install -y clang lld; clang 14 is enough):
@@ -175,6 +176,26 @@ static inline __attribute__((always_inline)) void hpass(const int C, const int K
   }
 }
 
+// Four float32 values -> four bytes: round to nearest, ties to even (f32x4.nearest, IEEE's
+// default rounding, numpy's rint), then saturate to 0..255 (NaN -> 0) through the narrowing
+// conversions. The TypeScript reference (augment-uint8.ts) rounds exactly the same way.
+static inline void store_u8x4(uint8_t *o, v128_t v) {
+  v128_t i = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(v));
+  v128_t s = wasm_i16x8_narrow_i32x4(i, i);
+  wasm_v128_store32_lane(o, wasm_u8x16_narrow_i16x8(s, s), 0);
+}
+
+// Sixteen at once: the same rounding, one store.
+static inline void store_u8x16(uint8_t *o, v128_t a, v128_t b, v128_t c, v128_t d) {
+  v128_t ab = wasm_i16x8_narrow_i32x4(wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(a)), wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(b)));
+  v128_t cd = wasm_i16x8_narrow_i32x4(wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(c)), wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(d)));
+  wasm_v128_store(o, wasm_u8x16_narrow_i16x8(ab, cd));
+}
+
+static inline __attribute__((always_inline)) int run_impl(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
+                                                          double bx, double by, double bw, double bh, int flip, const float *norm,
+                                                          void *outp, uint8_t *scratch, int scratchCap, const int u8);
+
 /**
  * One image. `src` points at row r0 of the HWC uint8 image (rows r0..r1 are present, followed by
  * at least (stride + 2) * C + 32 readable bytes). norm = scale[C], bias[C]. Writes C*res*res floats
@@ -185,6 +206,22 @@ static inline __attribute__((always_inline)) void hpass(const int C, const int K
 __attribute__((export_name("run"))) int run(int res, int C, const uint8_t *src, int W, int H, int r0, int r1, double bx,
                                             double by, double bw, double bh, int flip, const float *norm, float *out,
                                             uint8_t *scratch, int scratchCap) {
+  return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, norm, out, scratch, scratchCap, 0);
+}
+
+/**
+ * As run, but writes C*res*res uint8 pixels (plus up to 3 bytes of slack) to `out`: the resampled
+ * values rounded and clamped, not normalised (no `norm`).
+ */
+__attribute__((export_name("run_u8"))) int run_u8(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
+                                                  double bx, double by, double bw, double bh, int flip, uint8_t *out,
+                                                  uint8_t *scratch, int scratchCap) {
+  return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, 0, out, scratch, scratchCap, 1);
+}
+
+static inline __attribute__((always_inline)) int run_impl(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
+                                                          double bx, double by, double bw, double bh, int flip, const float *norm,
+                                                          void *outp, uint8_t *scratch, int scratchCap, const int u8) {
   const int G = (res + 3) / 4;
   const int resP = 4 * G;
   const int sx = axis_stride(res, bw);
@@ -274,8 +311,42 @@ __attribute__((export_name("run"))) int run(int res, int C, const uint8_t *src, 
   }
 #undef HP
 
-  // Vertical pass, normalised on the way out (two taps: scale folded into the weights, as JS).
   const int resSq = res * res;
+  if (u8) {
+    // Vertical pass without normalisation: the normalised pass's float32 operations with scale 1
+    // and bias 0, then rounded to bytes.
+    for (int c = 0; c < C; c++) {
+      const float *tb = tmp + c * plane;
+      uint8_t *ob = (uint8_t *)outp + c * resSq;
+      for (int y = 0; y < res; y++) {
+        const float *a = tb + (ys.start[y] - ys.lo) * resP;
+        uint8_t *o = ob + y * res;
+        if (ys.two) {
+          const v128_t w0 = wasm_f32x4_splat(ys.w[2 * y]);
+          const v128_t w1 = wasm_f32x4_splat(ys.w[2 * y + 1]);
+          const float *b = a + resP;
+#define V2(g) wasm_f32x4_add(wasm_f32x4_mul(w0, wasm_v128_load(a + 4 * (g))), wasm_f32x4_mul(w1, wasm_v128_load(b + 4 * (g))))
+          int g = 0;
+          for (; g + 4 <= G; g += 4) store_u8x16(o + 4 * g, V2(g), V2(g + 1), V2(g + 2), V2(g + 3));
+          for (; g < G; g++) store_u8x4(o + 4 * g, V2(g));
+#undef V2
+        } else {
+          const int n = ys.count[y];
+          const float *wy = ys.w + y * sy;
+          for (int g = 0; g < G; g++) {
+            v128_t acc = wasm_f32x4_splat(0);
+            for (int k = 0; k < n; k++)
+              acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_splat(wy[k]), wasm_v128_load(a + k * resP + 4 * g)));
+            store_u8x4(o + 4 * g, acc);
+          }
+        }
+      }
+    }
+    return 0;
+  }
+
+  // Vertical pass, normalised on the way out (two taps: scale folded into the weights, as JS).
+  float *out = (float *)outp;
   for (int c = 0; c < C; c++) {
     const float sc = norm[c];
     const v128_t vb = wasm_f32x4_splat(norm[C + c]);
