@@ -5,6 +5,9 @@
 // either into the model's input). It lives here, in neither layer, so that the pipeline
 // implements it without importing the trainer.
 
+/** How images travel in a batch: normalised float32, or uint8 pixels with the statistics to apply. */
+export type FrameDtype = 'float32' | 'uint8';
+
 export interface Batch {
   epoch: number;
   step: number;

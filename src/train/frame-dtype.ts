@@ -4,7 +4,7 @@
 // backends the trainer is thousands of times slower than the loader, so float32 stays their
 // default (measured: README, "uint8 frames").
 import * as tf from '@tensorflow/tfjs';
-import type { FrameDtype } from '../pipeline/ring/frame.ts';
+import type { FrameDtype } from '../shared/data-feed.ts';
 
 export type FrameDtypeChoice = 'auto' | FrameDtype;
 export const FRAME_DTYPE_CHOICES: readonly FrameDtypeChoice[] = ['auto', 'float32', 'uint8'];

@@ -40,7 +40,8 @@ export { FrameError, type FrameErrorCode };
 export type FrameMeta = Record<string, string | number | boolean>;
 
 /** Element type of the images section. */
-export type FrameDtype = 'float32' | 'uint8';
+export type { FrameDtype } from '../../shared/data-feed.ts';
+import type { FrameDtype } from '../../shared/data-feed.ts';
 export const FRAME_DTYPES: readonly FrameDtype[] = ['float32', 'uint8'];
 
 export interface FrameHeader {
