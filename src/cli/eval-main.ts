@@ -2,7 +2,8 @@
 // model, scores it on a dataset with centre crops, optionally with test-time augmentation and
 // ImageNet ReaL labels, and reports on stderr (human) and stdout (one JSON line).
 import { availableParallelism } from 'node:os';
-import { Mlp } from '../model/mlp.ts';
+import { Mlp, type ModelConfig } from '../model/mlp.ts';
+import type { LoaderOptions } from '../pipeline/loader/loader.ts';
 import { atomicWriteFile } from '../shared/atomic-write.ts';
 import type { DataFeed, ReplacedSamples } from '../shared/data-feed.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from '../train/backend.ts';
@@ -12,7 +13,7 @@ import { loadPretrained, resolvePretrained } from '../train/pretrained.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
 import type { CropSpec, OpenEvalFeed } from './feeds.ts';
 import { FINETUNE_DEFAULTS } from './finetune-main.ts';
-import { MAX_WORKERS, nonNegInt, num, oneOf, pair, parseFlags, positiveInt, str, workerCount, type OptionSpec } from './flags.ts';
+import { MAX_WORKERS, NORMALIZE_SPEC, nonNegInt, normalizeRequest, num, oneOf, pair, parseFlags, positiveInt, str, workerCount, type NormalizeRequest, type OptionSpec } from './flags.ts';
 import { COMMAND_DEFAULTS } from './train-flags.ts';
 import { defaultIo, parseCommandLine, type TrainIo } from './train-main.ts';
 
@@ -32,6 +33,8 @@ export interface EvalOptions {
   backend: BackendChoice | 'auto';
   quiet: boolean;
   frameDtype: FrameDtypeChoice;
+  /** Overrides the model's normalisation (said so in the output). */
+  normalize?: NormalizeRequest;
 }
 
 export const EVAL_DEFAULTS = { batchSize: 1024, tta: 0, seed: 0, crop: FINETUNE_DEFAULTS.crop } as const;
@@ -51,6 +54,7 @@ const SPEC: OptionSpec = {
   'max-corrupt': { type: 'string' },
   backend: { type: 'string' },
   'frame-dtype': { type: 'string' },
+  ...NORMALIZE_SPEC,
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -92,6 +96,8 @@ images read at the model's resolution; smaller ones are upscaled), in the data's
                              with any replaced, the result is marked "valid": false and NOT VALID
   --backend NAME             auto|${BACKEND_ORDER.join('|')}
   --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
+  --normalize dataset|imagenet, --mean A,B,C --std X,Y,Z
+                             override the model's recorded input normalisation (default: the model's)
   --quiet                    no per-view progress lines
   -h, --help                 this text
 
@@ -130,6 +136,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
       quiet: Boolean(raw['quiet']),
       frameDtype: oneOf(raw, 'frame-dtype', FRAME_DTYPE_CHOICES, 'auto'),
+      ...(normalizeRequest(raw) ? { normalize: normalizeRequest(raw)! } : {}),
     },
   };
 }
@@ -143,6 +150,24 @@ function realJson(path: string, r: RealScore): Record<string, unknown> {
 
 function realLine(what: string, r: RealScore): string {
   return `ReaL (${what}): top-1 ${pct(r.top1)} (${r.right} right, ${r.wrong} wrong of ${r.scored}; ${r.leftOut} left out with no ReaL label)`;
+}
+
+/**
+ * The inputs the model was trained on: its recorded normalisation. An explicit --normalize or
+ * --mean/--std overrides it and says so; a model written before normalisation was recorded gets
+ * the data's own statistics, with a warning.
+ */
+function evalNormalize(o: EvalOptions, c: ModelConfig, io: Pick<TrainIo, 'stderr'>): LoaderOptions['normalize'] {
+  const req = o.normalize;
+  const recorded = c.preprocessing?.normalization;
+  if (req) {
+    const what = req.kind === 'explicit' ? `mean ${req.mean.join(',')} std ${req.std.join(',')}` : `the ${req.kind === 'imagenet' ? 'ImageNet' : "data's own"} statistics`;
+    io.stderr(`note: inputs normalised with ${what} (--normalize/--mean/--std), not the model's recorded normalisation${recorded ? '' : ' (it has none)'}\n`);
+    return req.kind === 'explicit' ? { mean: req.mean, std: req.std } : req.kind;
+  }
+  if (recorded) return { mean: recorded.mean, std: recorded.std };
+  io.stderr(`warning: ${o.checkpoint} records no input normalisation (written before it was); assuming the data's own per-channel statistics, as the model's training run used for its data\n`);
+  return 'dataset';
 }
 
 function checkFits(feed: DataFeed, model: Mlp, data: string): void {
@@ -197,7 +222,8 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
     model = new Mlp(src.config);
     model.loadStateDict(src.tensors, src.weights);
     const c = model.config;
-    const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed, frameDtype: o.frameDtype };
+    const normalize = evalNormalize(o, c, io);
+    const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed, frameDtype: o.frameDtype, normalize };
 
     const m = model;
     const [centre, replaced] = await withFeed(openFeed({ ...base, verify: o.verify, views: null }), m, o, (feed) => predict(m, feed));
@@ -255,6 +281,7 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
       result['tta'] = t;
     }
     result['backend'] = selection.backend;
+    result['normalize'] = typeof normalize === 'object' ? { mean: normalize.mean, std: normalize.std, from: o.normalize ? 'option' : 'model' } : { from: normalize };
     // A score over replaced images is not the score of the dataset: never reported as one.
     result['valid'] = replaced.count === 0;
     if (replaced.count > 0) {

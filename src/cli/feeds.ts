@@ -3,7 +3,9 @@
 // datasets stored smaller than `res`. Here the layers meet: the pipeline's loader implements the
 // shared DataFeed contract that the trainer consumes.
 import type { TrainAugment } from '../pipeline/loader/augment-params.ts';
-import { Loader } from '../pipeline/loader/loader.ts';
+import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
+import { readModelConfig } from '../model/checkpoint.ts';
+import { resolveCheckpoint } from '../train/checkpoint.ts';
 import type { DataFeed } from '../shared/data-feed.ts';
 import { microBatchSize } from '../train/config.ts';
 import { resolveFrameDtype, type FrameDtypeChoice } from '../train/frame-dtype.ts';
@@ -26,11 +28,14 @@ export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, 
   const augment: TrainAugment = { scale: crop.scale, ratio: crop.ratio, flip: true };
   // After backend selection: 'auto' follows the active backend.
   const common = { seed: opts.seed, workers: opts.workers, verify: opts.verify, frameDtype: resolveFrameDtype(opts.frameDtype) };
-  const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, ...common, ...(res !== undefined ? { res } : {}) });
+  const normalize = trainNormalize(opts);
+  const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, normalize, ...common, ...(res !== undefined ? { res } : {}) });
   log?.(train.describe());
   if (!opts.val) return { train };
   try {
-    const val = await Loader.open({ data: opts.val, batchSize: opts.evalBatchSize, mode: 'eval', ...common, res: train.info.res });
+    // Validation sees the model's inputs: the training feed's normalisation, not its own data's.
+    const n = train.info.normalization!;
+    const val = await Loader.open({ data: opts.val, batchSize: opts.evalBatchSize, mode: 'eval', ...common, normalize: { mean: n.mean, std: n.std }, res: train.info.res });
     return { train, val };
   } catch (err) {
     await train.close();
@@ -38,8 +43,26 @@ export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, 
   }
 }
 
+/**
+ * The training feed's normalisation, fixed at the start: a resumed run keeps the one its
+ * checkpoint recorded; otherwise --mean/--std, --normalize imagenet, or the training data's own
+ * statistics (the default, for fine-tuning too: the new dataset's training split, as the paper).
+ */
+function trainNormalize(opts: TrainFlags): LoaderOptions['normalize'] {
+  if (opts.resume) {
+    const dir = resolveCheckpoint(opts.resume);
+    const recorded = dir ? readModelConfig(dir).preprocessing?.normalization : undefined;
+    if (recorded) return { mean: recorded.mean, std: recorded.std };
+  }
+  const req = opts.normalize;
+  if (req?.kind === 'explicit') return { mean: req.mean, std: req.std };
+  return req?.kind === 'imagenet' ? 'imagenet' : 'dataset';
+}
+
 export interface EvalFeedOptions {
   data: string;
+  /** The model's normalisation (default: the data's own statistics, for models without one). */
+  normalize?: LoaderOptions['normalize'];
   verify?: boolean;
   batchSize: number;
   res: number;
@@ -65,5 +88,6 @@ export const openEvalFeed: OpenEvalFeed = (o) =>
     workers: o.workers,
     verify: o.verify ?? false,
     frameDtype: resolveFrameDtype(o.frameDtype),
+    ...(o.normalize ? { normalize: o.normalize } : {}),
     ...(o.views ? { transform: 'train' as const, augment: { scale: o.views.scale, ratio: o.views.ratio, flip: true } } : { transform: 'eval' as const }),
   });

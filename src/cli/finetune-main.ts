@@ -112,6 +112,7 @@ export function parseFinetuneArgs(argv: readonly string[]): ParsedFinetuneArgs {
     options: {
       ...options,
       finetune: { checkpoint, mode, bodyLrMult },
+      command: ['npm run finetune --', ...argv].join(' '),
       crop,
       ...(archOption !== undefined ? { archOption } : {}),
       outGiven: raw['out'] !== undefined || raw['resume'] !== undefined,

@@ -2,10 +2,11 @@
 // file, exactly as they sit in the ring (each a complete msgpack document).
 import { open, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { Loader } from '../pipeline/loader/loader.ts';
+import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
+import { resolvePretrained } from '../train/pretrained.ts';
 import { LauncherEnvError, resolveRank } from '../shared/launcher-env.ts';
 import { defaultIo, EXIT, runCommand, UsageError, withInterrupt } from './command.ts';
-import { MAX_WORKERS, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, workerCount, type OptionSpec } from './flags.ts';
+import { MAX_WORKERS, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, workerCount, type OptionSpec, type Raw } from './flags.ts';
 import { serveMain } from './loader-serve.ts';
 
 const HELP = `Usage: npm run loader -- dump --data <index.json|dir|shard urls> --batches K --out <file> [options]
@@ -27,6 +28,7 @@ Options:
   --workers <n>         loader threads (default: all cores, ${availableParallelism()} here; at most ${MAX_WORKERS})
   --verify              check every shard's md5 against the index first (sizes are always checked)
   --normalize dataset|imagenet|none   per-channel statistics (default dataset)
+  --model <dir>         normalise as this model was trained (its config.json), instead of --normalize
   --rank <R> --world <W>  this rank's share (default: from RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS,
                         JOB_COMPLETION_INDEX; else rank 0 of 1)
   --frame-dtype float32|uint8         float32 (default): normalised values; uint8: the rounded
@@ -48,8 +50,19 @@ const DUMP_SPEC: OptionSpec = {
   world: { type: 'string' },
   'frame-dtype': { type: 'string' },
   verify: { type: 'boolean' },
+  model: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
+
+/** --model: the frames that model sees (its recorded normalisation); else --normalize. */
+function dumpNormalize(v: Raw): LoaderOptions['normalize'] {
+  const model = str(v, 'model');
+  if (model === undefined) return oneOf(v, 'normalize', ['dataset', 'imagenet', 'none'] as const, 'dataset');
+  if (v['normalize'] !== undefined) throw new UsageError('give --model or --normalize, not both');
+  const n = resolvePretrained(model).config.preprocessing?.normalization;
+  if (!n) throw new UsageError(`${model} records no input normalisation (written before it was); use --normalize`, 'model');
+  return { mean: n.mean, std: n.std };
+}
 
 async function dump(argv: string[]): Promise<number> {
   const { raw: v } = parseFlags(argv, DUMP_SPEC);
@@ -73,7 +86,7 @@ async function dump(argv: string[]): Promise<number> {
     seed: num(v, 'seed', 0, nonNegInt),
     ...(res !== undefined ? { res } : {}),
     ...(workers !== undefined ? { workers } : {}),
-    normalize: oneOf(v, 'normalize', ['dataset', 'imagenet', 'none'] as const, 'dataset'),
+    normalize: dumpNormalize(v),
     frameDtype: oneOf(v, 'frame-dtype', ['float32', 'uint8'] as const, 'float32'),
     verify: Boolean(v['verify']),
   });

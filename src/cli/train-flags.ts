@@ -9,7 +9,7 @@ import { MIXUP_PARTNERS } from '../train/mixup.ts';
 import { OPTIMIZER_NAMES } from '../train/optim/index.ts';
 import { SCHEDULE_NAMES } from '../train/schedule.ts';
 import { UsageError } from './command.ts';
-import { MAX_WORKERS, nonNeg, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, unit, workerCount, type OptionSpec, type Raw } from './flags.ts';
+import { MAX_WORKERS, NORMALIZE_SPEC, nonNeg, nonNegInt, normalizeRequest, num, oneOf, optionalNum, parseFlags, positiveInt, str, unit, workerCount, type NormalizeRequest, type OptionSpec, type Raw } from './flags.ts';
 
 /** What a training command line gives: the loop's configuration and the command's own flags. */
 export interface TrainFlags extends TrainConfig {
@@ -24,6 +24,8 @@ export interface TrainFlags extends TrainConfig {
   verify: boolean;
   /** Batch frames from the loader (read by the feed factory); auto: uint8 on GPU backends. */
   frameDtype: FrameDtypeChoice;
+  /** --normalize / --mean / --std: the model's normalisation, fixed at the start (default: the training data's). */
+  normalize?: NormalizeRequest;
   /** Give up when more than this many samples had to be replaced (undecodable) in a run. */
   maxCorrupt: number;
   quiet: boolean;
@@ -94,6 +96,10 @@ Data and model
   --no-augment               no random crops/flips (and no MixUp), as the reference does
   --workers N                decode workers for the data pipeline (default: cores - 1; at most ${MAX_WORKERS})
   --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
+  --normalize dataset|imagenet
+                             the model's input normalisation, fixed at the start and recorded in the model:
+                             the training data's per-channel statistics (default) or ImageNet's
+  --mean A,B,C --std X,Y,Z   explicit per-channel statistics (0-255 units) instead
   --verify                   check every shard's md5 against the index first (sizes are always checked)
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt})
 
@@ -132,6 +138,7 @@ const SPEC: OptionSpec = {
   verify: { type: 'boolean' },
   'max-corrupt': { type: 'string' },
   'frame-dtype': { type: 'string' },
+  ...NORMALIZE_SPEC,
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -165,9 +172,11 @@ export function parseTrainArgsWith(
   const accum = num(raw, 'accum', defaults.accum, positiveInt);
   if (batchSize % accum !== 0) throw new UsageError(`batch size ${batchSize} is not divisible by ${accum}`, 'accum');
   const optional = (key: string): number | undefined => optionalNum(raw, key, positiveInt);
+  const normalize = normalizeRequest(raw);
 
   const options: TrainFlags = {
     data: str(raw, 'data'),
+    ...(str(raw, 'data') !== undefined ? { dataset: str(raw, 'data')! } : {}),
     val: str(raw, 'val'),
     arch,
     epochs: num(raw, 'epochs', defaults.epochs, positiveInt),
@@ -198,6 +207,8 @@ export function parseTrainArgsWith(
     workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), workerCount),
     verify: Boolean(raw['verify']),
     frameDtype: oneOf(raw, 'frame-dtype', FRAME_DTYPE_CHOICES, 'auto'),
+    ...(normalize ? { normalize } : {}),
+    command: ['npm run train --', ...argv].join(' '),
     maxCorrupt: num(raw, 'max-corrupt', COMMAND_DEFAULTS.maxCorrupt, nonNegInt),
     quiet: Boolean(raw['quiet']),
   };

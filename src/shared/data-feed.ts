@@ -29,6 +29,13 @@ export interface Batch {
   release(): void;
 }
 
+/** The per-channel statistics a feed normalises with (0-255 units), and where they came from. */
+export interface FeedNormalization {
+  mean: number[];
+  std: number[];
+  source: 'dataset' | 'imagenet' | 'explicit' | 'none';
+}
+
 export interface DatasetInfo {
   numSamples: number;
   numClasses: number;
@@ -36,6 +43,8 @@ export interface DatasetInfo {
   channels: number;
   /** Images arrive as res x res. */
   res: number;
+  /** What the feed's images are normalised with (absent for feeds of ready-made values). */
+  normalization?: FeedNormalization;
 }
 
 /** A sample that could not be decoded and was replaced by another, so the batch kept its shape. */

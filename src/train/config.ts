@@ -47,6 +47,9 @@ export interface TrainConfig {
   maxCorrupt?: number;
   /** Fine-tune a pre-trained model instead of training from scratch (the finetune command). */
   finetune?: FinetuneSpec;
+  /** Provenance recorded in the model's config.json: the training data and the command line. */
+  dataset?: string;
+  command?: string;
 }
 
 export type FinetuneMode = 'linear' | 'full';

@@ -6,6 +6,7 @@ import { parseArch } from '../model/arch.ts';
 import { isHeadParam, withNewHead } from '../model/head.ts';
 import { estimateTrainBytes, trainFlopsPerSample } from '../model/layout.ts';
 import { Mlp, type ModelConfig } from '../model/mlp.ts';
+import { DEFAULT_EVAL_CROP, type NormalizeSource } from '../model/preprocessing.ts';
 import type { DatasetInfo } from '../shared/data-feed.ts';
 import { Rng } from '../shared/random.ts';
 import { webGpuMemoryLine } from './backends/webgpu.ts';
@@ -90,6 +91,24 @@ function finetuneConfigFor(o: TrainConfig, src: PretrainedRef, info: DatasetInfo
   return { arch: parseArch(c.arch).name, res: c.res, channels: c.channels, numClasses: info.numClasses };
 }
 
+/**
+ * The model's preprocessing is what the training feed does to images, fixed for the whole run and
+ * written into every checkpoint and the final config.json; its class names are the data's.
+ */
+function withInputs(config: ModelConfig, info: DatasetInfo): ModelConfig {
+  const n = info.normalization;
+  const source: NormalizeSource = n?.source === 'imagenet' || n?.source === 'dataset' ? n.source : 'explicit';
+  return {
+    ...config,
+    ...(n ? { preprocessing: { normalization: { mean: [...n.mean], std: [...n.std], source }, evalCrop: DEFAULT_EVAL_CROP } } : {}),
+    ...(info.classes.length === config.numClasses ? { classes: [...info.classes] } : {}),
+  };
+}
+
+function sameStats(a: { mean: number[]; std: number[] }, b: { mean: number[]; std: number[] }): boolean {
+  return a.mean.length === b.mean.length && a.mean.every((x, i) => x === b.mean[i]) && a.std.every((x, i) => x === b.std[i]);
+}
+
 /** Everything that must match for a resume to continue exactly; an error listing what does not. */
 function checkResumable(resumed: LoadedCheckpoint, o: TrainConfig, config: ModelConfig, stepsPerEpoch: number): void {
   const s = resumed.state;
@@ -102,12 +121,15 @@ function checkResumable(resumed: LoadedCheckpoint, o: TrainConfig, config: Model
   if (s.run.batchSize !== o.batchSize || s.run.accum !== o.accum) mismatch.push(`batch ${s.run.batchSize}/accum ${s.run.accum} vs ${o.batchSize}/${o.accum}`);
   if (s.run.stepsPerEpoch !== stepsPerEpoch) mismatch.push(`${s.run.stepsPerEpoch} batches per epoch vs ${stepsPerEpoch} now`);
   if (s.optimizer.name !== o.optimizer) mismatch.push(`optimizer ${s.optimizer.name} vs ${o.optimizer}`);
+  const was = c.preprocessing?.normalization;
+  const now = config.preprocessing?.normalization;
+  if (was && now && !sameStats(was, now)) mismatch.push(`normalisation mean ${was.mean} std ${was.std} vs mean ${now.mean} std ${now.std}`);
   // The seed orders the data (through the feed) and draws MixUp: a new one changes the run.
   if (s.run.seed !== o.seed) mismatch.push(`seed ${s.run.seed} vs ${o.seed}`);
-  const was = s.run.finetune;
-  if (!was !== !ft) mismatch.push(was ? `the checkpoint is a ${was.mode} fine-tuning run, this is not one` : 'the checkpoint is not a fine-tuning run');
-  else if (was && ft && (was.mode !== ft.mode || was.bodyLrMult !== ft.bodyLrMult)) {
-    mismatch.push(`fine-tuning ${was.mode} (body lr x${was.bodyLrMult}) vs ${ft.mode} (body lr x${ft.bodyLrMult})`);
+  const ftWas = s.run.finetune;
+  if (!ftWas !== !ft) mismatch.push(ftWas ? `the checkpoint is a ${ftWas.mode} fine-tuning run, this is not one` : 'the checkpoint is not a fine-tuning run');
+  else if (ftWas && ft && (ftWas.mode !== ft.mode || ftWas.bodyLrMult !== ft.bodyLrMult)) {
+    mismatch.push(`fine-tuning ${ftWas.mode} (body lr x${ftWas.bodyLrMult}) vs ${ft.mode} (body lr x${ft.bodyLrMult})`);
   }
   if (mismatch.length) throw new TrainError(resumed.dir, `cannot resume exactly: ${mismatch.join('; ')}`);
 }
@@ -136,7 +158,7 @@ export function resolveOut(options: TrainConfig): TrainConfig {
 export function setUpRun(o: TrainConfig, info: DatasetInfo, stepsPerEpoch: number): TrainRun {
   const ft = o.finetune;
   const source = ft ? resolvePretrained(ft.checkpoint) : null;
-  const config = source ? finetuneConfigFor(o, source, info) : modelConfigFor(o, info);
+  const config = withInputs(source ? finetuneConfigFor(o, source, info) : modelConfigFor(o, info), info);
   if (stepsPerEpoch < 1) throw new TrainError('training data', `${info.numSamples} samples make no full batch of ${microBatchSize(o)}`);
   const resumed = o.resume ? loadTrainCheckpoint(o.resume) : null;
   if (!resumed && resolveCheckpoint(o.out) !== null) {

@@ -357,7 +357,14 @@ async function finish(run: TrainRun, rl: RunLog, stop: StopReason): Promise<Trai
   let modelDir: string | null = null;
   if (stop !== 'interrupted') {
     await fetchToHost(model.variables());
-    saveModel(o.out, model);
+    saveModel(o.out, model, {}, {
+      ...(o.dataset ? { dataset: o.dataset } : {}),
+      ...(o.command ? { command: o.command } : {}),
+      updates: p.globalStep,
+      samplesSeen: p.samplesSeen,
+      computeFlops: computeFields(p.samplesSeen, run.flopsPerSample).compute_flops,
+      ...(finetune ? { finetunedFrom: finetune.source.weights } : {}),
+    });
     modelDir = o.out;
   }
   const seconds = (performance.now() - rl.t0) / 1000;

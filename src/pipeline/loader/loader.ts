@@ -3,7 +3,7 @@
 // frame headers and dispatches tasks; it never touches pixels.
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import type { Batch, DataFeed, DatasetInfo, ReplacedSamples } from '../../shared/data-feed.ts';
+import type { Batch, DataFeed, DatasetInfo, FeedNormalization, ReplacedSamples } from '../../shared/data-feed.ts';
 import { maxFrameBytes, writeFrameHeader, type FrameDtype, type FrameLayout } from '../ring/frame.ts';
 import { Ring, RingClosedError, RingSlotError, type RingWriteSlot } from '../ring/ring.ts';
 import { DEFAULT_AUGMENT, type TrainAugment } from './augment-params.ts';
@@ -39,7 +39,8 @@ export interface LoaderOptions {
    */
   transform?: 'train' | 'eval';
   evalCropFraction?: number;
-  normalize?: Normalize;
+  /** The dataset's own statistics (default), ImageNet's, none, or explicit values (a model's). */
+  normalize?: Normalize | { mean: number[]; std: number[] };
   /**
    * float32 (default): workers write normalised values. uint8: workers write rounded pixels (4x
    * fewer bytes) and each frame carries the mean/std the consumer applies (normalize-batch.ts).
@@ -80,12 +81,18 @@ const IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255];
 const IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255];
 const TASK_RETRIES = 3;
 
-function normalisationStats(d: OpenedDataset, how: Normalize): { mean: number[]; std: number[] } {
+function normalisationStats(d: OpenedDataset, how: Normalize | { mean: number[]; std: number[] }): FeedNormalization {
   const c = d.channels;
-  if (how === 'none') return { mean: new Array(c).fill(0), std: new Array(c).fill(255) };
-  if (how === 'imagenet' && c === 3) return { mean: IMAGENET_MEAN, std: IMAGENET_STD };
-  if (d.mean && d.std && d.mean.length === c && d.std.every((s) => s > 0)) return { mean: d.mean, std: d.std };
-  return c === 3 ? { mean: IMAGENET_MEAN, std: IMAGENET_STD } : { mean: [127.5], std: [127.5] };
+  if (typeof how === 'object') {
+    if (how.mean.length !== c || how.std.length !== c || how.std.some((s) => !(s > 0))) {
+      throw new LoaderError(`normalisation for ${c} channels needs ${c} means and ${c} positive stds, got mean ${JSON.stringify(how.mean)}, std ${JSON.stringify(how.std)}`);
+    }
+    return { mean: [...how.mean], std: [...how.std], source: 'explicit' };
+  }
+  if (how === 'none') return { mean: new Array(c).fill(0), std: new Array(c).fill(255), source: 'none' };
+  if (how === 'imagenet' && c === 3) return { mean: IMAGENET_MEAN, std: IMAGENET_STD, source: 'imagenet' };
+  if (d.mean && d.std && d.mean.length === c && d.std.every((s) => s > 0)) return { mean: d.mean, std: d.std, source: 'dataset' };
+  return c === 3 ? { mean: IMAGENET_MEAN, std: IMAGENET_STD, source: 'imagenet' } : { mean: [127.5], std: [127.5], source: 'explicit' };
 }
 
 export class Loader implements DataFeed {
@@ -138,6 +145,7 @@ export class Loader implements DataFeed {
       classes: dataset.classes,
       channels: dataset.channels,
       res,
+      normalization: stats,
     };
     this.slotBytes = maxFrameBytes({ n: o.batchSize, channels: dataset.channels, height: res, width: res, maxKeyBytes: table.maxKeyBytes(), dtype: this.format.dtype });
     this.ring = Ring.create({ slots: o.slots ?? 3, slotBytes: this.slotBytes });
