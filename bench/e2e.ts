@@ -9,9 +9,11 @@ import { parseArgs } from 'node:util';
 import { Loader } from '../src/pipeline/loader/loader.ts';
 import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
-import { selectBackend } from '../src/train/backend.ts';
+import { describeSelection, selectBackend } from '../src/train/backend.ts';
+import { blasThreadsFor } from '../src/train/blas/cblas.ts';
 import { trainOptions } from '../src/train/options.ts';
 import { train } from '../src/train/train.ts';
+import { activeBlas } from '../src/train/wasm-kernels.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -21,12 +23,13 @@ const { values: v } = parseArgs({
     'batch-size': { type: 'string', default: '512' },
     epochs: { type: 'string', default: '3' },
     workers: { type: 'string', default: '1' },
+    threads: { type: 'string' },
     backend: { type: 'string', default: 'auto' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (v.help) {
-  process.stdout.write('npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--backend auto]\n');
+  process.stdout.write('npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--threads N (BLAS; default cores - workers)] [--backend auto]\n');
   process.exit(0);
 }
 const tmp = mkdtempSync(join(tmpdir(), 'bench-e2e-'));
@@ -52,7 +55,9 @@ for (let e = 1; e <= 2; e++) for await (const b of alone.epoch(e)) {
 const loaderRate = n / ((performance.now() - t0) / 1000);
 await alone.close();
 
-const selection = await selectBackend(v.backend as 'auto');
+const threads = blasThreadsFor({ threads: v.threads === undefined ? undefined : Number(v.threads), workers });
+const selection = await selectBackend(v.backend as 'auto', {}, { threads });
+process.stderr.write(`${describeSelection(selection)}\n`);
 const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1 });
 const summary = await train(
   trainOptions({ out: join(tmp, 'run'), arch: v.arch!, epochs: Number(v.epochs), batchSize, checkpointEvery: 0, quiet: true, backend: selection.backend }),
@@ -73,6 +78,8 @@ process.stdout.write(`${JSON.stringify({
   res,
   batch_size: batchSize,
   loader_workers: workers,
+  matmul: selection.backend === 'wasm' ? (activeBlas()?.name ?? 'xnnpack') : selection.backend,
+  blas_threads: activeBlas()?.threads() ?? null,
   loader_images_per_sec: Math.round(loaderRate),
   train_images_per_sec: Math.round(summary.imagesPerSec),
   gflops: summary.gflops,

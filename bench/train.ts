@@ -2,8 +2,10 @@
 // optimizer update per step, timed after warm-up. Prints one JSON line per run:
 //   node --import tsx bench/train.ts [--arch B_2-Wi_512] [--batch-size 1024] [--backend auto]
 //     [--res 32] [--channels 3] [--num-classes 10] [--steps 10] [--warmup-steps 2]
-//     [--optimizer adamw] [--stock]
-// --stock measures the wasm backend without the kernel overrides (src/train/wasm-kernels.ts).
+//     [--optimizer adamw] [--threads N] [--blas on|off] [--stock]
+// --stock measures the wasm backend without the kernel overrides (src/train/wasm-kernels.ts);
+// --blas off keeps the overrides but sends matMuls to XNNPACK instead of a native BLAS (A/B);
+// --threads sets the BLAS threads (default: every core, as nothing else runs here).
 // The default model is the one bench/torch_mlp.py measures in PyTorch for comparison; adamw with
 // weight decay 0 is Adam. On a shared machine, read single runs as rough figures.
 import { parseArgs } from 'node:util';
@@ -15,7 +17,8 @@ import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } f
 import { MemoryFeed, syntheticArrays } from '../src/train/memory-feed.ts';
 import { createOptimizer, OPTIMIZER_NAMES, type OptimizerName } from '../src/train/optim/index.ts';
 import { applyUpdate, microStep } from '../src/train/step.ts';
-import { uninstallWasmKernels, wasmKernelsInstalled } from '../src/train/wasm-kernels.ts';
+import { defaultBlasThreads } from '../src/train/blas/cblas.ts';
+import { activeBlas, setMatMulRoute, uninstallWasmKernels, wasmKernelsInstalled, wasmMatMulNote } from '../src/train/wasm-kernels.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -30,6 +33,8 @@ const { values: a } = parseArgs({
     optimizer: { type: 'string', default: 'adamw' },
     'weight-decay': { type: 'string', default: '0' },
     stock: { type: 'boolean', default: false },
+    threads: { type: 'string' },
+    blas: { type: 'string', default: 'on' },
   },
 });
 
@@ -49,7 +54,13 @@ if (!OPTIMIZER_NAMES.includes(optName)) throw new Error(`--optimizer: one of ${O
 const backend = a.backend as BackendChoice | 'auto';
 if (backend !== 'auto' && !BACKEND_ORDER.includes(backend)) throw new Error(`--backend: auto or one of ${BACKEND_ORDER.join(', ')}`);
 
-const selection = await selectBackend(backend);
+const threads = a.threads === undefined ? defaultBlasThreads(0) : Math.max(1, int(a.threads, 'threads'));
+if (a.blas !== 'on' && a.blas !== 'off') throw new Error('--blas: on or off');
+const selection = await selectBackend(backend, {}, { threads });
+if (a.blas === 'off' && selection.backend === 'wasm') {
+  setMatMulRoute('xnnpack');
+  selection.notes = [wasmMatMulNote()];
+}
 if (a.stock) uninstallWasmKernels();
 const described = describeSelection(a.stock ? { ...selection, notes: ['wasm: stock kernels (overrides removed)'] } : selection);
 process.stderr.write(`${described}\n`);
@@ -96,6 +107,8 @@ process.stdout.write(
     arch: spec.name,
     backend: selection.backend,
     wasm_kernels: wasmKernelsInstalled(),
+    matmul: selection.backend !== 'wasm' ? selection.backend : a.stock ? 'stock' : (activeBlas()?.name ?? 'xnnpack'),
+    threads: selection.backend === 'wasm' && !a.stock && activeBlas() ? activeBlas()!.threads() : 1,
     optimizer: optName,
     batch_size: batch,
     input_dim: channels * res * res,

@@ -3,6 +3,7 @@
 import { inputDim, parseArch, type ModelShape } from '../model/arch.ts';
 import { countParams, estimateTrainBytes, forwardMacs, trainFlopsPerSample } from '../model/layout.ts';
 import { describeSelection, selectBackend, type BackendDeps, type BackendSelection } from './backend.ts';
+import { blasThreadsFor } from './blas/cblas.ts';
 import type { DataFeed } from './data-feed.ts';
 import { OPTIMIZER_SLOTS } from './optim/index.ts';
 import { DEFAULTS, HELP, microBatchSize, OptionsError, parseTrainArgs, type TrainOptions } from './options.ts';
@@ -110,7 +111,7 @@ export async function runTrainCli(argv: string[], makeFeeds: MakeFeeds, io: CliI
       return EXIT.usage;
     }
 
-    const selection = await selectBackend(opts.backend, io.backendDeps);
+    const selection = await selectBackend(opts.backend, io.backendDeps, { threads: blasThreadsFor(opts) });
     io.stderr(`${describeSelection(selection)}\n`);
     feeds = await makeFeeds(opts);
     return await trainAndReport(opts, feeds, selection, io);

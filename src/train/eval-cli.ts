@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { atomicWrite } from '../model/atomic.ts';
 import { Mlp } from '../model/mlp.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from './backend.ts';
+import { blasThreadsFor } from './blas/cblas.ts';
 import { defaultIo, EXIT, parseCommandLine, reportFailure, type CliIo } from './cli-main.ts';
 import type { DataFeed } from './data-feed.ts';
 import { FINETUNE_DEFAULTS } from './finetune-cli.ts';
@@ -26,6 +27,8 @@ export interface EvalOptions {
   real?: string;
   out?: string;
   workers: number;
+  /** BLAS threads for the wasm backend's matMuls; undefined = cores - workers. */
+  threads?: number;
   backend: BackendChoice | 'auto';
   quiet: boolean;
 }
@@ -43,6 +46,7 @@ const SPEC = {
   real: { type: 'string' },
   out: { type: 'string' },
   workers: { type: 'string' },
+  threads: { type: 'string' },
   backend: { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -80,6 +84,7 @@ images read at the model's resolution; smaller ones are upscaled), in the data's
                              (then key K = the position of the file name in sorted order = real.json's index)
   --out <file.json>          also write the JSON result to this file
   --workers N                decode workers (default: cores - 1)
+  --threads N                BLAS threads for the wasm backend's matMuls (default: cores - workers, at least 1)
   --backend NAME             auto|${BACKEND_ORDER.join('|')}
   --quiet                    no per-view progress lines
   -h, --help                 this text
@@ -119,6 +124,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       ...(real !== undefined ? { real } : {}),
       ...(out !== undefined ? { out } : {}),
       workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), positiveInt),
+      ...(raw['threads'] !== undefined ? { threads: num(raw, 'threads', 1, positiveInt) } : {}),
       backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
       quiet: Boolean(raw['quiet']),
     },
@@ -155,7 +161,7 @@ export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: Cli
     resolvePretrained(o.checkpoint);
     // Read the ReaL labels before spending time on the data.
     const real = o.real !== undefined ? readRealLabels(o.real) : null;
-    const selection = await selectBackend(o.backend, io.backendDeps);
+    const selection = await selectBackend(o.backend, io.backendDeps, { threads: blasThreadsFor(o) });
     io.stderr(`${describeSelection(selection)}\n`);
     const src = loadPretrained(o.checkpoint);
     model = new Mlp(src.config);

@@ -3,6 +3,7 @@
 // --help, --dry-run, usage errors, then the shared training loop.
 import { parseArch } from '../model/arch.ts';
 import { describeSelection, selectBackend } from './backend.ts';
+import { blasThreadsFor } from './blas/cblas.ts';
 import { defaultIo, dryRunReport, EXIT, parseCommandLine, reportFailure, trainAndReport, type CliIo } from './cli-main.ts';
 import type { CropSpec } from './loader-feeds.ts';
 import {
@@ -90,6 +91,7 @@ Data and model
   --num-classes N            the new head's classes: the data's (if given, it must match)
   --no-augment               centre crops, no flips
   --workers N                decode workers for the data pipeline (default: cores - 1)
+  --threads N                BLAS threads for the wasm backend's matMuls (default: cores - workers, at least 1)
 
 ${optimisationHelp(FINETUNE_DEFAULTS, 'runs/finetune-<arch>-<mode>')}To resume, run the same command with --resume <out>.
 Exit status: 0 done, 1 failure (e.g. no model at --checkpoint, data with other channels than the
@@ -169,7 +171,7 @@ export async function runFinetuneCli(argv: string[], makeFeeds: MakeFinetuneFeed
     if (!opts.resume && hasCheckpoint(opts.out)) {
       return usage(`${opts.out} already holds a checkpoint: pass --resume ${opts.out} to continue, or choose another --out`);
     }
-    const selection = await selectBackend(opts.backend, io.backendDeps);
+    const selection = await selectBackend(opts.backend, io.backendDeps, { threads: blasThreadsFor(opts) });
     io.stderr(`${describeSelection(selection)}\n`);
     feeds = await makeFeeds(opts);
     return await trainAndReport(opts, feeds, selection, io);

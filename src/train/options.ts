@@ -44,6 +44,8 @@ export interface TrainOptions {
   seed: number;
   evalBatchSize: number;
   workers: number;
+  /** BLAS threads for the wasm backend's matMuls; undefined = the cores the workers leave (blas/cblas.ts). */
+  threads?: number;
   /** Stop (with a checkpoint) after this many optimizer updates in total. */
   maxSteps?: number;
   /** SGD momentum. */
@@ -150,6 +152,7 @@ Data and model
                              with --data they must match the data
   --no-augment               no random crops/flips (and no MixUp), as the reference does
   --workers N                decode workers for the data pipeline (default: cores - 1)
+  --threads N                BLAS threads for the wasm backend's matMuls (default: cores - workers, at least 1)
 
 ${optimisationHelp(DEFAULTS)}`;
 
@@ -183,6 +186,7 @@ const SPEC = {
   seed: { type: 'string' },
   'eval-batch-size': { type: 'string' },
   workers: { type: 'string' },
+  threads: { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -306,6 +310,7 @@ export function parseTrainArgsWith(
     seed: num(raw, 'seed', defaults.seed, nonNegInt),
     evalBatchSize: num(raw, 'eval-batch-size', batchSize, positiveInt),
     workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), positiveInt),
+    threads: optional('threads'),
     quiet: Boolean(raw['quiet']),
   };
   return { help: false, options, raw };
