@@ -145,7 +145,8 @@ export interface AdamWAttrs {
 }
 
 let registered = false;
-let enabled = true;
+// SMLP_SIMD=off starts with them off (A/B runs of whole commands).
+let enabled = !['off', '0', 'false', 'no'].includes((process.env['SMLP_SIMD'] ?? '').trim().toLowerCase());
 
 function register(): void {
   if (registered) return;
