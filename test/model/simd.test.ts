@@ -1,13 +1,14 @@
 // The WebAssembly SIMD kernels (src/model/simd/): the committed module imports only a memory and
 // initialises none (so it cannot write into tfjs's heap beyond its outputs, checked byte for byte
 // on a memory of our own), GELU's value and derivative against a float64 reference (every lane
-// position of the 4-wide loop and its tail, large |x|, signed zero), AdamW bit-identical to the
-// tf-ops version, and the GELU op's gradient on the wasm backend.
+// position of the 4-wide loop and its tail, large |x|, signed zero), AdamW and Lion bit-identical
+// to their tf-ops versions, and the GELU op's gradient on the wasm backend.
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
 import { gelu } from '../../src/model/ops.ts';
 import { instantiateSimd, setSimdKernels, simdKernelsActive, simdModule, wasmSectionIds, type WasmMemory } from '../../src/model/simd/simd-kernels.ts';
+import { setFusedUpdates } from '../../src/train/optim/fused.ts';
 import { createOptimizer } from '../../src/train/optim/index.ts';
 import { erf, geluRef } from './reference.ts';
 import { useBackend } from './setup.ts';
@@ -106,4 +107,35 @@ t.test('AdamW: bit-identical to the tf-ops update, weight decay on, odd sizes', 
   const b = steps(false);
   t.equal(a.length, b.length);
   a.forEach((x, i) => t.same(Array.from(x), Array.from(b[i]!), `tensor ${i}: identical`));
+});
+
+t.test('Lion: bit-identical to the tf-ops update (sign(0) = 0 included), close to the JS pass', { skip: noSimd }, async (t) => {
+  const shapes = [[37, 29], [1027], [3]];
+  const steps = (mode: 'simd' | 'js' | 'ops'): Float32Array[] => {
+    setSimdKernels(mode === 'simd');
+    setFusedUpdates(mode !== 'ops');
+    const vars = shapes.map((s, i) => tf.variable(tf.randomNormal(s, 0, 1, 'float32', 60 + i)));
+    const opt = createOptimizer('lion', vars.map((v, i) => ({ name: `p${i}`, variable: v })), { weightDecay: 0.1 });
+    for (let s = 0; s < 4; s++) {
+      // Step 0 has zero momentum and some zero gradients: c = 0 exactly, so sign(c) = 0.
+      const grads = shapes.map((sh, i) => tf.tidy(() => tf.mul(tf.randomNormal(sh, 0, 1, 'float32', 200 + 10 * s + i), tf.cast(tf.greater(tf.randomUniform(sh, 0, 1, 'float32', 300 + i), 0.2), 'float32'))));
+      opt.apply(grads, 1e-2);
+      tf.dispose(grads);
+    }
+    const out = [...vars.map((v) => v.dataSync() as Float32Array), ...[...opt.state().values()].map((s) => s.dataSync() as Float32Array)];
+    opt.dispose();
+    tf.dispose(vars);
+    setSimdKernels(true);
+    setFusedUpdates(true);
+    return out;
+  };
+  const simd = steps('simd');
+  const ops = steps('ops');
+  const js = steps('js');
+  simd.forEach((x, i) => {
+    t.same(Array.from(x), Array.from(ops[i]!), `tensor ${i}: identical to tf ops`);
+    let worst = 0;
+    for (let j = 0; j < x.length; j++) worst = Math.max(worst, Math.abs(x[j]! - js[i]![j]!));
+    t.ok(worst < 1e-6, `tensor ${i}: vs the JS pass, max difference ${worst}`);
+  });
 });

@@ -9,6 +9,8 @@
 //        backends use), whose exp(-x^2/2) is also the pdf's: one exp per element for both.
 // adamw: torch.optim.AdamW's update with the same float32 operations in the same order as the
 //        tf-ops version (src/train/optim/adamw.ts), so results are bit-identical to it.
+// lion:  Lion's update, likewise bit-identical to its tf-ops version (the JS kernel in
+//        src/train/optim/fused.ts rounds from double instead: equal up to float32 rounding).
 #include <wasm_simd128.h>
 
 typedef float f4 __attribute__((vector_size(16)));
@@ -122,5 +124,36 @@ void adamw(const float *p, const float *m, const float *v, const float *g, float
     store_tail(p1 + i, a, r);
     store_tail(m1 + i, b, r);
     store_tail(v1 + i, c, r);
+  }
+}
+
+// Lion: c = m*b1 + g*(1-b1); p1 = p*decay - lr*sign(c); m1 = m*b2 + g*(1-b2), as the tf-ops
+// version (src/train/optim/lion.ts) computes it in float32; sign(0) = 0.
+static inline void lion4(f4 p, f4 m, f4 g, float b1, float c1, float b2, float c2, float decay, float lr,
+                         f4 *p1, f4 *m1) {
+  f4 c = m * splat(b1) + g * splat(c1);
+  v128_t pos = wasm_f32x4_gt((v128_t)c, (v128_t)splat(0.0f));
+  v128_t neg = wasm_f32x4_lt((v128_t)c, (v128_t)splat(0.0f));
+  f4 sign = (f4)wasm_v128_or(wasm_v128_and(pos, (v128_t)splat(1.0f)), wasm_v128_and(neg, (v128_t)splat(-1.0f)));
+  *p1 = p * splat(decay) - sign * splat(lr);
+  *m1 = m * splat(b2) + g * splat(c2);
+}
+
+EXPORT(lion)
+void lion(const float *p, const float *m, const float *g, float *p1, float *m1, int n,
+          float b1, float c1, float b2, float c2, float decay, float lr) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    f4 a, b;
+    lion4(vload(p + i), vload(m + i), vload(g + i), b1, c1, b2, c2, decay, lr, &a, &b);
+    vstore(p1 + i, a);
+    vstore(m1 + i, b);
+  }
+  if (i < n) {
+    int r = n - i;
+    f4 a, b;
+    lion4(load_tail(p + i, r), load_tail(m + i, r), load_tail(g + i, r), b1, c1, b2, c2, decay, lr, &a, &b);
+    store_tail(p1 + i, a, r);
+    store_tail(m1 + i, b, r);
   }
 }

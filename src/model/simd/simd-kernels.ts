@@ -1,12 +1,12 @@
-// GELU (value and derivative in one pass) and the AdamW update as WebAssembly SIMD kernels that
-// run in place on the tfjs wasm backend's heap (kernels.c, compiled by build.sh to the committed
-// kernels.wasm). With matMuls on a native BLAS, the element-wise work became a third of a training
-// step: as tf ops GELU is ~10 passes over the widest activations (Erf and Exp are scalar loops in
-// tfjs-wasm, ~9-14 ns an element) and AdamW ~12 passes over the parameters; here each is one pass.
-// The module imports tfjs's own WebAssembly.Memory, so arguments are the tensors' byte offsets;
-// it has no data section and no stack (checked here before instantiating), so it writes nothing
-// but the outputs it is given. Other backends, a runtime without SIMD, or setSimdKernels(false)
-// leave the tf-ops versions in place.
+// GELU (value and derivative in one pass) and the AdamW and Lion updates as WebAssembly SIMD
+// kernels that run in place on the tfjs wasm backend's heap (kernels.c, compiled by build.sh to the
+// committed kernels.wasm). With matMuls on a native BLAS, the element-wise work became a third of
+// a training step: as tf ops GELU is ~10 passes over the widest activations (Erf and Exp are
+// scalar loops in tfjs-wasm, ~9-14 ns an element) and AdamW ~12 passes over the parameters; here
+// each is one pass. The module imports tfjs's own WebAssembly.Memory, so arguments are the
+// tensors' byte offsets; it has no data section and no stack (checked here before instantiating),
+// so it writes nothing but the outputs it is given. Other backends, a runtime without SIMD, or
+// setSimdKernels(false) / SMLP_SIMD=off leave the previous versions in place.
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 
@@ -27,6 +27,7 @@ export interface Exports {
   gelu(x: number, y: number, d: number, n: number): void;
   adamw(p: number, m: number, v: number, g: number, p1: number, m1: number, v1: number, n: number,
     b1: number, c1: number, b2: number, c2: number, sbc2: number, eps: number, decay: number, step: number): void;
+  lion(p: number, m: number, g: number, p1: number, m1: number, n: number, b1: number, c1: number, b2: number, c2: number, decay: number, lr: number): void;
 }
 
 /** The parts of tfjs-backend-wasm's BackendWasm used here. */
@@ -133,6 +134,14 @@ function float32(what: string, ts: tf.TensorInfo[]): void {
 
 export const GELU_KERNEL = 'SmlpGeluSimd';
 export const ADAMW_KERNEL = 'SmlpAdamWSimd';
+export const LION_KERNEL = 'SmlpLionSimd';
+
+export interface LionAttrs {
+  lr: number;
+  wd: number;
+  b1: number;
+  b2: number;
+}
 
 export interface AdamWAttrs {
   b1: number;
@@ -185,6 +194,24 @@ function register(): void {
       return outs;
     },
   });
+  tf.registerKernel({
+    kernelName: LION_KERNEL,
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const b = backend as unknown as WasmBackend;
+      const ins = [inputs['p']!, inputs['m']!, inputs['g']!];
+      float32(LION_KERNEL, ins);
+      const shape = [...ins[0]!.shape];
+      const n = tf.util.sizeFromShape(shape);
+      if (ins.some((t) => tf.util.sizeFromShape(t.shape) !== n)) throw new SimdKernelError(LION_KERNEL, 'p, m and g must have the same size');
+      const outs = [b.makeOutput(shape, 'float32'), b.makeOutput(shape, 'float32')];
+      const a = attrs as unknown as LionAttrs;
+      const [p, m, g] = ins.map((t) => offset(b, t, LION_KERNEL));
+      const [p1, m1] = outs.map((t) => offset(b, t, LION_KERNEL));
+      exportsFor(b).lion(p!, m!, g!, p1!, m1!, n, a.b1, 1 - a.b1, a.b2, 1 - a.b2, a.wd === 0 || a.lr === 0 ? 1 : 1 - a.lr * a.wd, a.lr);
+      return outs;
+    },
+  });
 }
 
 /** Whether GELU and AdamW run as SIMD kernels now (wasm backend, SIMD available, not switched off). */
@@ -201,6 +228,12 @@ export function setSimdKernels(on: boolean): void {
 export function geluAndDerivative(x: tf.Tensor): [tf.Tensor, tf.Tensor] {
   register();
   return tf.engine().runKernel(GELU_KERNEL, { x }) as unknown as [tf.Tensor, tf.Tensor];
+}
+
+/** Lion's new parameter and momentum. */
+export function lionSimd(p: tf.Tensor, m: tf.Tensor, g: tf.Tensor, attrs: LionAttrs): [tf.Tensor, tf.Tensor] {
+  register();
+  return tf.engine().runKernel(LION_KERNEL, { p, m, g }, attrs as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor];
 }
 
 /** AdamW's new parameter and moments. */
