@@ -9,10 +9,12 @@ import { parseArgs } from 'node:util';
 import { Loader } from '../src/pipeline/loader/loader.ts';
 import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
-import { selectBackend } from '../src/train/backend.ts';
+import { describeSelection, selectBackend } from '../src/train/backend.ts';
+import { blasThreadsFor } from '../src/train/blas/cblas.ts';
 import { trainConfig } from '../src/train/config.ts';
 import { FRAME_DTYPE_CHOICES, resolveFrameDtype, type FrameDtypeChoice } from '../src/train/frame-dtype.ts';
 import { train } from '../src/train/train.ts';
+import { activeBlas } from '../src/train/wasm-kernels.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -22,13 +24,14 @@ const { values: v } = parseArgs({
     'batch-size': { type: 'string', default: '512' },
     epochs: { type: 'string', default: '3' },
     workers: { type: 'string', default: '1' },
+    threads: { type: 'string' },
     backend: { type: 'string', default: 'auto' },
     'frame-dtype': { type: 'string', default: 'auto' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (v.help) {
-  process.stdout.write('npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--backend auto] [--frame-dtype auto|float32|uint8]\n');
+  process.stdout.write('npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--threads N (BLAS; default cores - workers)] [--backend auto] [--frame-dtype auto|float32|uint8]\n');
   process.exit(0);
 }
 const tmp = mkdtempSync(join(tmpdir(), 'bench-e2e-'));
@@ -43,7 +46,9 @@ await runShardJob(openSynthetic({ count: Number(v.images), numClasses: 10, width
 });
 
 if (!FRAME_DTYPE_CHOICES.includes(v['frame-dtype'] as FrameDtypeChoice)) throw new Error(`--frame-dtype: one of ${FRAME_DTYPE_CHOICES.join(', ')}`);
-const selection = await selectBackend(v.backend as 'auto');
+const threads = blasThreadsFor({ threads: v.threads === undefined ? undefined : Number(v.threads), workers });
+const selection = await selectBackend(v.backend as 'auto', {}, { threads });
+process.stderr.write(`${describeSelection(selection)}\n`);
 const frameDtype = resolveFrameDtype(v['frame-dtype'] as FrameDtypeChoice, selection.backend);
 
 // The loader alone, same settings, consumer releasing at once.
@@ -79,6 +84,8 @@ process.stdout.write(`${JSON.stringify({
   res,
   batch_size: batchSize,
   loader_workers: workers,
+  matmul: selection.backend === 'wasm' ? (activeBlas()?.name ?? 'xnnpack') : selection.backend,
+  blas_threads: activeBlas()?.threads() ?? null,
   loader_images_per_sec: Math.round(loaderRate),
   train_images_per_sec: Math.round(summary.imagesPerSec),
   gflops: summary.gflops,

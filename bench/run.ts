@@ -6,6 +6,7 @@ const benches: Record<string, string> = {
   augment: './augment.ts',
   train: './train.ts',
   e2e: './e2e.ts',
+  blas: './blas.ts',
   'image-decode': './image-decode.ts',
   serve: './serve.ts',
   upload: './upload.ts',

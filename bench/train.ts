@@ -2,8 +2,10 @@
 // optimizer update per step, timed after warm-up. Prints one JSON line per run:
 //   node --import tsx bench/train.ts [--arch B_2-Wi_512] [--batch-size 1024] [--backend auto]
 //     [--res 32] [--channels 3] [--num-classes 10] [--steps 10] [--warmup-steps 2]
-//     [--optimizer adamw] [--stock] [--data normal|uniform] [--frame-dtype float32|uint8]
-// --stock measures the wasm backend without the kernel overrides (src/train/wasm-kernels.ts).
+//     [--optimizer adamw] [--threads N] [--blas on|off] [--stock] [--data normal|uniform] [--frame-dtype float32|uint8]
+// --stock measures the wasm backend without the kernel overrides (src/train/wasm-kernels.ts);
+// --blas off keeps the overrides but sends matMuls to XNNPACK instead of a native BLAS (A/B);
+// --threads sets the BLAS threads (default: every core, as nothing else runs here).
 // On webgpu the line also names the adapter and the bytes held in GPU buffers after the steps.
 // --frame-dtype uint8 serves uint8 pixels, so each step includes their upload and normalisation
 // on the device (normalize-batch.ts), as with uint8 frames.
@@ -20,7 +22,8 @@ import { MemoryFeed, syntheticArrays } from '../src/train/memory-feed.ts';
 import { batchInput } from '../src/train/normalize-batch.ts';
 import { createOptimizer, OPTIMIZER_NAMES, OPTIMIZER_SLOTS, type OptimizerName } from '../src/train/optim/index.ts';
 import { applyUpdate, microStep } from '../src/train/step.ts';
-import { uninstallWasmKernels, wasmKernelsInstalled } from '../src/train/wasm-kernels.ts';
+import { defaultBlasThreads } from '../src/train/blas/cblas.ts';
+import { activeBlas, setMatMulRoute, uninstallWasmKernels, wasmKernelsInstalled, wasmMatMulNote } from '../src/train/wasm-kernels.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -39,6 +42,8 @@ const { values: a } = parseArgs({
     // batches of 16,384 64x64 images, time a lent GPU machine should not spend).
     data: { type: 'string', default: 'normal' },
     'frame-dtype': { type: 'string', default: 'float32' },
+    threads: { type: 'string' },
+    blas: { type: 'string', default: 'on' },
   },
 });
 
@@ -58,7 +63,13 @@ if (!OPTIMIZER_NAMES.includes(optName)) throw new Error(`--optimizer: one of ${O
 const backend = a.backend as BackendChoice | 'auto';
 if (backend !== 'auto' && !BACKEND_ORDER.includes(backend)) throw new Error(`--backend: auto or one of ${BACKEND_ORDER.join(', ')}`);
 
-const selection = await selectBackend(backend);
+const threads = a.threads === undefined ? defaultBlasThreads(0) : Math.max(1, int(a.threads, 'threads'));
+if (a.blas !== 'on' && a.blas !== 'off') throw new Error('--blas: on or off');
+const selection = await selectBackend(backend, {}, { threads });
+if (a.blas === 'off' && selection.backend === 'wasm') {
+  setMatMulRoute('xnnpack');
+  selection.notes = [wasmMatMulNote()];
+}
 if (a.stock) uninstallWasmKernels();
 const described = describeSelection(a.stock ? { ...selection, notes: ['wasm: stock kernels (overrides removed)'] } : selection);
 process.stderr.write(`${described}\n`);
@@ -131,6 +142,8 @@ process.stdout.write(
     backend: selection.backend,
     wasm_kernels: wasmKernelsInstalled(),
     frame_dtype: frameDtype,
+    matmul: selection.backend !== 'wasm' ? selection.backend : a.stock ? 'stock' : (activeBlas()?.name ?? 'xnnpack'),
+    threads: selection.backend === 'wasm' && !a.stock && activeBlas() ? activeBlas()!.threads() : 1,
     optimizer: optName,
     batch_size: batch,
     input_dim: channels * res * res,

@@ -7,6 +7,7 @@ import type { LoaderOptions } from '../pipeline/loader/loader.ts';
 import { atomicWriteFile } from '../shared/atomic-write.ts';
 import type { DataFeed, ReplacedSamples } from '../shared/data-feed.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from '../train/backend.ts';
+import { blasThreadsFor } from '../train/blas/cblas.ts';
 import { FRAME_DTYPE_CHOICES, FRAME_DTYPE_HELP, type FrameDtypeChoice } from '../train/frame-dtype.ts';
 import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from '../train/predict.ts';
 import { loadPretrained, resolvePretrained } from '../train/pretrained.ts';
@@ -30,6 +31,8 @@ export interface EvalOptions {
   workers: number;
   verify: boolean;
   maxCorrupt: number;
+  /** BLAS threads for the wasm backend's matMuls; undefined = cores - workers. */
+  threads?: number;
   backend: BackendChoice | 'auto';
   quiet: boolean;
   frameDtype: FrameDtypeChoice;
@@ -52,6 +55,7 @@ const SPEC: OptionSpec = {
   workers: { type: 'string' },
   verify: { type: 'boolean' },
   'max-corrupt': { type: 'string' },
+  threads: { type: 'string' },
   backend: { type: 'string' },
   'frame-dtype': { type: 'string' },
   ...NORMALIZE_SPEC,
@@ -91,6 +95,7 @@ images read at the model's resolution; smaller ones are upscaled), in the data's
                              (then key K = the position of the file name in sorted order = real.json's index)
   --out <file.json>          also write the JSON result to this file
   --workers N                decode workers (default: cores - 1; at most ${MAX_WORKERS})
+  --threads N                BLAS threads for the wasm backend's matMuls (default: cores - workers, at least 1)
   --verify                   check every shard's md5 against the index first (sizes are always checked)
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt});
                              with any replaced, the result is marked "valid": false and NOT VALID
@@ -131,6 +136,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       ...(real !== undefined ? { real } : {}),
       ...(out !== undefined ? { out } : {}),
       workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), workerCount),
+      ...(raw['threads'] !== undefined ? { threads: num(raw, 'threads', 1, positiveInt) } : {}),
       verify: Boolean(raw['verify']),
       maxCorrupt: num(raw, 'max-corrupt', COMMAND_DEFAULTS.maxCorrupt, nonNegInt),
       backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
@@ -216,7 +222,7 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
     resolvePretrained(o.checkpoint);
     // Read the ReaL labels before spending time on the data.
     const real = o.real !== undefined ? readRealLabels(o.real) : null;
-    const selection = await selectBackend(o.backend, io.backendDeps);
+    const selection = await selectBackend(o.backend, io.backendDeps, { threads: blasThreadsFor(o) });
     io.stderr(`${describeSelection(selection)}\n`);
     const src = loadPretrained(o.checkpoint);
     model = new Mlp(src.config);

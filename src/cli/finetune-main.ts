@@ -81,6 +81,7 @@ Data and model
   --num-classes N            the new head's classes: the data's (if given, it must match)
   --no-augment               centre crops, no flips
   --workers N                decode workers for the data pipeline (default: cores - 1; at most ${MAX_WORKERS})
+  --threads N                BLAS threads for the wasm backend's matMuls (default: cores - workers, at least 1)
   --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
   --verify                   check every shard's md5 against the index first (sizes are always checked)
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt})

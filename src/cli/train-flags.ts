@@ -20,6 +20,8 @@ export interface TrainFlags extends TrainConfig {
   dryRun: boolean;
   /** Decode threads of the data pipeline. */
   workers: number;
+  /** BLAS threads for the wasm backend's matMuls; undefined = the cores the workers leave (train/blas/cblas.ts). */
+  threads?: number;
   /** Check every shard's md5 against its index before training (sizes are always checked). */
   verify: boolean;
   /** Batch frames from the loader (read by the feed factory); auto: uint8 on GPU backends. */
@@ -100,6 +102,7 @@ Data and model
                              the model's input normalisation, fixed at the start and recorded in the model:
                              the training data's per-channel statistics (default) or ImageNet's
   --mean A,B,C --std X,Y,Z   explicit per-channel statistics (0-255 units) instead
+  --threads N                BLAS threads for the wasm backend's matMuls (default: cores - workers, at least 1)
   --verify                   check every shard's md5 against the index first (sizes are always checked)
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt})
 
@@ -138,6 +141,7 @@ const SPEC: OptionSpec = {
   verify: { type: 'boolean' },
   'max-corrupt': { type: 'string' },
   'frame-dtype': { type: 'string' },
+  threads: { type: 'string' },
   ...NORMALIZE_SPEC,
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -208,6 +212,7 @@ export function parseTrainArgsWith(
     verify: Boolean(raw['verify']),
     frameDtype: oneOf(raw, 'frame-dtype', FRAME_DTYPE_CHOICES, 'auto'),
     ...(normalize ? { normalize } : {}),
+    ...(raw['threads'] !== undefined ? { threads: num(raw, 'threads', 1, positiveInt) } : {}),
     command: ['npm run train --', ...argv].join(' '),
     maxCorrupt: num(raw, 'max-corrupt', COMMAND_DEFAULTS.maxCorrupt, nonNegInt),
     quiet: Boolean(raw['quiet']),

@@ -3,6 +3,7 @@
 import { inputDim, parseArch, type ModelShape } from '../model/arch.ts';
 import { countParams, estimateTrainBytes, forwardMacs, trainFlopsPerSample } from '../model/layout.ts';
 import { describeSelection, selectBackend, type BackendDeps, type BackendSelection } from '../train/backend.ts';
+import { blasThreadsFor } from '../train/blas/cblas.ts';
 import { microBatchSize, type TrainConfig } from '../train/config.ts';
 import { OPTIMIZER_SLOTS } from '../train/optim/index.ts';
 import { resolveOut } from '../train/run-setup.ts';
@@ -97,7 +98,7 @@ export async function trainLocked(command: string, opts: TrainFlags, makeFeeds: 
     if (!opts.resume && hasCheckpoint(opts.out)) {
       throw new UsageError(`${opts.out} already holds a checkpoint: pass --resume ${opts.out} to continue, or choose another --out`);
     }
-    const selection = await selectBackend(opts.backend, io.backendDeps);
+    const selection = await selectBackend(opts.backend, io.backendDeps, { threads: blasThreadsFor(opts) });
     io.stderr(`${describeSelection(selection)}\n`);
     return withFeeds(await makeFeeds(), (feeds) => trainAndReport(opts, feeds, selection, io));
   });

@@ -3,6 +3,7 @@
 // is a full pass over memory. Numerics follow PyTorch: exact (erf) GELU, biased variance in
 // LayerNorm, eps inside the square root.
 import * as tf from '@tensorflow/tfjs';
+import { geluAndDerivative, simdKernelsActive } from './simd/simd-kernels.ts';
 
 type Forward = (inputs: tf.Tensor[], save: tf.GradSaveFunc) => {
   value: tf.Tensor;
@@ -33,9 +34,16 @@ const geluOp = withGrad(([x], save) => {
   };
 });
 
+// On wasm: value and derivative from one SIMD pass (simd/kernels.c); the backward pass is dy * d.
+const geluSimdOp = withGrad(([x], save) => {
+  const [y, d] = geluAndDerivative(x!);
+  save([d]);
+  return { value: y, gradFunc: (dy, [dd]) => [tf.mul(dy, dd!)] };
+});
+
 /** GELU(x) = x * Phi(x) with Phi the standard normal CDF (PyTorch's nn.GELU() default). */
 export function gelu<T extends tf.Tensor>(x: T): T {
-  return geluOp(x) as T;
+  return (simdKernelsActive() ? geluSimdOp(x) : geluOp(x)) as T;
 }
 
 export const LAYER_NORM_EPS = 1e-5;

@@ -8,7 +8,7 @@
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { formatAdapter, setupWebGpu } from './backends/webgpu.ts';
-import { installWasmKernels } from './wasm-kernels.ts';
+import { installWasmKernels, type WasmKernelSettings } from './wasm-kernels.ts';
 
 export type BackendChoice = 'tfjs-node-gpu' | 'webgpu' | 'tfjs-node' | 'wasm' | 'cpu';
 export const BACKEND_ORDER: readonly BackendChoice[] = ['tfjs-node-gpu', 'webgpu', 'tfjs-node', 'wasm', 'cpu'];
@@ -47,14 +47,17 @@ export interface BackendSelection {
 export interface BackendDeps {
   load(pkg: string): unknown;
   activate(tfName: string): Promise<boolean>;
-  /** Called once the backend is active (installs the wasm kernel overrides). */
-  prepare(choice: BackendChoice): void;
+  /** Called once the backend is active (installs the wasm kernel overrides); may return a note. */
+  prepare(choice: BackendChoice, settings: BackendSettings): string | void;
   /**
    * Finds the WebGPU adapter and readies the 'webgpu' backend; returns a line describing the
    * adapter, or throws with the reason to skip (a software adapter unless requested by name).
    */
   setupWebGpu(requestedByName: boolean): Promise<string>;
 }
+
+/** How the chosen backend should run: BLAS threads for the wasm backend's matMuls. */
+export type BackendSettings = Pick<WasmKernelSettings, 'threads'>;
 
 export class BackendError extends Error {
   override readonly name = 'BackendError';
@@ -72,8 +75,8 @@ export const defaultBackendDeps: BackendDeps = {
     await tf.ready();
     return ok && tf.getBackend() === name;
   },
-  prepare: (choice) => {
-    if (choice === 'wasm') installWasmKernels();
+  prepare: (choice, settings) => {
+    if (choice === 'wasm') return installWasmKernels(settings);
   },
   setupWebGpu: async (byName) => formatAdapter(await setupWebGpu(byName)),
 };
@@ -103,7 +106,7 @@ function isGpuInactive(): boolean {
 }
 
 /** Selects and activates a backend; `requested` other than 'auto' means that one or an error. */
-export async function selectBackend(requested: BackendChoice | 'auto' = 'auto', deps: Partial<BackendDeps> = {}): Promise<BackendSelection> {
+export async function selectBackend(requested: BackendChoice | 'auto' = 'auto', deps: Partial<BackendDeps> = {}, settings: BackendSettings = {}): Promise<BackendSelection> {
   const d: BackendDeps = { ...defaultBackendDeps, ...deps };
   const order = requested === 'auto' ? BACKEND_ORDER : [requested];
   const skipped: BackendSkip[] = [];
@@ -137,9 +140,9 @@ export async function selectBackend(requested: BackendChoice | 'auto' = 'auto', 
       skipped.push({ backend: choice, reason: `loaded, but tfjs backend '${c.tfName}' did not initialise` });
       continue;
     }
-    d.prepare(choice);
+    const prepared = d.prepare(choice, settings);
     if (choice === 'tfjs-node-gpu' && isGpuInactive()) notes.push('tfjs-node-gpu loaded but TensorFlow sees no GPU: running on the CPU');
-    if (choice === 'wasm') notes.push('wasm: single-threaded in Node; transposed matMuls rerouted to XNNPACK');
+    if (choice === 'wasm') notes.push(prepared || 'wasm: single-threaded in Node; transposed matMuls rerouted to XNNPACK');
     return { backend: choice, tfName: c.tfName, skipped, notes };
   }
   throw new BackendError(requested, skipped);

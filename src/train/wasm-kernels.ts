@@ -8,7 +8,13 @@
 // The explicit transposes then became visible in profiles (the wasm Transpose kernel manages
 // ~8 ns per element), so 2-D float32 Transpose is replaced by a cache-blocked JS loop over the
 // wasm heap (~3-4x faster; pure data movement, identical output).
+// Where a native CBLAS is found (src/train/blas/), both matMul kernels go to it instead, in place
+// on the wasm heap with transposes as flags: XNNPACK in wasm tops out at 128-bit SIMD without FMA
+// on one thread, OpenBLAS runs at native speed on several. The XNNPACK route stays for machines
+// without the library and for A/B comparisons (setMatMulRoute, SMLP_BLAS=off).
 import * as tf from '@tensorflow/tfjs';
+import { blasBatchMatMul, blasFusedMatMul } from './blas/blas-kernels.ts';
+import { BlasUnavailableError, defaultBlasThreads, describeCblas, systemCblas, type BlasLookup, type Cblas } from './blas/cblas.ts';
 import type { TensorInfoLike, WasmBackendInternals as WasmBackend } from './host-memory.ts';
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
@@ -59,8 +65,14 @@ function swapLastTwo(x: tf.TensorInfo, backend: WasmBackend): tf.TensorInfo {
   return tf.getKernel('Transpose', 'wasm').kernelFunc({ inputs: { x }, backend, attrs: { perm } }) as tf.TensorInfo;
 }
 
-function matMulKernel(original: tf.KernelConfig): tf.KernelFunc {
+export type MatMulRoute = 'blas' | 'xnnpack';
+
+let lookup: BlasLookup | null = null;
+let route: MatMulRoute = 'xnnpack';
+
+function matMulKernel(original: tf.KernelConfig, onBlas: (blas: Cblas, args: KernelArgs) => tf.TensorInfo): tf.KernelFunc {
   return (args: KernelArgs) => {
+    if (route === 'blas' && lookup?.ok) return onBlas(lookup.blas, args);
     const attrs = args.attrs ?? {};
     const transposeA = attrs['transposeA'] === true;
     const transposeB = attrs['transposeB'] === true;
@@ -85,12 +97,22 @@ function matMulKernel(original: tf.KernelConfig): tf.KernelFunc {
 
 const OVERRIDES: Record<string, (original: tf.KernelConfig) => tf.KernelFunc> = {
   Transpose: transposeKernel,
-  BatchMatMul: matMulKernel,
-  _FusedMatMul: matMulKernel,
+  BatchMatMul: (o) => matMulKernel(o, blasBatchMatMul),
+  _FusedMatMul: (o) => matMulKernel(o, blasFusedMatMul),
 };
 
-/** Installs the overrides on the wasm backend (idempotent). The wasm backend module must be loaded. */
-export function installWasmKernels(): void {
+export interface WasmKernelSettings {
+  /** BLAS threads (default: every core). */
+  threads?: number;
+  /** The BLAS lookup to use instead of the system's (tests inject a missing library). */
+  blas?: BlasLookup;
+}
+
+/**
+ * Installs the overrides on the wasm backend (idempotent) and routes matMuls to BLAS when one is
+ * found, XNNPACK otherwise. Returns the line that says which. The wasm backend module must be loaded.
+ */
+export function installWasmKernels(settings: WasmKernelSettings = {}): string {
   for (const [name, make] of Object.entries(OVERRIDES)) {
     if (originals.has(name)) continue;
     const original = tf.getKernel(name, 'wasm');
@@ -100,6 +122,37 @@ export function installWasmKernels(): void {
     // setupFunc stays: it binds the wasm export that the original kernelFunc calls.
     tf.registerKernel({ ...original, kernelFunc: make(original) });
   }
+  lookup = settings.blas ?? systemCblas();
+  if (lookup.ok) {
+    lookup.blas.setThreads(settings.threads ?? defaultBlasThreads());
+    route = 'blas';
+  } else {
+    route = 'xnnpack';
+  }
+  return wasmMatMulNote();
+}
+
+/** Switches the matMul route (A/B comparisons); 'blas' needs a library to have been found. */
+export function setMatMulRoute(r: MatMulRoute): void {
+  if (r === 'blas' && !lookup?.ok) throw new BlasUnavailableError(lookup && !lookup.ok ? lookup.reason : 'the wasm kernels are not installed');
+  route = r;
+}
+
+export function matMulRoute(): MatMulRoute {
+  return route;
+}
+
+/** The BLAS the matMuls go to now, or null (XNNPACK). */
+export function activeBlas(): Cblas | null {
+  return route === 'blas' && lookup?.ok ? lookup.blas : null;
+}
+
+/** "wasm + OpenBLAS 0.3.21, 2 threads" or "wasm (XNNPACK): <why not BLAS>". */
+export function wasmMatMulNote(): string {
+  const blas = activeBlas();
+  if (blas) return `wasm + ${describeCblas(blas)}`;
+  if (lookup && !lookup.ok) return `wasm (XNNPACK): ${lookup.reason}`;
+  return 'wasm (XNNPACK): BLAS route switched off';
 }
 
 /** Restores the stock kernels (to measure the difference, and in tests). */

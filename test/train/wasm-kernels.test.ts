@@ -3,13 +3,20 @@
 // naive loop, so not bit for bit), transposes are exact, and the backward-pass product runs many
 // times faster (logged, not asserted beyond "faster": the machines are shared). Stock
 // _FusedMatMul with a bias and a transposed operand is simply wrong on wasm 4.22 (the bias is
-// misapplied); through the override it matches the cpu backend.
+// misapplied); through the override it matches the cpu backend. This file covers the XNNPACK
+// route (what runs without a BLAS library); blas.test.ts covers the BLAS route.
 import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
-import { installWasmKernels, uninstallWasmKernels, wasmKernelsInstalled } from '../../src/train/wasm-kernels.ts';
+import { installWasmKernels as installAny, setMatMulRoute, uninstallWasmKernels, wasmKernelsInstalled } from '../../src/train/wasm-kernels.ts';
 import { useBackend } from '../model/setup.ts';
 
+function installWasmKernels(): void {
+  installAny();
+  setMatMulRoute('xnnpack');
+}
+
 await useBackend('wasm');
+setMatMulRoute('xnnpack');
 
 function results(): Float32Array[] {
   return tf.tidy(() => {

