@@ -87,7 +87,10 @@ for (const k of CASES) {
   const fx = fixture(k);
   const out = new Float32Array(new SharedArrayBuffer(BATCH * k.channels * k.res * k.res * 4));
   const outU8 = new Uint8Array(new SharedArrayBuffer(BATCH * k.channels * k.res * k.res));
-  const impls: Array<[string, ImageAugmenter]> = [['js', new Augmenter(k.res, k.channels)], ['js-uint8', new Augmenter(k.res, k.channels)]];
+  const impls: Array<[string, ImageAugmenter]> = [
+    ['js', new Augmenter(k.res, k.channels)],
+    ['js-uint8', new Augmenter(k.res, k.channels)],
+  ];
   if (wasmAugmentModule()) impls.push(['wasm', new WasmAugmenter(k.res, k.channels)], ['wasm-uint8', new WasmAugmenter(k.res, k.channels)]);
   const best = new Map<string, { rate: number; n: number }>();
   for (let r = 0; r < REPEATS; r++) {

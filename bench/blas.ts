@@ -44,16 +44,28 @@ interface Run {
 }
 
 function lastJson(out: string): Record<string, unknown> | null {
-  const line = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  const line = out
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .pop();
   return line ? (JSON.parse(line) as Record<string, unknown>) : null;
 }
 
 function run(impl: Run['impl'], threads: number): Run | null {
-  const r = impl === 'pytorch'
-    ? spawnSync(v.python!, [here('./torch_mlp.py'), '--threads', String(threads), '--steps', steps], { env: { ...process.env, OPENBLAS_NUM_THREADS: String(threads) }, encoding: 'utf8' })
-    : impl === 'before'
-    ? spawnSync(process.execPath, ['--import', 'tsx', 'bench/train.ts', '--steps', steps], { cwd: v.before!, encoding: 'utf8' })
-    : spawnSync(process.execPath, ['--import', 'tsx', here('./train.ts'), '--threads', String(threads), '--steps', steps, '--blas', impl === 'blas' ? 'on' : 'off'], { encoding: 'utf8' });
+  const r =
+    impl === 'pytorch'
+      ? spawnSync(v.python!, [here('./torch_mlp.py'), '--threads', String(threads), '--steps', steps], {
+          env: { ...process.env, OPENBLAS_NUM_THREADS: String(threads) },
+          encoding: 'utf8',
+        })
+      : impl === 'before'
+        ? spawnSync(process.execPath, ['--import', 'tsx', 'bench/train.ts', '--steps', steps], { cwd: v.before!, encoding: 'utf8' })
+        : spawnSync(
+            process.execPath,
+            ['--import', 'tsx', here('./train.ts'), '--threads', String(threads), '--steps', steps, '--blas', impl === 'blas' ? 'on' : 'off'],
+            { encoding: 'utf8' },
+          );
   const j = r.status === 0 ? lastJson(r.stdout) : null;
   if (!j) {
     process.stderr.write(`${impl} (${threads} threads) failed: ${(r.stderr || String(r.error ?? '')).trim().split('\n').slice(-3).join(' | ')}\n`);
@@ -67,7 +79,9 @@ function run(impl: Run['impl'], threads: number): Run | null {
     best_step_images_per_sec: Math.round((10000 * Number(j['batch_size'])) / Number(j['best_step_ms'])) / 10,
     gflops: Number(j['gflops']),
   };
-  process.stdout.write(`${JSON.stringify({ bench: 'blas', round: currentRound, ...out, ...(impl === 'blas' ? { matmul: j['matmul'] } : {}), ...(impl === 'pytorch' ? { torch: j['torch'] } : {}) })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ bench: 'blas', round: currentRound, ...out, ...(impl === 'blas' ? { matmul: j['matmul'] } : {}), ...(impl === 'pytorch' ? { torch: j['torch'] } : {}) })}\n`,
+  );
   return out;
 }
 
@@ -90,8 +104,10 @@ for (currentRound = 0; currentRound < rounds; currentRound++) {
   }
 }
 
-const bestOf = (key: 'images_per_sec' | 'best_step_images_per_sec') => (impl: Run['impl'], threads?: number): number =>
-  Math.max(0, ...runs.filter((r) => r.impl === impl && (threads === undefined || r.threads === threads)).map((r) => r[key]));
+const bestOf =
+  (key: 'images_per_sec' | 'best_step_images_per_sec') =>
+  (impl: Run['impl'], threads?: number): number =>
+    Math.max(0, ...runs.filter((r) => r.impl === impl && (threads === undefined || r.threads === threads)).map((r) => r[key]));
 const best = bestOf('images_per_sec');
 const bestStep = bestOf('best_step_images_per_sec');
 const xnn = best('xnnpack');
@@ -99,15 +115,17 @@ const before = best('before');
 for (const n of threadCounts) {
   const blas = best('blas', n);
   const torch = best('pytorch', n);
-  process.stdout.write(`${JSON.stringify({
-    bench: 'blas',
-    summary: true,
-    threads: n,
-    rounds,
-    best_images_per_sec: { blas, pytorch: torchOk ? torch : null, xnnpack: xnn, ...(v.before ? { before } : {}) },
-    blas_vs_pytorch: torchOk && torch > 0 ? Number((blas / torch).toFixed(3)) : null,
-    blas_vs_pytorch_best_step: torchOk && bestStep('pytorch', n) > 0 ? Number((bestStep('blas', n) / bestStep('pytorch', n)).toFixed(3)) : null,
-    blas_vs_xnnpack: xnn > 0 ? Number((blas / xnn).toFixed(2)) : null,
-    ...(v.before ? { blas_vs_before: before > 0 ? Number((blas / before).toFixed(2)) : null } : {}),
-  })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({
+      bench: 'blas',
+      summary: true,
+      threads: n,
+      rounds,
+      best_images_per_sec: { blas, pytorch: torchOk ? torch : null, xnnpack: xnn, ...(v.before ? { before } : {}) },
+      blas_vs_pytorch: torchOk && torch > 0 ? Number((blas / torch).toFixed(3)) : null,
+      blas_vs_pytorch_best_step: torchOk && bestStep('pytorch', n) > 0 ? Number((bestStep('blas', n) / bestStep('pytorch', n)).toFixed(3)) : null,
+      blas_vs_xnnpack: xnn > 0 ? Number((blas / xnn).toFixed(2)) : null,
+      ...(v.before ? { blas_vs_before: before > 0 ? Number((blas / before).toFixed(2)) : null } : {}),
+    })}\n`,
+  );
 }

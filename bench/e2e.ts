@@ -31,7 +31,9 @@ const { values: v } = parseArgs({
   },
 });
 if (v.help) {
-  process.stdout.write('npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--threads N (BLAS; default cores - workers)] [--backend auto] [--frame-dtype auto|float32|uint8]\n');
+  process.stdout.write(
+    'npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--threads N (BLAS; default cores - workers)] [--backend auto] [--frame-dtype auto|float32|uint8]\n',
+  );
   process.exit(0);
 }
 const tmp = mkdtempSync(join(tmpdir(), 'bench-e2e-'));
@@ -42,7 +44,16 @@ const workers = Number(v.workers);
 const data = join(tmp, 'data');
 process.stderr.write(`generating ${v.images} synthetic ${res}x${res} images ...\n`);
 await runShardJob(openSynthetic({ count: Number(v.images), numClasses: 10, width: res, height: res, seed: 0 }), {
-  out: data, res, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 2048, seed: 0, split: 'train', valFraction: 0, command: 'bench e2e',
+  out: data,
+  res,
+  resize: 'max-side',
+  encoding: 'raw',
+  quality: 90,
+  samplesPerShard: 2048,
+  seed: 0,
+  split: 'train',
+  valFraction: 0,
+  command: 'bench e2e',
 });
 
 if (!FRAME_DTYPE_CHOICES.includes(v['frame-dtype'] as FrameDtypeChoice)) throw new Error(`--frame-dtype: one of ${FRAME_DTYPE_CHOICES.join(', ')}`);
@@ -56,10 +67,11 @@ const alone = await Loader.open({ data, batchSize, mode: 'train', workers, frame
 for await (const b of alone.epoch(0)) b.release();
 let n = 0;
 const t0 = performance.now();
-for (let e = 1; e <= 2; e++) for await (const b of alone.epoch(e)) {
-  n += b.n;
-  b.release();
-}
+for (let e = 1; e <= 2; e++)
+  for await (const b of alone.epoch(e)) {
+    n += b.n;
+    b.release();
+  }
 const loaderRate = n / ((performance.now() - t0) / 1000);
 await alone.close();
 
@@ -72,27 +84,38 @@ const summary = await train(
 await feed.close();
 // Per-step waits from the run's metrics: the first batch also pays for thread start-up and JIT,
 // so the steady state is reported beside the whole-run figure.
-const steps = readFileSync(join(tmp, 'run', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; wait_ms?: number; compute_ms?: number }).filter((r) => r.type === 'step');
+const steps = readFileSync(join(tmp, 'run', 'metrics.jsonl'), 'utf8')
+  .trim()
+  .split('\n')
+  .map((l) => JSON.parse(l) as { type: string; wait_ms?: number; compute_ms?: number })
+  .filter((r) => r.type === 'step');
 const waits = steps.map((r) => r.wait_ms ?? 0);
 const after = steps.slice(1);
-const steady = after.reduce((a, r) => a + (r.wait_ms ?? 0), 0) / Math.max(1e-9, after.reduce((a, r) => a + (r.wait_ms ?? 0) + (r.compute_ms ?? 0), 0));
-process.stdout.write(`${JSON.stringify({
-  bench: 'e2e',
-  arch: v.arch,
-  backend: summary.backend,
-  frame_dtype: frameDtype,
-  res,
-  batch_size: batchSize,
-  loader_workers: workers,
-  matmul: selection.backend === 'wasm' ? (activeBlas()?.name ?? 'xnnpack') : selection.backend,
-  blas_threads: activeBlas()?.threads() ?? null,
-  loader_images_per_sec: Math.round(loaderRate),
-  train_images_per_sec: Math.round(summary.imagesPerSec),
-  gflops: summary.gflops,
-  stall_pct: summary.stallPct,
-  stall_pct_after_first_step: Number((100 * steady).toFixed(2)),
-  first_step_wait_ms: Math.round(waits[0] ?? 0),
-  max_later_wait_ms: Math.round(Math.max(0, ...waits.slice(1))),
-  epochs: summary.epochsCompleted,
-  steps: summary.globalStep,
-})}\n`);
+const steady =
+  after.reduce((a, r) => a + (r.wait_ms ?? 0), 0) /
+  Math.max(
+    1e-9,
+    after.reduce((a, r) => a + (r.wait_ms ?? 0) + (r.compute_ms ?? 0), 0),
+  );
+process.stdout.write(
+  `${JSON.stringify({
+    bench: 'e2e',
+    arch: v.arch,
+    backend: summary.backend,
+    frame_dtype: frameDtype,
+    res,
+    batch_size: batchSize,
+    loader_workers: workers,
+    matmul: selection.backend === 'wasm' ? (activeBlas()?.name ?? 'xnnpack') : selection.backend,
+    blas_threads: activeBlas()?.threads() ?? null,
+    loader_images_per_sec: Math.round(loaderRate),
+    train_images_per_sec: Math.round(summary.imagesPerSec),
+    gflops: summary.gflops,
+    stall_pct: summary.stallPct,
+    stall_pct_after_first_step: Number((100 * steady).toFixed(2)),
+    first_step_wait_ms: Math.round(waits[0] ?? 0),
+    max_later_wait_ms: Math.round(Math.max(0, ...waits.slice(1))),
+    epochs: summary.epochsCompleted,
+    steps: summary.globalStep,
+  })}\n`,
+);

@@ -47,7 +47,9 @@ function clampByte(v: number): number {
 }
 
 async function jpeg(width: number, height: number): Promise<Buffer> {
-  return sharp(photoLike(width, height), { raw: { width, height, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+  return sharp(photoLike(width, height), { raw: { width, height, channels: 3 } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
 }
 
 interface Result {

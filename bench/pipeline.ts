@@ -56,52 +56,67 @@ async function dataset(encoding: string): Promise<string> {
   const out = join(tmp, encoding);
   process.stderr.write(`generating ${v.images} synthetic 64x64 images as ${encoding} shards ...\n`);
   await runShardJob(openSynthetic({ count: Number(v.images), numClasses: 100, width: 64, height: 64, seed: 0 }), {
-    out, res: 64, resize: 'max-side', encoding: encoding as 'raw' | 'jpeg', quality: 90, samplesPerShard: 5000, seed: 0, split: 'train', valFraction: 0, command: 'bench',
+    out,
+    res: 64,
+    resize: 'max-side',
+    encoding: encoding as 'raw' | 'jpeg',
+    quality: 90,
+    samplesPerShard: 5000,
+    seed: 0,
+    split: 'train',
+    valFraction: 0,
+    command: 'bench',
   });
   return out;
 }
 
-const cases = v.data ? [{ encoding: v.encoding ?? 'given', data: v.data }] : await Promise.all(list(v.encoding, 'raw,jpeg').map(async (e) => ({ encoding: e, data: await dataset(e) })));
+const cases = v.data
+  ? [{ encoding: v.encoding ?? 'given', data: v.data }]
+  : await Promise.all(list(v.encoding, 'raw,jpeg').map(async (e) => ({ encoding: e, data: await dataset(e) })));
 for (const c of cases) {
   for (const batchSize of batchSizes) {
-    for (const workers of workerCounts) for (let rep = 0; rep < repeat; rep++) for (const frameDtype of frameDtypes as ('float32' | 'uint8')[]) {
-      const loader = await Loader.open({ data: c.data, batchSize, mode: v.mode as 'train' | 'eval', workers, frameDtype, rank, world });
-      // Warm-up: thread start, JIT, page cache.
-      let epoch = 0;
-      for await (const b of loader.epoch(epoch++)) b.release();
-      let images = 0;
-      let waits = 0;
-      const t0 = performance.now();
-      while ((performance.now() - t0) / 1000 < minSeconds) {
-        let tw = performance.now();
-        for await (const b of loader.epoch(epoch++)) {
-          waits += performance.now() - tw;
-          images += b.n;
-          b.release();
-          tw = performance.now();
+    for (const workers of workerCounts)
+      for (let rep = 0; rep < repeat; rep++)
+        for (const frameDtype of frameDtypes as ('float32' | 'uint8')[]) {
+          const loader = await Loader.open({ data: c.data, batchSize, mode: v.mode as 'train' | 'eval', workers, frameDtype, rank, world });
+          // Warm-up: thread start, JIT, page cache.
+          let epoch = 0;
+          for await (const b of loader.epoch(epoch++)) b.release();
+          let images = 0;
+          let waits = 0;
+          const t0 = performance.now();
+          while ((performance.now() - t0) / 1000 < minSeconds) {
+            let tw = performance.now();
+            for await (const b of loader.epoch(epoch++)) {
+              waits += performance.now() - tw;
+              images += b.n;
+              b.release();
+              tw = performance.now();
+            }
+          }
+          const seconds = (performance.now() - t0) / 1000;
+          const rate = images / seconds;
+          process.stdout.write(
+            `${JSON.stringify({
+              bench: 'pipeline',
+              ...(world > 1 ? { rank, world } : {}),
+              encoding: c.encoding,
+              frame_dtype: frameDtype,
+              mode: v.mode,
+              workers,
+              batch_size: batchSize,
+              res: loader.info.res,
+              images,
+              seconds: Number(seconds.toFixed(2)),
+              images_per_sec: Math.round(rate),
+              images_per_sec_per_worker: Math.round(rate / workers),
+              cores_for_target: Math.ceil(target / (rate / workers)),
+              target_rate: target,
+              ring_mib: Math.round(loader.memory.ringBytes / 2 ** 20),
+              cores,
+            })}\n`,
+          );
+          await loader.close();
         }
-      }
-      const seconds = (performance.now() - t0) / 1000;
-      const rate = images / seconds;
-      process.stdout.write(`${JSON.stringify({
-        bench: 'pipeline',
-        ...(world > 1 ? { rank, world } : {}),
-        encoding: c.encoding,
-        frame_dtype: frameDtype,
-        mode: v.mode,
-        workers,
-        batch_size: batchSize,
-        res: loader.info.res,
-        images,
-        seconds: Number(seconds.toFixed(2)),
-        images_per_sec: Math.round(rate),
-        images_per_sec_per_worker: Math.round(rate / workers),
-        cores_for_target: Math.ceil(target / (rate / workers)),
-        target_rate: target,
-        ring_mib: Math.round(loader.memory.ringBytes / 2 ** 20),
-        cores,
-      })}\n`);
-      await loader.close();
-    }
   }
 }

@@ -147,7 +147,16 @@ if (!data) {
   data = join(tmp, 'ds');
   process.stderr.write(`generating ${v.images} synthetic 64x64 images as raw shards ...\n`);
   await runShardJob(openSynthetic({ count: Number(v.images), numClasses: 100, width: 64, height: 64, seed: 0 }), {
-    out: data, res: 64, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 5000, seed: 0, split: 'train', valFraction: 0, command: 'bench',
+    out: data,
+    res: 64,
+    resize: 'max-side',
+    encoding: 'raw',
+    quality: 90,
+    samplesPerShard: 5000,
+    seed: 0,
+    split: 'train',
+    valFraction: 0,
+    command: 'bench',
   });
 }
 
@@ -187,9 +196,29 @@ async function ring(): Promise<Measure> {
 async function startServer(bind: string, memory: boolean): Promise<{ p: ChildProcess; endpoint: string }> {
   const args = memory
     ? [join(root, 'bench/serve.ts'), '--serve-memory', bind, '--batch-size', String(batchSize), '--res', v.res!, '--window', v.window!]
-    : [join(root, 'src/cli/loader.ts'), 'serve', '--data', data!, '--bind', bind,
-      '--batch-size', String(batchSize), '--res', v.res!, '--workers', v.workers!, '--window', v.window!, '--prefetch', v.prefetch!,
-      '--rank', String(who.rank), '--world', String(who.world), '--quiet'];
+    : [
+        join(root, 'src/cli/loader.ts'),
+        'serve',
+        '--data',
+        data!,
+        '--bind',
+        bind,
+        '--batch-size',
+        String(batchSize),
+        '--res',
+        v.res!,
+        '--workers',
+        v.workers!,
+        '--window',
+        v.window!,
+        '--prefetch',
+        v.prefetch!,
+        '--rank',
+        String(who.rank),
+        '--world',
+        String(who.world),
+        '--quiet',
+      ];
   const p = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
   const endpoint = await new Promise<string>((resolve, reject) => {
     let out = '';
@@ -238,7 +267,11 @@ async function childConsumer(cmd: string, args: string[], server: ChildProcess):
 const pythonConsumer = (endpoint: string, server: ChildProcess): Promise<Measure> =>
   childConsumer('/usr/bin/python3', [join(root, 'examples/torch-ddp/client.py'), 'bench', endpoint, String(seconds), String(warmup)], server);
 const nodeChild = (endpoint: string, server: ChildProcess): Promise<Measure> =>
-  childConsumer(process.execPath, ['--import', 'tsx', join(root, 'bench/serve.ts'), '--consume', endpoint, '--seconds', String(seconds), '--warmup', String(warmup)], server);
+  childConsumer(
+    process.execPath,
+    ['--import', 'tsx', join(root, 'bench/serve.ts'), '--consume', endpoint, '--seconds', String(seconds), '--warmup', String(warmup)],
+    server,
+  );
 
 const hasPython = spawnSync('/usr/bin/python3', ['-c', 'import zmq, msgpack, numpy'], { stdio: 'ignore' }).status === 0;
 const cases = v.cases!.split(',').filter(Boolean);
@@ -247,7 +280,7 @@ for (let round = 0; round < Number(v.rounds); round++) {
   let ringCpu = NaN;
   for (const name of cases) {
     let m: Measure;
-    const [transport, consumer, mem] = name === 'ring' ? ['in-process', 'node', undefined] : name.split('-') as [string, string, string | undefined];
+    const [transport, consumer, mem] = name === 'ring' ? ['in-process', 'node', undefined] : (name.split('-') as [string, string, string | undefined]);
     if (consumer === 'python' && !hasPython) {
       process.stderr.write(`skipping ${name}: /usr/bin/python3 lacks zmq, msgpack or numpy (apt-get install python3-zmq python3-msgpack python3-numpy)\n`);
       continue;
@@ -269,28 +302,30 @@ for (let round = 0; round < Number(v.rounds); round++) {
       ringRate = fps;
       ringCpu = cpuPerFrame;
     }
-    process.stdout.write(`${JSON.stringify({
-      bench: 'serve',
-      case: name,
-      transport,
-      consumer,
-      source: name === 'ring' ? 'loader' : mem === 'mem' ? 'memory' : 'loader',
-      round,
-      batch_size: batchSize,
-      res: Number(v.res),
-      workers: Number(v.workers),
-      frame_bytes: Math.round(m.bytes / Math.max(1, m.frames)),
-      frames: m.frames,
-      seconds: Number(m.seconds.toFixed(2)),
-      frames_per_sec: Number(fps.toFixed(3)),
-      images_per_sec: Math.round(m.images / m.seconds),
-      gb_per_sec: Number((m.bytes / m.seconds / 1e9).toFixed(3)),
-      ratio_to_ring: Number.isNaN(ringRate) ? null : Number((fps / ringRate).toFixed(3)),
-      cpu_seconds_per_frame: Number(cpuPerFrame.toFixed(3)),
-      // Frames per CPU-second relative to the ring: the rate ratio to expect where the CPUs are
-      // the limit, less sensitive than wall-clock rates to other jobs on a shared machine.
-      cpu_ratio_to_ring: Number.isNaN(ringCpu) ? null : Number((ringCpu / cpuPerFrame).toFixed(3)),
-      hugetlb: name === 'ring' ? null : !v['no-hugetlb'],
-    })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({
+        bench: 'serve',
+        case: name,
+        transport,
+        consumer,
+        source: name === 'ring' ? 'loader' : mem === 'mem' ? 'memory' : 'loader',
+        round,
+        batch_size: batchSize,
+        res: Number(v.res),
+        workers: Number(v.workers),
+        frame_bytes: Math.round(m.bytes / Math.max(1, m.frames)),
+        frames: m.frames,
+        seconds: Number(m.seconds.toFixed(2)),
+        frames_per_sec: Number(fps.toFixed(3)),
+        images_per_sec: Math.round(m.images / m.seconds),
+        gb_per_sec: Number((m.bytes / m.seconds / 1e9).toFixed(3)),
+        ratio_to_ring: Number.isNaN(ringRate) ? null : Number((fps / ringRate).toFixed(3)),
+        cpu_seconds_per_frame: Number(cpuPerFrame.toFixed(3)),
+        // Frames per CPU-second relative to the ring: the rate ratio to expect where the CPUs are
+        // the limit, less sensitive than wall-clock rates to other jobs on a shared machine.
+        cpu_ratio_to_ring: Number.isNaN(ringCpu) ? null : Number((ringCpu / cpuPerFrame).toFixed(3)),
+        hugetlb: name === 'ring' ? null : !v['no-hugetlb'],
+      })}\n`,
+    );
   }
 }

@@ -52,7 +52,12 @@ async function makePhotos(dir: string, n: number): Promise<void> {
     }
     const cls = `c${i % 10}`;
     mkdirSync(join(dir, cls), { recursive: true });
-    writeFileSync(join(dir, cls, `${i}.jpg`), await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
+    writeFileSync(
+      join(dir, cls, `${i}.jpg`),
+      await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+        .jpeg({ quality: 90 })
+        .toBuffer(),
+    );
   }
 }
 
@@ -88,7 +93,13 @@ async function prepare(kind: string): Promise<{ source: string; paths: string[];
   if (kind === 'idx') {
     const n = Number(v['idx-count']);
     writeFileSync(join(dir, 'images'), idxFile([n, 28, 28], randomBytes(n * 784, 1)));
-    writeFileSync(join(dir, 'labels'), idxFile([n], Uint8Array.from({ length: n }, (_, i) => i % 10)));
+    writeFileSync(
+      join(dir, 'labels'),
+      idxFile(
+        [n],
+        Uint8Array.from({ length: n }, (_, i) => i % 10),
+      ),
+    );
     return { source: 'idx', paths: [join(dir, 'images'), join(dir, 'labels')], count: n, detail: '28x28x1 idx -> raw npy' };
   }
   if (kind === 'cifar') {
@@ -129,18 +140,20 @@ for (const kind of v.cases!.split(',')) {
     const seconds = (performance.now() - t0) / 1000;
     const images = summary.splits.reduce((a, s) => a + s.samples, 0);
     const rate = images / seconds;
-    process.stdout.write(`${JSON.stringify({
-      bench: 'shard',
-      case: kind,
-      detail: input.detail,
-      workers,
-      cores,
-      images,
-      seconds: Number(seconds.toFixed(3)),
-      images_per_sec: Math.round(rate),
-      images_per_sec_per_worker: Math.round(rate / workers),
-      mb_per_sec: Number((summary.splits.reduce((a, s) => a + s.bytes, 0) / 1e6 / seconds).toFixed(1)),
-    })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({
+        bench: 'shard',
+        case: kind,
+        detail: input.detail,
+        workers,
+        cores,
+        images,
+        seconds: Number(seconds.toFixed(3)),
+        images_per_sec: Math.round(rate),
+        images_per_sec_per_worker: Math.round(rate / workers),
+        mb_per_sec: Number((summary.splits.reduce((a, s) => a + s.bytes, 0) / 1e6 / seconds).toFixed(1)),
+      })}\n`,
+    );
     rmSync(out, { recursive: true, force: true });
   }
 }

@@ -36,7 +36,11 @@ const BYTES: Record<string, Record<string, number>> = {
   // uploadToGPU widens int32 and bool to 4-byte i32: every path crosses the bus at 4 bytes.
   webgpu: { float32: 4, 'uint8:bool': 4, 'uint8:int32': 4, 'uint8:float32': 4, 'uint8:host': 4 },
 };
-const UPLOADS: Record<string, PixelUpload[]> = { wasm: ['bool', 'int32', 'float32', 'host'], cpu: ['host', 'float32', 'int32'], webgpu: ['bool', 'int32', 'float32', 'host'] };
+const UPLOADS: Record<string, PixelUpload[]> = {
+  wasm: ['bool', 'int32', 'float32', 'host'],
+  cpu: ['host', 'float32', 'int32'],
+  webgpu: ['bool', 'int32', 'float32', 'host'],
+};
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -48,7 +52,10 @@ for (const backend of v.backends!.split(',') as BackendChoice[]) {
     const floats = Float32Array.from(pixels, (p, i) => (p - stats.mean[Math.floor((i % d) / (res * res))]!) / stats.std[0]!);
     const paths: [string, () => tf.Tensor][] = [
       ['float32', () => batchInput({ n, channels: C, height: res, width: res, images: floats }, d)],
-      ...UPLOADS[backend]!.map((how): [string, () => tf.Tensor] => [`uint8:${how}`, () => batchInput({ n, channels: C, height: res, width: res, images: pixels, pixelStats: stats }, d, how)]),
+      ...UPLOADS[backend]!.map((how): [string, () => tf.Tensor] => [
+        `uint8:${how}`,
+        () => batchInput({ n, channels: C, height: res, width: res, images: pixels, pixelStats: stats }, d, how),
+      ]),
     ];
     const times = new Map<string, number[]>(paths.map(([name]) => [name, []]));
     const hostTimes = new Map<string, number[]>(paths.map(([name]) => [name, []]));
@@ -73,19 +80,21 @@ for (const backend of v.backends!.split(',') as BackendChoice[]) {
     const ref = median(times.get('float32')!);
     for (const [name] of paths) {
       const ms = median(times.get(name)!);
-      process.stdout.write(`${JSON.stringify({
-        bench: 'upload',
-        backend,
-        path: name,
-        default_for_backend: name === 'float32' || name === `uint8:${pixelUploadFor(tf.getBackend())}`,
-        batch_size: n,
-        ms_per_batch: Number(ms.toFixed(2)),
-        host_ms: Number(median(hostTimes.get(name)!).toFixed(2)),
-        vs_float32_batch: Number((ms / ref).toFixed(2)),
-        ns_per_pixel: Number(((ms * 1e6) / (n * d)).toFixed(3)),
-        upload_bytes_per_pixel: BYTES[backend]?.[name] ?? null,
-        rounds,
-      })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({
+          bench: 'upload',
+          backend,
+          path: name,
+          default_for_backend: name === 'float32' || name === `uint8:${pixelUploadFor(tf.getBackend())}`,
+          batch_size: n,
+          ms_per_batch: Number(ms.toFixed(2)),
+          host_ms: Number(median(hostTimes.get(name)!).toFixed(2)),
+          vs_float32_batch: Number((ms / ref).toFixed(2)),
+          ns_per_pixel: Number(((ms * 1e6) / (n * d)).toFixed(3)),
+          upload_bytes_per_pixel: BYTES[backend]?.[name] ?? null,
+          rounds,
+        })}\n`,
+      );
     }
   }
 }

@@ -12,7 +12,9 @@ const line: Record<string, unknown> = {
   node: process.execPath,
   node_version: process.version,
   webgpu_module: require.resolve('webgpu'),
-  env: Object.fromEntries(['VK_DRIVER_FILES', 'VK_ICD_FILENAMES', 'LD_LIBRARY_PATH', 'SMLP_DAWN_OPTIONS'].filter((k) => process.env[k]).map((k) => [k, process.env[k]])),
+  env: Object.fromEntries(
+    ['VK_DRIVER_FILES', 'VK_ICD_FILENAMES', 'LD_LIBRARY_PATH', 'SMLP_DAWN_OPTIONS'].filter((k) => process.env[k]).map((k) => [k, process.env[k]]),
+  ),
 };
 try {
   // What `--backend auto` would run on: a hardware adapter wins over tfjs-node and wasm.

@@ -14,7 +14,21 @@ import { loadPretrained, resolvePretrained } from '../train/pretrained.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
 import type { CropSpec, OpenEvalFeed } from './feeds.ts';
 import { FINETUNE_DEFAULTS } from './finetune-main.ts';
-import { MAX_WORKERS, NORMALIZE_SPEC, nonNegInt, normalizeRequest, num, oneOf, pair, parseFlags, positiveInt, str, workerCount, type NormalizeRequest, type OptionSpec } from './flags.ts';
+import {
+  MAX_WORKERS,
+  NORMALIZE_SPEC,
+  nonNegInt,
+  normalizeRequest,
+  num,
+  oneOf,
+  pair,
+  parseFlags,
+  positiveInt,
+  str,
+  workerCount,
+  type NormalizeRequest,
+  type OptionSpec,
+} from './flags.ts';
 import { COMMAND_DEFAULTS } from './train-flags.ts';
 import { defaultIo, parseCommandLine, type TrainIo } from './train-main.ts';
 
@@ -167,12 +181,15 @@ function evalNormalize(o: EvalOptions, c: ModelConfig, io: Pick<TrainIo, 'stderr
   const req = o.normalize;
   const recorded = c.preprocessing?.normalization;
   if (req) {
-    const what = req.kind === 'explicit' ? `mean ${req.mean.join(',')} std ${req.std.join(',')}` : `the ${req.kind === 'imagenet' ? 'ImageNet' : "data's own"} statistics`;
+    const what =
+      req.kind === 'explicit' ? `mean ${req.mean.join(',')} std ${req.std.join(',')}` : `the ${req.kind === 'imagenet' ? 'ImageNet' : "data's own"} statistics`;
     io.stderr(`note: inputs normalised with ${what} (--normalize/--mean/--std), not the model's recorded normalisation${recorded ? '' : ' (it has none)'}\n`);
     return req.kind === 'explicit' ? { mean: req.mean, std: req.std } : req.kind;
   }
   if (recorded) return { mean: recorded.mean, std: recorded.std };
-  io.stderr(`warning: ${o.checkpoint} records no input normalisation (written before it was); assuming the data's own per-channel statistics, as the model's training run used for its data\n`);
+  io.stderr(
+    `warning: ${o.checkpoint} records no input normalisation (written before it was); assuming the data's own per-channel statistics, as the model's training run used for its data\n`,
+  );
   return 'dataset';
 }
 
@@ -181,7 +198,8 @@ function checkFits(feed: DataFeed, model: Mlp, data: string): void {
   const c = model.config;
   if (i.channels !== c.channels) throw new EvalError('channels', `the model takes ${c.channels}-channel images, ${data} has ${i.channels} channels`);
   if (i.res !== c.res) throw new EvalError('res', `the model takes ${c.res}x${c.res} images, the feed delivers ${i.res}x${i.res}`);
-  if (i.numClasses !== c.numClasses) throw new EvalError('classes', `the model has ${c.numClasses} classes, ${data} has ${i.numClasses} (fine-tune it first: npm run finetune)`);
+  if (i.numClasses !== c.numClasses)
+    throw new EvalError('classes', `the model has ${c.numClasses} classes, ${data} has ${i.numClasses} (fine-tune it first: npm run finetune)`);
 }
 
 export async function runEvalCli(argv: string[], openFeed: OpenEvalFeed, io: TrainIo = defaultIo): Promise<number> {
@@ -204,7 +222,10 @@ async function withFeed<T>(open: Promise<DataFeed>, model: Mlp, o: EvalOptions, 
     const replaced = feed.replaced?.() ?? { count: 0, samples: [] };
     if (replaced.count > o.maxCorrupt) {
       const first = replaced.samples[0];
-      throw new EvalError('data', `${replaced.count} samples could not be decoded and were replaced, more than --max-corrupt ${o.maxCorrupt}${first ? `; the first: ${first.shard}#${first.key}: ${first.reason}` : ''}`);
+      throw new EvalError(
+        'data',
+        `${replaced.count} samples could not be decoded and were replaced, more than --max-corrupt ${o.maxCorrupt}${first ? `; the first: ${first.shard}#${first.key}: ${first.reason}` : ''}`,
+      );
     }
     return [result, { count: replaced.count, samples: replaced.samples.slice(0, 10) }];
   } finally {
@@ -278,7 +299,9 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
         top5: round(tta.top5, 4),
         seconds: round(tta.seconds, 3),
       };
-      lines.push(`TTA (${tta.views} views, crop scale ${fmtPair(o.crop.scale)}, ratio ${fmtPair(o.crop.ratio)}, flips): loss ${tta.loss.toFixed(4)}, top-1 ${pct(tta.top1)}, top-5 ${pct(tta.top5)}`);
+      lines.push(
+        `TTA (${tta.views} views, crop scale ${fmtPair(o.crop.scale)}, ratio ${fmtPair(o.crop.ratio)}, flips): loss ${tta.loss.toFixed(4)}, top-1 ${pct(tta.top1)}, top-5 ${pct(tta.top5)}`,
+      );
       if (real && o.real) {
         const r = scoreReal(real, keysFor(tta.keys), tta.pred);
         t['real'] = realJson(o.real, r);
@@ -287,7 +310,8 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
       result['tta'] = t;
     }
     result['backend'] = selection.backend;
-    result['normalize'] = typeof normalize === 'object' ? { mean: normalize.mean, std: normalize.std, from: o.normalize ? 'option' : 'model' } : { from: normalize };
+    result['normalize'] =
+      typeof normalize === 'object' ? { mean: normalize.mean, std: normalize.std, from: o.normalize ? 'option' : 'model' } : { from: normalize };
     // A score over replaced images is not the score of the dataset: never reported as one.
     result['valid'] = replaced.count === 0;
     if (replaced.count > 0) {

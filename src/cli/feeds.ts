@@ -29,13 +29,30 @@ export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, 
   // After backend selection: 'auto' follows the active backend.
   const common = { seed: opts.seed, workers: opts.workers, verify: opts.verify, frameDtype: resolveFrameDtype(opts.frameDtype) };
   const normalize = trainNormalize(opts);
-  const train = await Loader.open({ data: opts.data!, batchSize: microBatchSize(opts), mode: 'train', noAugment: !opts.augment, augment, lastEpoch: opts.epochs - 1, normalize, ...common, ...(res !== undefined ? { res } : {}) });
+  const train = await Loader.open({
+    data: opts.data!,
+    batchSize: microBatchSize(opts),
+    mode: 'train',
+    noAugment: !opts.augment,
+    augment,
+    lastEpoch: opts.epochs - 1,
+    normalize,
+    ...common,
+    ...(res !== undefined ? { res } : {}),
+  });
   log?.(train.describe());
   if (!opts.val) return { train };
   try {
     // Validation sees the model's inputs: the training feed's normalisation, not its own data's.
     const n = train.info.normalization!;
-    const val = await Loader.open({ data: opts.val, batchSize: opts.evalBatchSize, mode: 'eval', ...common, normalize: { mean: n.mean, std: n.std }, res: train.info.res });
+    const val = await Loader.open({
+      data: opts.val,
+      batchSize: opts.evalBatchSize,
+      mode: 'eval',
+      ...common,
+      normalize: { mean: n.mean, std: n.std },
+      res: train.info.res,
+    });
     return { train, val };
   } catch (err) {
     await train.close();

@@ -134,7 +134,11 @@ export async function runFinetuneCli(argv: string[], makeFeeds: MakeFinetuneFeed
       const c = resolvePretrained(opts.finetune.checkpoint).config;
       let numClasses = opts.numClasses ?? c.numClasses;
       if (opts.data) numClasses = await withFeeds(await makeFeeds(opts), async (f) => f.train.info.numClasses);
-      const report = { ...dryRunReport(opts, { res: c.res, channels: c.channels, numClasses }), checkpoint: resolvePretrained(opts.finetune.checkpoint).weights, mode: opts.finetune.mode };
+      const report = {
+        ...dryRunReport(opts, { res: c.res, channels: c.channels, numClasses }),
+        checkpoint: resolvePretrained(opts.finetune.checkpoint).weights,
+        mode: opts.finetune.mode,
+      };
       io.stdout(`${JSON.stringify(report)}\n`);
       return EXIT.ok;
     }
@@ -147,7 +151,9 @@ function withCheckpointShape(opts: FinetuneOptions): FinetuneOptions {
   const c = resolvePretrained(opts.finetune.checkpoint).config;
   const arch = parseArch(c.arch).name;
   if (opts.archOption !== undefined && parseArch(opts.archOption).name !== arch) throw new UsageError(`--arch ${opts.archOption}: the checkpoint is ${arch}`);
-  if (opts.res !== undefined && opts.res !== c.res) throw new UsageError(`--res ${opts.res}: the checkpoint takes ${c.res}x${c.res} images (the loader upscales smaller data to it)`);
-  if (opts.channels !== undefined && opts.channels !== c.channels) throw new UsageError(`--channels ${opts.channels}: the checkpoint takes ${c.channels}-channel images`);
+  if (opts.res !== undefined && opts.res !== c.res)
+    throw new UsageError(`--res ${opts.res}: the checkpoint takes ${c.res}x${c.res} images (the loader upscales smaller data to it)`);
+  if (opts.channels !== undefined && opts.channels !== c.channels)
+    throw new UsageError(`--channels ${opts.channels}: the checkpoint takes ${c.channels}-channel images`);
   return { ...opts, arch, res: c.res, channels: c.channels, out: opts.outGiven ? opts.out : `runs/finetune-${arch}-${opts.finetune.mode}` };
 }

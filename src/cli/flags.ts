@@ -25,7 +25,8 @@ export const nonNeg = (v: number): string | null => (v >= 0 ? null : 'must be >=
  * above the cores only costs memory (1,000 threads took 7-9 GB and made no progress).
  */
 export const MAX_WORKERS = Math.max(8, 4 * availableParallelism());
-export const workerCount = (v: number): string | null => positiveInt(v) ?? (v <= MAX_WORKERS ? null : `must be at most ${MAX_WORKERS} (4 x this machine's cores)`);
+export const workerCount = (v: number): string | null =>
+  positiveInt(v) ?? (v <= MAX_WORKERS ? null : `must be at most ${MAX_WORKERS} (4 x this machine's cores)`);
 export const unit = (v: number): string | null => (v >= 0 && v < 1 ? null : 'must be in [0, 1)');
 
 /** Flag `key` as a number that `check` accepts, else `fallback`. */

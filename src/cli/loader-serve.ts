@@ -138,10 +138,20 @@ export async function serveMain(argv: string[]): Promise<number> {
   }
   if (server) {
     const plan = loaders[0]!.plan;
-    process.stdout.write(`${JSON.stringify({
-      serving: server.endpoints, ranks, world: who.world, batch_size: plan.batchSize, seed: plan.seed, mode: plan.mode,
-      steps_per_epoch: loaders[0]!.stepsPerEpoch(), first_epoch: firstEpoch, epochs: epochs ?? null, window,
-    })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({
+        serving: server.endpoints,
+        ranks,
+        world: who.world,
+        batch_size: plan.batchSize,
+        seed: plan.seed,
+        mode: plan.mode,
+        steps_per_epoch: loaders[0]!.stepsPerEpoch(),
+        first_epoch: firstEpoch,
+        epochs: epochs ?? null,
+        window,
+      })}\n`,
+    );
     say(`serving on ${server.endpoints.join(' ')}; Ctrl-C stops`);
   }
   // Serve until a signal (the socket keeps the event loop alive), then release everything.

@@ -97,18 +97,23 @@ async function dump(argv: string[]): Promise<number> {
   let written = 0;
   let bytes = 0;
   try {
-    await withInterrupt(defaultIo, { first: 'stopping; the partial file is removed', second: 'quitting at once' }, () => controller.abort(), async () => {
-      for await (const b of loader.epoch(num(v, 'epoch', 0, nonNegInt))) {
-        if (written >= batches || controller.signal.aborted) {
+    await withInterrupt(
+      defaultIo,
+      { first: 'stopping; the partial file is removed', second: 'quitting at once' },
+      () => controller.abort(),
+      async () => {
+        for await (const b of loader.epoch(num(v, 'epoch', 0, nonNegInt))) {
+          if (written >= batches || controller.signal.aborted) {
+            b.release();
+            break;
+          }
+          await file.write(b.frame);
+          bytes += b.frame.length;
           b.release();
-          break;
+          written++;
         }
-        await file.write(b.frame);
-        bytes += b.frame.length;
-        b.release();
-        written++;
-      }
-    });
+      },
+    );
     await file.close();
     if (controller.signal.aborted) {
       await rm(tmp, { force: true });

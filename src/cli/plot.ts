@@ -53,7 +53,6 @@ line. Malformed lines are skipped with a warning naming the file and line.
 Exit status: 0 written, 1 unreadable or unusable metrics, 2 usage error (unknown option or
 metric, bad value).`;
 
-
 function positiveInt(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   const x = Number(v);
@@ -111,7 +110,14 @@ async function main(argv: string[]): Promise<number> {
   } else if (v.metrics.trim() === 'all') {
     wanted = [...fields.step, ...fields.epoch.map((f) => (fields.step.includes(f) ? `epoch.${f}` : f))];
   } else {
-    wanted = [...new Set(v.metrics.split(',').map((s) => s.trim()).filter((s) => s !== ''))];
+    wanted = [
+      ...new Set(
+        v.metrics
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== ''),
+      ),
+    ];
     if (wanted.length === 0) throw new UsageError('--metrics is empty');
   }
   const refs: MetricRef[] = [];
@@ -122,7 +128,9 @@ async function main(argv: string[]): Promise<number> {
     else unknown.push(name);
   }
   if (unknown.length) {
-    throw new UsageError(`unknown metric${unknown.length > 1 ? 's' : ''} ${unknown.map((u) => `"${u}"`).join(', ')}; available in ${runs.length > 1 ? 'these runs' : 'this run'}: ${describeAvailable(fields)}`);
+    throw new UsageError(
+      `unknown metric${unknown.length > 1 ? 's' : ''} ${unknown.map((u) => `"${u}"`).join(', ')}; available in ${runs.length > 1 ? 'these runs' : 'this run'}: ${describeAvailable(fields)}`,
+    );
   }
 
   const timelines = runs.map((r) => timeline(r));
@@ -130,7 +138,8 @@ async function main(argv: string[]): Promise<number> {
   const panels: PanelSpec[] = refs.map((ref) => {
     const series = timelines.map((tl, i) => {
       const { points, unplaced } = seriesFor(tl, ref, x);
-      if (unplaced > 0) warn(`${runs[i]!.file}: ${unplaced} ${ref.source} record${unplaced > 1 ? 's' : ''} without what --x ${x} needs; ${ref.name} left out there`);
+      if (unplaced > 0)
+        warn(`${runs[i]!.file}: ${unplaced} ${ref.source} record${unplaced > 1 ? 's' : ''} without what --x ${x} needs; ${ref.name} left out there`);
       const defined = points.filter((p) => p.y !== null).length;
       if (defined === 0 && runs.length > 1) warn(`${names[i]} has no ${ref.name}`);
       drawn += defined;
@@ -138,7 +147,8 @@ async function main(argv: string[]): Promise<number> {
     });
     return { name: ref.name, description: describeMetric(ref, fields), series };
   });
-  if (drawn === 0) throw new PlotError(`nothing to plot: no values of ${refs.map((r) => r.name).join(', ')} in ${runs.length > 1 ? 'these runs' : runs[0]!.file}`);
+  if (drawn === 0)
+    throw new PlotError(`nothing to plot: no values of ${refs.map((r) => r.name).join(', ')} in ${runs.length > 1 ? 'these runs' : runs[0]!.file}`);
 
   let rendered;
   try {
@@ -163,7 +173,9 @@ async function main(argv: string[]): Promise<number> {
   }
   const { width: w, height: h } = rendered.layout;
   const px = format === 'png' && scale !== 1 ? `${Math.round(w * scale)}x${Math.round(h * scale)}` : `${w}x${h}`;
-  process.stderr.write(`plot: wrote ${out} (${result.format.toUpperCase()} ${px}, ${runs.length} run${runs.length > 1 ? 's' : ''}, ${panels.length} panel${panels.length > 1 ? 's' : ''}: ${refs.map((r) => r.name).join(', ')})\n`);
+  process.stderr.write(
+    `plot: wrote ${out} (${result.format.toUpperCase()} ${px}, ${runs.length} run${runs.length > 1 ? 's' : ''}, ${panels.length} panel${panels.length > 1 ? 's' : ''}: ${refs.map((r) => r.name).join(', ')})\n`,
+  );
   return 0;
 }
 

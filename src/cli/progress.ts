@@ -5,7 +5,10 @@ export class ProgressLine {
   private last = 0;
   private readonly tty: boolean;
 
-  constructor(private readonly stream: NodeJS.WriteStream = process.stderr, private readonly quiet = false) {
+  constructor(
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+    private readonly quiet = false,
+  ) {
     this.tty = Boolean(stream.isTTY);
   }
 

@@ -48,7 +48,6 @@ Bad images are skipped and listed in <out>/errors.jsonl; shards are written unde
 name and renamed when complete, so an interrupted job resumes from its complete shards when
 run again with the same arguments.`;
 
-
 const SPEC: OptionSpec = {
   out: { type: 'string' },
   res: { type: 'string' },
@@ -137,32 +136,44 @@ async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();
   const progress = new ProgressLine(process.stderr, quiet);
   const interruptMessages = { first: 'finishing the current task, removing partial files (Ctrl-C again to force)', second: 'quitting at once' };
-  const summary = await withOutputLock(out, ['shard', ...argv].join(' '), defaultIo, () => withInterrupt(defaultIo, interruptMessages, () => controller.abort(), () => runShardJob(source, {
-    out,
-    res,
-    resize: oneOf(v, 'resize', ['max-side', 'center-crop'] as const, 'max-side'),
-    encoding: oneOf(v, 'encoding', ['raw', 'jpeg'] as const, 'raw'),
-    quality,
-    ...(channels ? { channels } : {}),
-    samplesPerShard,
-    workers,
-    seed,
-    split,
-    valFraction,
-    ...(limit !== undefined ? { limit } : {}),
-    overwrite: Boolean(v['overwrite']),
-    command: ['npm run shard --', ...argv].join(' '),
-    signal: controller.signal,
-    onProgress: (p) => progress.update(p.split, p.done, p.total, ` | shards ${p.shardsDone}${p.errors ? ` | ${p.errors} skipped` : ''}`),
-  })));
+  const summary = await withOutputLock(out, ['shard', ...argv].join(' '), defaultIo, () =>
+    withInterrupt(
+      defaultIo,
+      interruptMessages,
+      () => controller.abort(),
+      () =>
+        runShardJob(source, {
+          out,
+          res,
+          resize: oneOf(v, 'resize', ['max-side', 'center-crop'] as const, 'max-side'),
+          encoding: oneOf(v, 'encoding', ['raw', 'jpeg'] as const, 'raw'),
+          quality,
+          ...(channels ? { channels } : {}),
+          samplesPerShard,
+          workers,
+          seed,
+          split,
+          valFraction,
+          ...(limit !== undefined ? { limit } : {}),
+          overwrite: Boolean(v['overwrite']),
+          command: ['npm run shard --', ...argv].join(' '),
+          signal: controller.signal,
+          onProgress: (p) => progress.update(p.split, p.done, p.total, ` | shards ${p.shardsDone}${p.errors ? ` | ${p.errors} skipped` : ''}`),
+        }),
+    ),
+  );
   progress.done();
   if (!quiet) {
     if (summary.state === 'complete') process.stderr.write(`${out} already holds this dataset, complete; nothing to do\n`);
     for (const s of summary.splits) {
-      process.stderr.write(`${s.split}: ${s.samples.toLocaleString('en-US')} samples in ${s.shards} shards (${(s.bytes / 1e6).toFixed(1)} MB), ${s.skipped} skipped -> ${s.index}\n`);
+      process.stderr.write(
+        `${s.split}: ${s.samples.toLocaleString('en-US')} samples in ${s.shards} shards (${(s.bytes / 1e6).toFixed(1)} MB), ${s.skipped} skipped -> ${s.index}\n`,
+      );
     }
     const rate = summary.processed / Math.max(summary.seconds, 1e-9);
-    process.stderr.write(`done in ${formatDuration(summary.seconds)}: ${Math.round(rate).toLocaleString('en-US')} images/s${summary.errors ? `, ${summary.errors} problems listed in ${out}/errors.jsonl` : ''}\n`);
+    process.stderr.write(
+      `done in ${formatDuration(summary.seconds)}: ${Math.round(rate).toLocaleString('en-US')} images/s${summary.errors ? `, ${summary.errors} problems listed in ${out}/errors.jsonl` : ''}\n`,
+    );
   }
   process.stdout.write(`${JSON.stringify(summary)}\n`);
   return EXIT.ok;

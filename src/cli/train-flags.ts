@@ -9,7 +9,24 @@ import { MIXUP_PARTNERS } from '../train/mixup.ts';
 import { OPTIMIZER_NAMES } from '../train/optim/index.ts';
 import { SCHEDULE_NAMES } from '../train/schedule.ts';
 import { UsageError } from './command.ts';
-import { MAX_WORKERS, NORMALIZE_SPEC, nonNeg, nonNegInt, normalizeRequest, num, oneOf, optionalNum, parseFlags, positiveInt, str, unit, workerCount, type NormalizeRequest, type OptionSpec, type Raw } from './flags.ts';
+import {
+  MAX_WORKERS,
+  NORMALIZE_SPEC,
+  nonNeg,
+  nonNegInt,
+  normalizeRequest,
+  num,
+  oneOf,
+  optionalNum,
+  parseFlags,
+  positiveInt,
+  str,
+  unit,
+  workerCount,
+  type NormalizeRequest,
+  type OptionSpec,
+  type Raw,
+} from './flags.ts';
 
 /** What a training command line gives: the loop's configuration and the command's own flags. */
 export interface TrainFlags extends TrainConfig {
@@ -219,4 +236,3 @@ export function parseTrainArgsWith(
   };
   return { help: false, options, raw };
 }
-

@@ -46,11 +46,14 @@ export function formatSummary(s: TrainSummary): string {
     `throughput: ${s.imagesPerSec.toFixed(1)} images/s, ${s.gflops.toFixed(2)} GFLOP/s, stall ${s.stallPct.toFixed(1)}% (backend ${s.backend})`,
     `compute: ${s.computePflop.toPrecision(4)} PFLOP (${s.computeFlops.toExponential(3)} FLOPs = 3 x forward FLOPs x samples, whole run)`,
   ];
-  if (s.finetune) lines.push(`fine-tuned (${s.finetune.mode}${s.finetune.mode === 'full' ? `, body lr x${s.finetune.bodyLrMult}` : ''}) from ${s.finetune.weights}`);
+  if (s.finetune)
+    lines.push(`fine-tuned (${s.finetune.mode}${s.finetune.mode === 'full' ? `, body lr x${s.finetune.bodyLrMult}` : ''}) from ${s.finetune.weights}`);
   if (s.lastTrainLoss !== null) lines.push(`last train loss ${s.lastTrainLoss.toFixed(4)}`);
   if (s.lastEval) {
     const bad = s.replaced?.val?.count;
-    lines.push(`val: loss ${s.lastEval.loss.toFixed(4)}, top-1 ${s.lastEval.top1.toFixed(2)}%, top-5 ${s.lastEval.top5.toFixed(2)}%${bad ? ` (NOT VALID: ${bad} val images were undecodable and replaced)` : ''}`);
+    lines.push(
+      `val: loss ${s.lastEval.loss.toFixed(4)}, top-1 ${s.lastEval.top1.toFixed(2)}%, top-5 ${s.lastEval.top5.toFixed(2)}%${bad ? ` (NOT VALID: ${bad} val images were undecodable and replaced)` : ''}`,
+    );
   }
   for (const [which, r] of Object.entries(s.replaced ?? {})) {
     const first = r.first[0];

@@ -12,16 +12,26 @@ const DEFAULT_DATA = 'shards/synthetic-default';
 
 /** The embedded default: 12,000 generated 32x32 images in 10 classes, 2,000 held out. */
 const DEFAULT_ARGS = [
-  '--data', join(DEFAULT_DATA, 'index.json'),
-  '--val', join(DEFAULT_DATA, 'val.json'),
-  '--arch', 'B_2-Wi_256',
-  '--epochs', '4',
-  '--batch-size', '500',
-  '--optimizer', 'lion',
-  '--lr', '3e-4',
-  '--mixup', '0',
-  '--smoothing', '0.1',
-  '--checkpoint-every', '0',
+  '--data',
+  join(DEFAULT_DATA, 'index.json'),
+  '--val',
+  join(DEFAULT_DATA, 'val.json'),
+  '--arch',
+  'B_2-Wi_256',
+  '--epochs',
+  '4',
+  '--batch-size',
+  '500',
+  '--optimizer',
+  'lion',
+  '--lr',
+  '3e-4',
+  '--mixup',
+  '0',
+  '--smoothing',
+  '0.1',
+  '--checkpoint-every',
+  '0',
 ];
 
 async function ensureDefaultData(): Promise<void> {
@@ -41,8 +51,7 @@ async function ensureDefaultData(): Promise<void> {
   });
 }
 
-const makeFeeds: MakeFeeds = (opts) =>
-  openTrainFeeds(opts, opts.res, PRETRAIN_CROP, opts.quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
+const makeFeeds: MakeFeeds = (opts) => openTrainFeeds(opts, opts.res, PRETRAIN_CROP, opts.quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
 
 // The TypeScript trainer has no data-parallel support yet: several launched copies would each
 // train alone on the whole dataset.

@@ -45,7 +45,11 @@ export function inputDim(shape: ModelShape): number {
 }
 
 export function validateShape(shape: ModelShape): void {
-  const fields: [string, number][] = [['res', shape.res], ['channels', shape.channels], ['numClasses', shape.numClasses]];
+  const fields: [string, number][] = [
+    ['res', shape.res],
+    ['channels', shape.channels],
+    ['numClasses', shape.numClasses],
+  ];
   for (const [k, v] of fields) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`model shape: ${k} must be a positive integer, got ${v}`);
   }

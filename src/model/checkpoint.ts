@@ -138,9 +138,7 @@ export function readModelConfig(dir: string): ModelConfig {
 export function saveModel(dir: string, model: Mlp, metadata: Record<string, string> = {}, provenance?: Provenance): void {
   mkdirSync(dir, { recursive: true });
   const cfg = configFile(model.config, provenance);
-  atomicWrite(join(dir, MODEL_FILE), (tmp) =>
-    writeSafetensorsFile(tmp, model.stateDict(), { format: 'pt', arch: cfg.arch, model: cfg.model, ...metadata }),
-  );
+  atomicWrite(join(dir, MODEL_FILE), (tmp) => writeSafetensorsFile(tmp, model.stateDict(), { format: 'pt', arch: cfg.arch, model: cfg.model, ...metadata }));
   atomicWriteFile(join(dir, CONFIG_FILE), `${JSON.stringify(cfg, null, 2)}\n`);
 }
 

@@ -5,7 +5,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { geluAndDerivative, simdKernelsActive } from './simd/simd-kernels.ts';
 
-type Forward = (inputs: tf.Tensor[], save: tf.GradSaveFunc) => {
+type Forward = (
+  inputs: tf.Tensor[],
+  save: tf.GradSaveFunc,
+) => {
   value: tf.Tensor;
   gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 };

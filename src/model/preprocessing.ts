@@ -61,6 +61,7 @@ export function imagenetNormalization(channels: number): Normalization {
 export function checkNormalization(n: Normalization, channels: number, where: string): Normalization {
   const ok = (v: unknown): v is number[] => Array.isArray(v) && v.length === channels && v.every((x) => typeof x === 'number' && Number.isFinite(x));
   if (!ok(n.mean)) throw new PreprocessingError(`${where}: mean must be ${channels} finite numbers (0-255 units), got ${JSON.stringify(n.mean)}`);
-  if (!ok(n.std) || n.std.some((s) => s <= 0)) throw new PreprocessingError(`${where}: std must be ${channels} positive numbers (0-255 units), got ${JSON.stringify(n.std)}`);
+  if (!ok(n.std) || n.std.some((s) => s <= 0))
+    throw new PreprocessingError(`${where}: std must be ${channels} positive numbers (0-255 units), got ${JSON.stringify(n.std)}`);
   return n;
 }

@@ -102,7 +102,16 @@ function legendRows(names: readonly string[], maxWidth: number): { x: number; ro
 
 /** The chart's fixed vertical space (everything except the plot areas). */
 function fixedHeight(panels: number, legendRows: number, title: boolean): number {
-  return OUTER + (title ? TITLE_H : 0) + legendRows * LEGEND_ROW_H + LEGEND_GAP + panels * (PANEL_TITLE_H + X_TICK_LABELS_H) + (panels - 1) * PANEL_GAP + X_LABEL_H + OUTER;
+  return (
+    OUTER +
+    (title ? TITLE_H : 0) +
+    legendRows * LEGEND_ROW_H +
+    LEGEND_GAP +
+    panels * (PANEL_TITLE_H + X_TICK_LABELS_H) +
+    (panels - 1) * PANEL_GAP +
+    X_LABEL_H +
+    OUTER
+  );
 }
 
 function extent(values: Iterable<number>): [number, number] | null {
@@ -175,14 +184,18 @@ export function layoutChart(spec: ChartSpec): ChartLayout & { legend: { x: numbe
   if (spec.height !== undefined) {
     plotH = Math.floor((spec.height - fixed) / count);
     if (plotH < MIN_PLOT_HEIGHT) {
-      throw new RangeError(`height ${spec.height} is too small for ${count} panel${count === 1 ? '' : 's'}: needs at least ${fixed + count * MIN_PLOT_HEIGHT} pixels`);
+      throw new RangeError(
+        `height ${spec.height} is too small for ${count} panel${count === 1 ? '' : 's'}: needs at least ${fixed + count * MIN_PLOT_HEIGHT} pixels`,
+      );
     }
   }
   const yTarget = Math.max(2, Math.min(8, Math.round(plotH / 45)));
   const yTicks = spec.panels.map((p) => {
-    const e = extent((function* () {
-      for (const s of p.series) if (s) for (const q of s) if (q.y !== null) yield q.y;
-    })());
+    const e = extent(
+      (function* () {
+        for (const s of p.series) if (s) for (const q of s) if (q.y !== null) yield q.y;
+      })(),
+    );
     return e ? niceTicks(e[0], e[1], { target: yTarget }) : null;
   });
   let labelW = 0;
@@ -196,9 +209,11 @@ export function layoutChart(spec: ChartSpec): ChartLayout & { legend: { x: numbe
   const extraRows = legendRowCount(legend) - legendRowCount(provisionalLegend);
   if (spec.height !== undefined && extraRows > 0) plotH = Math.floor((spec.height - fixed - extraRows * LEGEND_ROW_H) / count);
 
-  const xe = extent((function* () {
-    for (const p of allPoints(spec)) if (p.y !== null) yield p.x;
-  })()) ?? [0, 1];
+  const xe = extent(
+    (function* () {
+      for (const p of allPoints(spec)) if (p.y !== null) yield p.x;
+    })(),
+  ) ?? [0, 1];
   // Start at zero when the data starts near it (the first update is 1, the first batch 64 images).
   if (xe[0] > 0 && xe[0] <= 0.2 * xe[1]) xe[0] = 0;
   const xTicks = niceTicks(xe[0], xe[1], { target: Math.max(2, Math.min(12, Math.round(plotW / 100))), integer: spec.integerX ?? false });
@@ -221,7 +236,9 @@ export function renderChart(spec: ChartSpec): { svg: string; layout: ChartLayout
   const out: string[] = [];
   out.push(el('rect', { x: 0, y: 0, width, height, fill: '#ffffff' }));
 
-  const defs = L.panels.map((p, i) => el('clipPath', { id: `plot-clip-${i}` }, el('rect', { x: p.plot.x - 3, y: p.plot.y - 3, width: p.plot.w + 6, height: p.plot.h + 6 })));
+  const defs = L.panels.map((p, i) =>
+    el('clipPath', { id: `plot-clip-${i}` }, el('rect', { x: p.plot.x - 3, y: p.plot.y - 3, width: p.plot.w + 6, height: p.plot.h + 6 })),
+  );
   out.push(el('defs', {}, defs));
 
   if (spec.title !== undefined) {
@@ -283,18 +300,31 @@ export function renderChart(spec: ChartSpec): { svg: string; layout: ChartLayout
         const markers = defined <= plot.w / 14;
         const parts: string[] = [];
         for (const seg of segs) {
-          const px = decimate(seg.map((p) => [sx(p.x), sy(p.y!)] as [number, number]), plot.w);
+          const px = decimate(
+            seg.map((p) => [sx(p.x), sy(p.y!)] as [number, number]),
+            plot.w,
+          );
           if (px.length >= 2) {
             parts.push(el('polyline', { class: 'series', fill: 'none', points: px.map(([a, b]) => `${n(a)},${n(b)}`).join(' ') }));
           }
           if (markers || px.length === 1) {
-            for (const [a, b] of px) parts.push(el('circle', { class: 'marker', cx: a, cy: b, r: markers ? 2.8 : 2.2, stroke: '#ffffff', 'stroke-width': 0.8 }));
+            for (const [a, b] of px)
+              parts.push(el('circle', { class: 'marker', cx: a, cy: b, r: markers ? 2.8 : 2.2, stroke: '#ffffff', 'stroke-width': 0.8 }));
           }
         }
         lines.push(
           el(
             'g',
-            { class: 'run', 'data-run': ri, fill: color, stroke: color, 'stroke-width': 1.6, 'stroke-linejoin': 'round', 'stroke-linecap': 'round', 'stroke-dasharray': runDash(ri) },
+            {
+              class: 'run',
+              'data-run': ri,
+              fill: color,
+              stroke: color,
+              'stroke-width': 1.6,
+              'stroke-linejoin': 'round',
+              'stroke-linecap': 'round',
+              'stroke-dasharray': runDash(ri),
+            },
             parts,
           ),
         );
@@ -310,11 +340,24 @@ export function renderChart(spec: ChartSpec): { svg: string; layout: ChartLayout
   });
 
   const last = L.panels[L.panels.length - 1]!.plot;
-  out.push(text(spec.xLabel, { class: 'x-label', x: last.x + last.w / 2, y: last.y + last.h + X_TICK_LABELS_H + 18, 'text-anchor': 'middle', 'font-size': 12, fill: '#333' }));
+  out.push(
+    text(spec.xLabel, {
+      class: 'x-label',
+      x: last.x + last.w / 2,
+      y: last.y + last.h + X_TICK_LABELS_H + 18,
+      'text-anchor': 'middle',
+      'font-size': 12,
+      fill: '#333',
+    }),
+  );
 
   const svg =
     `<?xml version="1.0" encoding="UTF-8"?>\n` +
-    el('svg', { xmlns: 'http://www.w3.org/2000/svg', width, height, viewBox: `0 0 ${width} ${height}`, 'font-family': FONT }, out.map((s) => `\n${s}`).concat('\n')) +
+    el(
+      'svg',
+      { xmlns: 'http://www.w3.org/2000/svg', width, height, viewBox: `0 0 ${width} ${height}`, 'font-family': FONT },
+      out.map((s) => `\n${s}`).concat('\n'),
+    ) +
     '\n';
   return { svg, layout: L };
 }

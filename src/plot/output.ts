@@ -14,7 +14,9 @@ export function formatFor(path: string): OutputFormat | undefined {
 
 /** The SVG as a PNG; scale 2 gives twice the pixels in each direction (sharper text). */
 export async function svgToPng(svg: string, scale = 1): Promise<Buffer> {
-  return sharp(Buffer.from(svg), { density: 72 * scale }).png({ compressionLevel: 9 }).toBuffer();
+  return sharp(Buffer.from(svg), { density: 72 * scale })
+    .png({ compressionLevel: 9 })
+    .toBuffer();
 }
 
 export async function writeChart(path: string, svg: string, opts: { scale?: number } = {}): Promise<{ bytes: number; format: OutputFormat }> {

@@ -76,7 +76,8 @@ export function readRun(path: string, warn: (message: string) => void): Run {
   const { records, warnings } = parseMetricsText(text, file);
   for (const w of warnings.slice(0, MAX_WARNINGS_PER_FILE)) warn(w);
   if (warnings.length > MAX_WARNINGS_PER_FILE) warn(`${file}: ... and ${warnings.length - MAX_WARNINGS_PER_FILE} more malformed lines skipped`);
-  if (records.length === 0) throw new PlotError(`${file}: no valid records left (${warnings.length} malformed line${warnings.length === 1 ? '' : 's'} skipped)`);
+  if (records.length === 0)
+    throw new PlotError(`${file}: no valid records left (${warnings.length} malformed line${warnings.length === 1 ? '' : 's'} skipped)`);
   if (!records.some((r) => r.type === 'step' || r.type === 'epoch')) {
     throw new PlotError(`${file}: no "step" or "epoch" records (found only: ${[...new Set(records.map((r) => r.type))].join(', ')})`);
   }
@@ -91,7 +92,14 @@ export function readRun(path: string, warn: (message: string) => void): Run {
 export function uniqueNames(runs: readonly Pick<Run, 'name' | 'path'>[]): string[] {
   const count = new Map<string, number>();
   for (const r of runs) count.set(r.name, (count.get(r.name) ?? 0) + 1);
-  const names = runs.map((r) => (count.get(r.name)! > 1 ? r.path.replace(/[/\\]+$/, '').split(sep).join('/') || r.name : r.name));
+  const names = runs.map((r) =>
+    count.get(r.name)! > 1
+      ? r.path
+          .replace(/[/\\]+$/, '')
+          .split(sep)
+          .join('/') || r.name
+      : r.name,
+  );
   const seen = new Map<string, number>();
   return names.map((n) => {
     const k = (seen.get(n) ?? 0) + 1;

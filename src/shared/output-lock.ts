@@ -106,7 +106,10 @@ export function acquireOutputLock(folder: string, command: string, onTakeover?: 
     created = tryCreate(file, me);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    throw new OutputFolderError(folder, `cannot create the output folder's lock file ${file} (${err.code ?? err.message}${err.code === 'EACCES' || err.code === 'EROFS' ? ': not writable' : ''})`);
+    throw new OutputFolderError(
+      folder,
+      `cannot create the output folder's lock file ${file} (${err.code ?? err.message}${err.code === 'EACCES' || err.code === 'EROFS' ? ': not writable' : ''})`,
+    );
   }
   if (!created) {
     const holder = readHolder(file);

@@ -61,7 +61,10 @@ export type BackendSettings = Pick<WasmKernelSettings, 'threads'>;
 
 export class BackendError extends Error {
   override readonly name = 'BackendError';
-  constructor(readonly backend: BackendChoice | 'auto', readonly skipped: BackendSkip[]) {
+  constructor(
+    readonly backend: BackendChoice | 'auto',
+    readonly skipped: BackendSkip[],
+  ) {
     super(`no usable TensorFlow.js backend (${backend}): ${skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}`);
   }
 }
@@ -106,7 +109,11 @@ function isGpuInactive(): boolean {
 }
 
 /** Selects and activates a backend; `requested` other than 'auto' means that one or an error. */
-export async function selectBackend(requested: BackendChoice | 'auto' = 'auto', deps: Partial<BackendDeps> = {}, settings: BackendSettings = {}): Promise<BackendSelection> {
+export async function selectBackend(
+  requested: BackendChoice | 'auto' = 'auto',
+  deps: Partial<BackendDeps> = {},
+  settings: BackendSettings = {},
+): Promise<BackendSelection> {
   const d: BackendDeps = { ...defaultBackendDeps, ...deps };
   const order = requested === 'auto' ? BACKEND_ORDER : [requested];
   const skipped: BackendSkip[] = [];

@@ -37,7 +37,7 @@ export class MemoryFeed implements DataFeed {
     if (o.images.length !== n * this.sampleSize) {
       throw new RangeError(`MemoryFeed: ${o.images.length} image values for ${n} labels of ${this.sampleSize} values each`);
     }
-    if ((o.images instanceof Uint8Array) !== (o.pixelStats !== undefined)) {
+    if (o.images instanceof Uint8Array !== (o.pixelStats !== undefined)) {
       throw new RangeError('MemoryFeed: uint8 images need pixelStats, and only they take them');
     }
     for (let i = 0; i < n; i++) {
@@ -88,7 +88,18 @@ export class MemoryFeed implements DataFeed {
       }
     }
     const stats = this.o.pixelStats;
-    return { epoch, step, n, channels: this.o.channels, height: this.o.res, width: this.o.res, images: img, labels: lab, ...(stats ? { pixelStats: stats } : {}), release: () => {} };
+    return {
+      epoch,
+      step,
+      n,
+      channels: this.o.channels,
+      height: this.o.res,
+      width: this.o.res,
+      images: img,
+      labels: lab,
+      ...(stats ? { pixelStats: stats } : {}),
+      release: () => {},
+    };
   }
 
   epoch(epoch: number, startStep = 0): AsyncIterable<Batch> {

@@ -14,7 +14,10 @@ import { batchInput } from './normalize-batch.ts';
 
 export class EvalError extends Error {
   override readonly name = 'EvalError';
-  constructor(readonly what: string, reason: string) {
+  constructor(
+    readonly what: string,
+    reason: string,
+  ) {
     super(`${what}: ${reason}`);
   }
 }
@@ -113,7 +116,10 @@ export async function predictTta(model: Mlp, feed: DataFeed, views: number, onVi
   const d = model.inputDim;
   const expected = feed.info.numSamples;
   if (expected * C * 4 > MAX_TTA_BYTES) {
-    throw new EvalError('--tta', `${expected} samples x ${C} classes of averaged probabilities need ${((expected * C * 4) / 2 ** 30).toFixed(1)} GiB; evaluate a subset`);
+    throw new EvalError(
+      '--tta',
+      `${expected} samples x ${C} classes of averaged probabilities need ${((expected * C * 4) / 2 ** 30).toFixed(1)} GiB; evaluate a subset`,
+    );
   }
   const sum = new Float32Array(expected * C);
   let first: Collector | null = null;
@@ -156,7 +162,11 @@ export async function predictTta(model: Mlp, feed: DataFeed, views: number, onVi
  * Top-1 / top-5 (percentages), mean NLL and top-1 classes of probability rows. Ties rank the
  * lower class index first (argmax's and sorted top-k's rule).
  */
-export function scoreProbabilities(probs: Float32Array, numClasses: number, labels: Int32Array): { loss: number; top1: number; top5: number; pred: Int32Array } {
+export function scoreProbabilities(
+  probs: Float32Array,
+  numClasses: number,
+  labels: Int32Array,
+): { loss: number; top1: number; top5: number; pred: Int32Array } {
   const n = labels.length;
   if (probs.length !== n * numClasses) throw new RangeError(`scoreProbabilities: ${probs.length} values for ${n} x ${numClasses}`);
   const k = Math.min(5, numClasses);
@@ -231,7 +241,10 @@ export function scoreReal(real: RealLabels, keys: readonly string[], pred: Int32
     const k = keyPosition(keys[i]!);
     const labels = real[k];
     if (labels === undefined) {
-      throw new EvalError('--real', `sample key ${keys[i]} is position ${k}, but the ReaL file has ${real.length} entries (was the data sharded with --no-shuffle from the full validation set?)`);
+      throw new EvalError(
+        '--real',
+        `sample key ${keys[i]} is position ${k}, but the ReaL file has ${real.length} entries (was the data sharded with --no-shuffle from the full validation set?)`,
+      );
     }
     if (labels.length === 0) leftOut++;
     else if (labels.includes(pred[i]!)) right++;

@@ -46,7 +46,8 @@ export function resolvePretrained(path: string): PretrainedRef {
     weights = path;
   }
   const dir = dirname(weights);
-  if (!existsSync(join(dir, CONFIG_FILE))) throw new CheckpointError(weights, `no ${CONFIG_FILE} beside it: the model's resolution, channels and classes are unknown`);
+  if (!existsSync(join(dir, CONFIG_FILE)))
+    throw new CheckpointError(weights, `no ${CONFIG_FILE} beside it: the model's resolution, channels and classes are unknown`);
   return { path, weights, config: readModelConfig(dir) };
 }
 

@@ -85,9 +85,13 @@ function finetuneConfigFor(o: TrainConfig, src: PretrainedRef, info: DatasetInfo
     throw new TrainError('channels', `the checkpoint ${src.path} takes ${c.channels}-channel images, the data has ${info.channels} channels`);
   }
   if (info.res !== c.res) {
-    throw new TrainError('res', `the checkpoint ${src.path} takes ${c.res}x${c.res} images, the data feed delivers ${info.res}x${info.res} (open it at the checkpoint's res)`);
+    throw new TrainError(
+      'res',
+      `the checkpoint ${src.path} takes ${c.res}x${c.res} images, the data feed delivers ${info.res}x${info.res} (open it at the checkpoint's res)`,
+    );
   }
-  if (o.numClasses !== undefined && o.numClasses !== info.numClasses) throw new TrainError('--num-classes', `${o.numClasses} given, the data has ${info.numClasses}`);
+  if (o.numClasses !== undefined && o.numClasses !== info.numClasses)
+    throw new TrainError('--num-classes', `${o.numClasses} given, the data has ${info.numClasses}`);
   return { arch: parseArch(c.arch).name, res: c.res, channels: c.channels, numClasses: info.numClasses };
 }
 
@@ -116,7 +120,9 @@ function checkResumable(resumed: LoadedCheckpoint, o: TrainConfig, config: Model
   const ft = o.finetune;
   const mismatch: string[] = [];
   if (parseArch(c.arch).name !== config.arch || c.res !== config.res || c.channels !== config.channels || c.numClasses !== config.numClasses) {
-    mismatch.push(`model ${c.arch} ${c.channels}x${c.res}x${c.res}/${c.numClasses} vs ${config.arch} ${config.channels}x${config.res}x${config.res}/${config.numClasses}`);
+    mismatch.push(
+      `model ${c.arch} ${c.channels}x${c.res}x${c.res}/${c.numClasses} vs ${config.arch} ${config.channels}x${config.res}x${config.res}/${config.numClasses}`,
+    );
   }
   if (s.run.batchSize !== o.batchSize || s.run.accum !== o.accum) mismatch.push(`batch ${s.run.batchSize}/accum ${s.run.accum} vs ${o.batchSize}/${o.accum}`);
   if (s.run.stepsPerEpoch !== stepsPerEpoch) mismatch.push(`${s.run.stepsPerEpoch} batches per epoch vs ${stepsPerEpoch} now`);
@@ -168,7 +174,8 @@ export function setUpRun(o: TrainConfig, info: DatasetInfo, stepsPerEpoch: numbe
 
   // A new fine-tuning run: the checkpoint's body and a new seeded head. A resumed run takes
   // every weight from its own checkpoint below.
-  const model = source && !resumed ? withNewHead(config, loadPretrained(source.path).tensors, config.numClasses, o.seed, source.weights) : new Mlp(config, o.seed);
+  const model =
+    source && !resumed ? withNewHead(config, loadPretrained(source.path).tensors, config.numClasses, o.seed, source.weights) : new Mlp(config, o.seed);
   const named = parameterGroups(model, ft);
   const optimizer = createOptimizer(o.optimizer, named, { weightDecay: o.weightDecay, momentum: o.momentum });
   const rng = new Rng(o.seed, MIX_STREAM);
@@ -233,7 +240,9 @@ export function describeRun(run: TrainRun, log: (line: string) => void): void {
   const micro = microBatchSize(o);
   const p = run.position;
   if (run.resumedFrom) log(`resumed from ${run.resumedFrom}: epoch ${p.epoch}, batch ${p.step}, update ${p.globalStep}`);
-  log(`${config.arch}: ${model.numParams.toLocaleString('en-US')} params, ${formatFlops(run.flopsPerSample)} per training sample; backend ${tf.getBackend()}; ${run.stepsPerEpoch} batches of ${micro} per epoch`);
+  log(
+    `${config.arch}: ${model.numParams.toLocaleString('en-US')} params, ${formatFlops(run.flopsPerSample)} per training sample; backend ${tf.getBackend()}; ${run.stepsPerEpoch} batches of ${micro} per epoch`,
+  );
   if (finetune) {
     const { spec, source } = finetune;
     const trained = run.trainVars.reduce((n, v) => n + v.size, 0);
@@ -246,7 +255,9 @@ export function describeRun(run: TrainRun, log: (line: string) => void): void {
   if (tf.getBackend() === 'wasm' && bytes > WASM_HEAP_LIMIT) {
     // wasm32 cannot address more than 4 GiB; running out there aborts the whole process.
     const accum = Math.ceil((o.accum * bytes) / WASM_HEAP_LIMIT);
-    log(`warning: this step needs ~${(bytes / 2 ** 30).toFixed(1)} GiB, more than the wasm backend's 4 GiB heap; try --accum ${accum} or a smaller --batch-size`);
+    log(
+      `warning: this step needs ~${(bytes / 2 ** 30).toFixed(1)} GiB, more than the wasm backend's 4 GiB heap; try --accum ${accum} or a smaller --batch-size`,
+    );
   }
   // Throws before the first step when one tensor cannot be bound on this device.
   if (tf.getBackend() === 'webgpu') log(webGpuMemoryLine(model.spec, config, micro, OPTIMIZER_SLOTS[o.optimizer], o.accum));

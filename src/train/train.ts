@@ -122,7 +122,10 @@ function replacedSummary(feed: DataFeed | undefined): { count: number; first: { 
 
 function checkSameShape(what: string, a: DataFeed['info'], b: DataFeed['info']): void {
   if (a.res !== b.res || a.channels !== b.channels || a.numClasses !== b.numClasses) {
-    throw new TrainError(what, `${b.channels}x${b.res}x${b.res} with ${b.numClasses} classes does not match training data ${a.channels}x${a.res}x${a.res} with ${a.numClasses}`);
+    throw new TrainError(
+      what,
+      `${b.channels}x${b.res}x${b.res} with ${b.numClasses} classes does not match training data ${a.channels}x${a.res}x${a.res} with ${a.numClasses}`,
+    );
   }
 }
 
@@ -161,7 +164,20 @@ export async function train(options: TrainConfig, feeds: TrainFeeds, runtime: Tr
     // Lines after this one supersede any written past the checkpoint before the interruption.
     if (run.resumedFrom) metrics.write({ type: 'resume', from: run.resumedFrom, epoch: p.epoch, step: p.step, global_step: p.globalStep });
     describeRun(run, log);
-    const rl: RunLog = { feeds, reported: { train: 0, val: 0 }, metrics, log, runtime, t0: performance.now(), runSamples: 0, runWait: 0, lastLoss: null, lastEval: null, epochsCompleted: 0, lastCheckpoint: null };
+    const rl: RunLog = {
+      feeds,
+      reported: { train: 0, val: 0 },
+      metrics,
+      log,
+      runtime,
+      t0: performance.now(),
+      runSamples: 0,
+      runWait: 0,
+      lastLoss: null,
+      lastEval: null,
+      epochsCompleted: 0,
+      lastCheckpoint: null,
+    };
     let stop: StopReason | null = null;
     for (; p.epoch < o.epochs && stop === null; p.epoch++, p.step = 0, p.sums = zeroSums()) {
       stop = await trainEpoch(run, rl, feeds.train);
@@ -297,7 +313,16 @@ async function update(run: TrainRun, rl: RunLog, acc: GradAccumulator, win: Upda
     ...(normVal ? { grad_norm: round(normVal[0]!, 6) } : {}),
     ...computeFields(p.samplesSeen, run.flopsPerSample),
   });
-  rl.runtime.onProgress?.({ kind: 'update', epoch: p.epoch, epochs: o.epochs, done: s.samples, total: epochSamples, loss, lr, stallPct: (100 * s.waitMs) / s.wallMs });
+  rl.runtime.onProgress?.({
+    kind: 'update',
+    epoch: p.epoch,
+    epochs: o.epochs,
+    done: s.samples,
+    total: epochSamples,
+    loss,
+    lr,
+    stallPct: (100 * s.waitMs) / s.wallMs,
+  });
   rl.runtime.onUpdate?.({ epoch: p.epoch, step: p.step, globalStep: p.globalStep, loss, lr, numTensors: tf.memory().numTensors });
   win.reset();
 }
@@ -321,7 +346,9 @@ async function endEpoch(run: TrainRun, rl: RunLog, val: DataFeed | undefined): P
     train_loss: round(s.lossSum / s.samples, 6),
     train_top1: round((100 * s.top1) / s.samples, 3),
     train_top5: round((100 * s.top5) / s.samples, 3),
-    ...(evalRes ? { val_loss: round(evalRes.loss, 6), val_top1: round(evalRes.top1, 3), val_top5: round(evalRes.top5, 3), eval_seconds: round(evalRes.seconds, 3) } : {}),
+    ...(evalRes
+      ? { val_loss: round(evalRes.loss, 6), val_top1: round(evalRes.top1, 3), val_top5: round(evalRes.top5, 3), eval_seconds: round(evalRes.seconds, 3) }
+      : {}),
     images_per_sec: round((1000 * s.samples) / s.wallMs, 1),
     stall_pct: round((100 * s.waitMs) / s.wallMs, 2),
     seconds: round(s.wallMs / 1000, 3),
@@ -334,7 +361,9 @@ async function endEpoch(run: TrainRun, rl: RunLog, val: DataFeed | undefined): P
   reportReplaced(rl, 'val', val);
   rl.log(
     `epoch ${p.epoch + 1}/${o.epochs}: train loss ${rec.train_loss.toFixed(4)} top-1 ${rec.train_top1.toFixed(2)}% top-5 ${rec.train_top5.toFixed(2)}%` +
-      (evalRes ? `; val loss ${evalRes.loss.toFixed(4)} top-1 ${evalRes.top1.toFixed(2)}% top-5 ${evalRes.top5.toFixed(2)}%${valValid ? '' : ` (NOT VALID: ${replacedVal} val images replaced)`}` : '') +
+      (evalRes
+        ? `; val loss ${evalRes.loss.toFixed(4)} top-1 ${evalRes.top1.toFixed(2)}% top-5 ${evalRes.top5.toFixed(2)}%${valValid ? '' : ` (NOT VALID: ${replacedVal} val images replaced)`}`
+        : '') +
       `; ${rec.images_per_sec.toFixed(0)} img/s, stall ${rec.stall_pct.toFixed(1)}%`,
   );
   rl.epochsCompleted++;
@@ -357,14 +386,19 @@ async function finish(run: TrainRun, rl: RunLog, stop: StopReason): Promise<Trai
   let modelDir: string | null = null;
   if (stop !== 'interrupted') {
     await fetchToHost(model.variables());
-    saveModel(o.out, model, {}, {
-      ...(o.dataset ? { dataset: o.dataset } : {}),
-      ...(o.command ? { command: o.command } : {}),
-      updates: p.globalStep,
-      samplesSeen: p.samplesSeen,
-      computeFlops: computeFields(p.samplesSeen, run.flopsPerSample).compute_flops,
-      ...(finetune ? { finetunedFrom: finetune.source.weights } : {}),
-    });
+    saveModel(
+      o.out,
+      model,
+      {},
+      {
+        ...(o.dataset ? { dataset: o.dataset } : {}),
+        ...(o.command ? { command: o.command } : {}),
+        updates: p.globalStep,
+        samplesSeen: p.samplesSeen,
+        computeFlops: computeFields(p.samplesSeen, run.flopsPerSample).compute_flops,
+        ...(finetune ? { finetunedFrom: finetune.source.weights } : {}),
+      },
+    );
     modelDir = o.out;
   }
   const seconds = (performance.now() - rl.t0) / 1000;
@@ -390,10 +424,23 @@ async function finish(run: TrainRun, rl: RunLog, stop: StopReason): Promise<Trai
     resumedFrom: run.resumedFrom,
     out: o.out,
     ...(replacedSummary(rl.feeds.train) || replacedSummary(rl.feeds.val)
-      ? { replaced: { ...(replacedSummary(rl.feeds.train) ? { train: replacedSummary(rl.feeds.train)! } : {}), ...(replacedSummary(rl.feeds.val) ? { val: replacedSummary(rl.feeds.val)! } : {}) } }
+      ? {
+          replaced: {
+            ...(replacedSummary(rl.feeds.train) ? { train: replacedSummary(rl.feeds.train)! } : {}),
+            ...(replacedSummary(rl.feeds.val) ? { val: replacedSummary(rl.feeds.val)! } : {}),
+          },
+        }
       : {}),
     ...(finetune
-      ? { finetune: { mode: finetune.spec.mode, bodyLrMult: finetune.spec.bodyLrMult, from: finetune.source.path, weights: finetune.source.weights, sourceClasses: finetune.source.config.numClasses } }
+      ? {
+          finetune: {
+            mode: finetune.spec.mode,
+            bodyLrMult: finetune.spec.bodyLrMult,
+            from: finetune.source.path,
+            weights: finetune.source.weights,
+            sourceClasses: finetune.source.config.numClasses,
+          },
+        }
       : {}),
   };
   rl.metrics.write({ type: 'summary', ...summary });

@@ -29,16 +29,27 @@ const DATA = await makeShards(join(root, 'ds'), { count: 40, numClasses: 4, res:
 const noFeed: OpenEvalFeed = async () => {
   throw new Error('no feed expected');
 };
-const memFeed = (channels: number, numClasses: number): OpenEvalFeed => async (o) => {
-  const { images, labels } = syntheticArrays(10, channels, o.res, numClasses, 1);
-  return new MemoryFeed({ images, labels, channels, res: o.res, numClasses, batchSize: o.batchSize });
-};
+const memFeed =
+  (channels: number, numClasses: number): OpenEvalFeed =>
+  async (o) => {
+    const { images, labels } = syntheticArrays(10, channels, o.res, numClasses, 1);
+    return new MemoryFeed({ images, labels, channels, res: o.res, numClasses, batchSize: o.batchSize });
+  };
 
 t.test('--help and option parsing', async (t) => {
   const c = captureIo();
   t.equal(await runEvalCli(['--help'], noFeed, c), EXIT.ok);
   t.equal(c.out.join(''), EVAL_HELP);
-  for (const re of [/^Usage: eval --checkpoint <model> --data <index.json>/, /--tta N/, /--real <real.json>/, /--no-shuffle/, /real\[K\]/, /--crop-scale LO,HI .*\(0\.4,1/, /--out <file.json>/]) t.match(EVAL_HELP, re);
+  for (const re of [
+    /^Usage: eval --checkpoint <model> --data <index.json>/,
+    /--tta N/,
+    /--real <real.json>/,
+    /--no-shuffle/,
+    /real\[K\]/,
+    /--crop-scale LO,HI .*\(0\.4,1/,
+    /--out <file.json>/,
+  ])
+    t.match(EVAL_HELP, re);
   const p = parseEvalArgs(['--checkpoint', 'c', '--data', 'd']);
   if (p.help) throw new Error('unexpected help');
   t.match(p.options, { batchSize: 1024, tta: 0, seed: 0, crop: { scale: [0.4, 1], ratio: [1, 1] }, backend: 'auto' });
@@ -108,7 +119,13 @@ async function readEpoch(o: LoaderOptions, epoch: number, model: Mlp): Promise<{
 
 const argmax = (v: number[]): number => v.reduce((best, x, i) => (x > v[best]! ? i : best), 0);
 const hitsAt = (rows: number[][], labels: number[], k: number): number =>
-  rows.filter((r, i) => r.map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k).some(([, c]) => c === labels[i])).length;
+  rows.filter((r, i) =>
+    r
+      .map((p, c) => [p, c] as const)
+      .sort((a, b) => b[0] - a[0] || a[1] - b[1])
+      .slice(0, k)
+      .some(([, c]) => c === labels[i]),
+  ).length;
 
 t.test('end to end on shards: centre crop, --tta 3 and --real match what is computed here', async (t) => {
   const model = loadModel(CK);
@@ -144,7 +161,28 @@ t.test('end to end on shards: centre crop, --tta 3 and --real match what is comp
 
   const outFile = join(root, 'result.json');
   const c = captureIo();
-  const code = await runEvalCli(['--checkpoint', CK, '--data', DATA, '--batch-size', '16', '--tta', String(views), '--real', realPath, '--out', outFile, '--workers', '1', '--backend', 'cpu'], openEvalFeed, c);
+  const code = await runEvalCli(
+    [
+      '--checkpoint',
+      CK,
+      '--data',
+      DATA,
+      '--batch-size',
+      '16',
+      '--tta',
+      String(views),
+      '--real',
+      realPath,
+      '--out',
+      outFile,
+      '--workers',
+      '1',
+      '--backend',
+      'cpu',
+    ],
+    openEvalFeed,
+    c,
+  );
   t.equal(code, EXIT.ok, c.err.join(''));
   const outLines = c.out.join('').trim().split('\n');
   t.equal(outLines.length, 1, 'one JSON line on stdout');
@@ -158,7 +196,11 @@ t.test('end to end on shards: centre crop, --tta 3 and --real match what is comp
   t.equal(r['top1'], Math.round(((100 * hitsAt(centre.logits, labels, 1)) / 40) * 1e4) / 1e4, 'centre top-1');
   t.equal(r['top5'], 100, '4 classes: top-5 always hits');
   t.ok(Math.abs(r['loss'] - nll / 40) < 1e-5, `centre loss ${r['loss']} vs ${nll / 40}`);
-  t.same(r['real'], { labels: realPath, top1: Math.round(((100 * 14) / 27) * 1e4) / 1e4, right: 14, wrong: 13, left_out: 13, scored: 27 }, 'ReaL counts: K%3 = 0 right, 1 left out, 2 wrong');
+  t.same(
+    r['real'],
+    { labels: realPath, top1: Math.round(((100 * 14) / 27) * 1e4) / 1e4, right: 14, wrong: 13, left_out: 13, scored: 27 },
+    'ReaL counts: K%3 = 0 right, 1 left out, 2 wrong',
+  );
 
   const tta = r['tta'] as Record<string, any>;
   t.match(tta, { views: 3, crop_scale: [0.4, 1], crop_ratio: [1, 1], flip: true, seed: 0 });
@@ -178,7 +220,10 @@ t.test('end to end on shards: centre crop, --tta 3 and --real match what is comp
     else wrong++;
   });
   t.match(tta['real'], { right, wrong, left_out: left, scored: right + wrong });
-  t.match(c.err.join(''), /centre crop: loss [\d.]+, top-1 [\d.]+%, top-5 100\.00%[\s\S]*ReaL \(centre crop\): top-1 51\.85% \(14 right, 13 wrong of 27; 13 left out[\s\S]*TTA \(3 views[\s\S]*ReaL \(TTA\)/);
+  t.match(
+    c.err.join(''),
+    /centre crop: loss [\d.]+, top-1 [\d.]+%, top-5 100\.00%[\s\S]*ReaL \(centre crop\): top-1 51\.85% \(14 right, 13 wrong of 27; 13 left out[\s\S]*TTA \(3 views[\s\S]*ReaL \(TTA\)/,
+  );
 });
 
 t.test('the real entry point: --help exits 0; a missing checkpoint and a gray dataset exit 1', async (t) => {

@@ -31,7 +31,7 @@ const noFeeds: MakeFinetuneFeeds = async () => {
   throw new Error('feeds must not be built here');
 };
 
-t.test('defaults: the paper\'s fine-tuning recipe', async (t) => {
+t.test("defaults: the paper's fine-tuning recipe", async (t) => {
   const p = parseFinetuneArgs(['--checkpoint', 'x', '--mode', 'full']);
   if (p.help) throw new Error('unexpected help');
   t.match(p.options, {
@@ -51,7 +51,22 @@ t.test('defaults: the paper\'s fine-tuning recipe', async (t) => {
     crop: { scale: [0.4, 1], ratio: [1, 1] },
     outGiven: false,
   });
-  const q = parseFinetuneArgs(['--checkpoint', 'x', '--mode', 'full', '--body-lr-mult', '0.5', '--crop-scale', '0.2,0.9', '--crop-ratio', '0.75,1.333', '--lr', '0.1', '--out', 'o']);
+  const q = parseFinetuneArgs([
+    '--checkpoint',
+    'x',
+    '--mode',
+    'full',
+    '--body-lr-mult',
+    '0.5',
+    '--crop-scale',
+    '0.2,0.9',
+    '--crop-ratio',
+    '0.75,1.333',
+    '--lr',
+    '0.1',
+    '--out',
+    'o',
+  ]);
   if (q.help) throw new Error('unexpected help');
   t.match(q.options, { lr: 0.1, finetune: { bodyLrMult: 0.5 }, crop: { scale: [0.2, 0.9], ratio: [0.75, 1.333] }, outGiven: true, out: 'o' });
 });
@@ -62,7 +77,20 @@ t.test('--help: usage, the fine-tuning options and their defaults', async (t) =>
   const h = c.out.join('');
   t.equal(h, FINETUNE_HELP);
   t.match(h, /^Usage: finetune --checkpoint <model> --data <index.json> --mode linear\|full/);
-  for (const re of [/--body-lr-mult X .*\(0\.1\)/, /--crop-scale LO,HI .*\(0\.4,1\)/, /--crop-ratio LO,HI .*\(1,1\)/, /--optimizer NAME .*\(sgd\)/, /--lr X +0\.01/, /--batch-size N .*\(2048\)/, /--epochs N +50/, /--clip X .*\(1\)/, /--smoothing X .*\(0\.3\)/, /--mixup A .*\(0\)/, /--resume/, /compute_flops/]) {
+  for (const re of [
+    /--body-lr-mult X .*\(0\.1\)/,
+    /--crop-scale LO,HI .*\(0\.4,1\)/,
+    /--crop-ratio LO,HI .*\(1,1\)/,
+    /--optimizer NAME .*\(sgd\)/,
+    /--lr X +0\.01/,
+    /--batch-size N .*\(2048\)/,
+    /--epochs N +50/,
+    /--clip X .*\(1\)/,
+    /--smoothing X .*\(0\.3\)/,
+    /--mixup A .*\(0\)/,
+    /--resume/,
+    /compute_flops/,
+  ]) {
     t.match(h, re);
   }
 });
@@ -116,7 +144,13 @@ t.test('a run on in-memory feeds: checkpoint resolution handed to the feeds, sum
   t.match(err, /fine-tuning \(full, body lr x0\.1\) from .*pre\/model\.safetensors: head 7 -> 5 classes/);
   t.match(err, /compute: [\d.e+-]+ PFLOP/);
   const s = JSON.parse(c.out.join('')) as Record<string, unknown>;
-  t.match(s, { type: 'summary', stoppedBy: 'completed', globalStep: 12, finetune: { mode: 'full', bodyLrMult: 0.1, sourceClasses: 7 }, computeFlops: 192 * 6 * (48 * 16 + 2 * 16 * 64 + 16 * 5) });
+  t.match(s, {
+    type: 'summary',
+    stoppedBy: 'completed',
+    globalStep: 12,
+    finetune: { mode: 'full', bodyLrMult: 0.1, sourceClasses: 7 },
+    computeFlops: 192 * 6 * (48 * 16 + 2 * 16 * 64 + 16 * 5),
+  });
   t.match(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')), { num_classes: 5 });
   const again = captureIo();
   t.equal(await runFinetuneCli(args, async (o) => feedsFor(o), again), EXIT.usage, 'refuses to overwrite a run');
@@ -125,7 +159,7 @@ t.test('a run on in-memory feeds: checkpoint resolution handed to the feeds, sum
   t.match(JSON.parse(dry.out.join('')), { arch: 'B_1-Wi_16', res: 4, channels: 3, num_classes: 7, mode: 'linear' });
 });
 
-t.test('ring-backed loaders: a 6x6 dataset read at the checkpoint\'s 8x8, linear probe end to end', async (t) => {
+t.test("ring-backed loaders: a 6x6 dataset read at the checkpoint's 8x8, linear probe end to end", async (t) => {
   const dir = tempDir(t);
   const data = await makeShards(join(dir, 'ds'), { count: 48, numClasses: 3, res: 6 });
   const ck = join(dir, 'ck');
@@ -136,7 +170,27 @@ t.test('ring-backed loaders: a 6x6 dataset read at the checkpoint\'s 8x8, linear
   const c = captureIo();
   const lines: string[] = [];
   const code = await runFinetuneCli(
-    ['--checkpoint', ck, '--mode', 'linear', '--data', data, '--val', data, '--out', out, '--batch-size', '16', '--epochs', '2', '--workers', '1', '--backend', 'wasm', '--quiet'],
+    [
+      '--checkpoint',
+      ck,
+      '--mode',
+      'linear',
+      '--data',
+      data,
+      '--val',
+      data,
+      '--out',
+      out,
+      '--batch-size',
+      '16',
+      '--epochs',
+      '2',
+      '--workers',
+      '1',
+      '--backend',
+      'wasm',
+      '--quiet',
+    ],
     (o) => openTrainFeeds(o, o.res!, o.crop, (l) => lines.push(l)),
     c,
   );
@@ -152,7 +206,21 @@ t.test('the real entry point: --help exits 0, a missing checkpoint and a gray da
   const [help, missing, channels] = await Promise.all([
     runEntry('finetune', ['--help']),
     runEntry('finetune', ['--checkpoint', join(dir, 'nope'), '--mode', 'linear', '--data', grayData]),
-    runEntry('finetune', ['--checkpoint', PRE, '--mode', 'linear', '--data', grayData, '--out', join(dir, 'o'), '--batch-size', '8', '--workers', '1', '--quiet']),
+    runEntry('finetune', [
+      '--checkpoint',
+      PRE,
+      '--mode',
+      'linear',
+      '--data',
+      grayData,
+      '--out',
+      join(dir, 'o'),
+      '--batch-size',
+      '8',
+      '--workers',
+      '1',
+      '--quiet',
+    ]),
   ]);
   t.equal(help.code, 0);
   t.match(help.stdout, /^Usage: finetune/);

@@ -13,7 +13,17 @@ import { useBackend } from '../model/setup.ts';
 const dir = tempDir(t);
 const data = join(dir, 'ds');
 await runShardJob(openSynthetic({ count: 40, numClasses: 3, width: 8, height: 8, seed: 1 }), {
-  out: data, res: 8, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 40, workers: 1, seed: 1, split: 'train', valFraction: 0, command: 't',
+  out: data,
+  res: 8,
+  resize: 'max-side',
+  encoding: 'raw',
+  quality: 90,
+  samplesPerShard: 40,
+  workers: 1,
+  seed: 1,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
 });
 const index = join(data, 'index.json');
 
@@ -38,7 +48,20 @@ t.test('parsed by train, finetune and eval; auto by default; other values refuse
 t.test('the feeds: auto follows the active backend (cpu: float32), an explicit uint8 gives uint8 batches', async (t) => {
   await useBackend('cpu');
   const kinds = async (frameDtype: 'auto' | 'uint8' | 'float32') => {
-    const parsed = parseTrainArgs(['--out', join(dir, 'run'), '--data', index, '--val', index, '--batch-size', '8', '--workers', '1', '--frame-dtype', frameDtype]);
+    const parsed = parseTrainArgs([
+      '--out',
+      join(dir, 'run'),
+      '--data',
+      index,
+      '--val',
+      index,
+      '--batch-size',
+      '8',
+      '--workers',
+      '1',
+      '--frame-dtype',
+      frameDtype,
+    ]);
     if (parsed.help) throw new Error('unexpected help');
     const o: TrainFlags = parsed.options;
     const feeds = await openTrainFeeds(o, undefined, PRETRAIN_CROP);

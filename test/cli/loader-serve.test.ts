@@ -12,7 +12,17 @@ const root = new URL('../../', import.meta.url).pathname;
 const dir = tempDir(t, 'smlp-serve-cli-');
 const data = join(dir, 'ds');
 await runShardJob(openSynthetic({ count: 100, numClasses: 4, width: 8, height: 8, seed: 2 }), {
-  out: data, res: 8, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 40, workers: 1, seed: 2, split: 'train', valFraction: 0, command: 't',
+  out: data,
+  res: 8,
+  resize: 'max-side',
+  encoding: 'raw',
+  quality: 90,
+  samplesPerShard: 40,
+  workers: 1,
+  seed: 2,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
 });
 const cli = join(root, 'src/cli/loader.ts');
 const cleanEnv = (): NodeJS.ProcessEnv => {
@@ -27,7 +37,7 @@ function loaderCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): { code:
 function frames(file: string): ReturnType<typeof readFrame>[] {
   const bytes = readFileSync(file);
   const out = [];
-  for (let at = 0; at < bytes.length;) {
+  for (let at = 0; at < bytes.length; ) {
     const len = frameLength(bytes.subarray(at));
     out.push(readFrame(bytes.subarray(at, at + len)));
     at += len;
@@ -45,8 +55,24 @@ t.test('dump --rank/--world: disjoint ranks whose union is the world-size-1 batc
   const w1 = loaderCli([...common, '--batch-size', '12', '--out', join(dir, 'w1.bin')]);
   t.equal(w1.code, 0, w1.stderr);
   const [a, b, g] = [frames(join(dir, 'r0.bin')), frames(join(dir, 'r1.bin')), frames(join(dir, 'w1.bin'))];
-  t.same(a.map((f) => [f.rank, f.world]), [[0, 2], [0, 2], [0, 2], [0, 2]]);
-  t.same(b.map((f) => [f.rank, f.world]), [[1, 2], [1, 2], [1, 2], [1, 2]]);
+  t.same(
+    a.map((f) => [f.rank, f.world]),
+    [
+      [0, 2],
+      [0, 2],
+      [0, 2],
+      [0, 2],
+    ],
+  );
+  t.same(
+    b.map((f) => [f.rank, f.world]),
+    [
+      [1, 2],
+      [1, 2],
+      [1, 2],
+      [1, 2],
+    ],
+  );
   for (let s = 0; s < 4; s++) {
     const ka = a[s]!.keys;
     const kb = b[s]!.keys;
@@ -66,12 +92,36 @@ t.test('dump --rank/--world: disjoint ranks whose union is the world-size-1 batc
 });
 
 t.test('serve: frames as dump writes them, rank from the environment, Ctrl-C stops cleanly', async (t) => {
-  const dumped = loaderCli(['dump', '--data', data, '--batches', '3', '--batch-size', '5', '--rank', '1', '--world', '2', '--seed', '3', '--out', join(dir, 'd.bin'), '--workers', '1']);
+  const dumped = loaderCli([
+    'dump',
+    '--data',
+    data,
+    '--batches',
+    '3',
+    '--batch-size',
+    '5',
+    '--rank',
+    '1',
+    '--world',
+    '2',
+    '--seed',
+    '3',
+    '--out',
+    join(dir, 'd.bin'),
+    '--workers',
+    '1',
+  ]);
   t.equal(dumped.code, 0, dumped.stderr);
   const expected = readFileSync(join(dir, 'd.bin'));
-  const p = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--data', data, '--bind', 'tcp://127.0.0.1:*', '--batch-size', '5', '--seed', '3', '--workers', '1', '--epochs', '1'], {
-    cwd: root, env: { ...cleanEnv(), SLURM_PROCID: '1', SLURM_NTASKS: '2' }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const p = spawn(
+    process.execPath,
+    ['--import', 'tsx', cli, 'serve', '--data', data, '--bind', 'tcp://127.0.0.1:*', '--batch-size', '5', '--seed', '3', '--workers', '1', '--epochs', '1'],
+    {
+      cwd: root,
+      env: { ...cleanEnv(), SLURM_PROCID: '1', SLURM_NTASKS: '2' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => p.on('exit', (code) => resolve(code)));
@@ -95,7 +145,7 @@ t.test('serve: frames as dump writes them, rank from the environment, Ctrl-C sto
   for await (const f of c.frames()) got.push(Buffer.from(f.bytes));
   c.close();
   t.equal(got.length, 10);
-  t.ok(Buffer.concat(got.slice(0, 3)).equals(expected), 'the first three frames are byte-identical to dump\'s file');
+  t.ok(Buffer.concat(got.slice(0, 3)).equals(expected), "the first three frames are byte-identical to dump's file");
   p.kill('SIGINT');
   t.equal(await exited, 0);
   t.match(stderr, /SIGINT: stopping/);

@@ -14,19 +14,48 @@ const root = new URL('../../', import.meta.url).pathname;
 const dir = tempDir(t);
 const data = join(dir, 'ds');
 await runShardJob(openSynthetic({ count: 80, numClasses: 4, width: 12, height: 10, seed: 3 }), {
-  out: data, res: 12, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 40, workers: 1, seed: 3, split: 'train', valFraction: 0, command: 't',
+  out: data,
+  res: 12,
+  resize: 'max-side',
+  encoding: 'raw',
+  quality: 90,
+  samplesPerShard: 40,
+  workers: 1,
+  seed: 3,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
 });
 
 function dump(out: string, extra: string[]): { code: number | null; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'src/cli/loader.ts'), 'dump', '--data', join(data, 'index.json'), '--batches', '2',
-    '--batch-size', '16', '--workers', '1', '--out', out, ...extra], { encoding: 'utf8', cwd: root });
+  const r = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(root, 'src/cli/loader.ts'),
+      'dump',
+      '--data',
+      join(data, 'index.json'),
+      '--batches',
+      '2',
+      '--batch-size',
+      '16',
+      '--workers',
+      '1',
+      '--out',
+      out,
+      ...extra,
+    ],
+    { encoding: 'utf8', cwd: root },
+  );
   return { code: r.status, stderr: r.stderr };
 }
 
 function frames(file: string): DecodedFrame[] {
   const bytes = readFileSync(file);
   const out: DecodedFrame[] = [];
-  for (let at = 0; at < bytes.length;) {
+  for (let at = 0; at < bytes.length; ) {
     const len = frameLength(bytes.subarray(at));
     out.push(readFrame(bytes.subarray(at, at + len)));
     at += len;
@@ -64,8 +93,11 @@ t.test('dump --frame-dtype uint8 writes uint8 frames of the same batches as the 
 });
 
 const py = findPython(['msgpack', 'numpy']);
-t.test('Python reads and normalises the uint8 dump (the README recipe)', { skip: py ? false : 'no python with msgpack and numpy (CI installs python3-msgpack)' }, async (t) => {
-  const script = `
+t.test(
+  'Python reads and normalises the uint8 dump (the README recipe)',
+  { skip: py ? false : 'no python with msgpack and numpy (CI installs python3-msgpack)' },
+  async (t) => {
+    const script = `
 import sys, msgpack, numpy as np
 a = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False, max_bin_len=2**32 - 1))
 b = list(msgpack.Unpacker(open(sys.argv[2], "rb"), raw=False, max_bin_len=2**32 - 1))
@@ -78,9 +110,10 @@ for doc, ref in zip(a, b):
     want = np.frombuffer(ref["images"], "<f4").reshape(n, c, h, w)
     print(doc["dtype"], images.dtype, images.shape, float((np.abs(images - want) * std).max()) <= 0.501)
 `;
-  const lines = runPython(py!, script, [u8File, f32File]).toString().trim().split('\n');
-  t.same(lines, ['uint8 float32 (16, 3, 12, 12) True', 'uint8 float32 (16, 3, 12, 12) True']);
-});
+    const lines = runPython(py!, script, [u8File, f32File]).toString().trim().split('\n');
+    t.same(lines, ['uint8 float32 (16, 3, 12, 12) True', 'uint8 float32 (16, 3, 12, 12) True']);
+  },
+);
 
 t.test('a bad --frame-dtype is a usage error', async (t) => {
   const r = dump(join(dir, 'x.bin'), ['--frame-dtype', 'int8']);

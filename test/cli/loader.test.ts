@@ -12,7 +12,17 @@ const root = new URL('../../', import.meta.url).pathname;
 const dir = tempDir(t);
 const data = join(dir, 'ds');
 await runShardJob(openSynthetic({ count: 120, numClasses: 5, width: 12, height: 12, seed: 1 }), {
-  out: data, res: 12, resize: 'max-side', encoding: 'jpeg', quality: 95, samplesPerShard: 50, workers: 1, seed: 1, split: 'train', valFraction: 0, command: 't',
+  out: data,
+  res: 12,
+  resize: 'max-side',
+  encoding: 'jpeg',
+  quality: 95,
+  samplesPerShard: 50,
+  workers: 1,
+  seed: 1,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
 });
 
 function loaderCli(args: string[]): { code: number | null; stdout: string; stderr: string } {
@@ -54,7 +64,10 @@ with open(sys.argv[1], 'rb') as f:
         print(doc['epoch'], doc['step'], doc['dtype'], images.shape, int(labels.min()), int(labels.max()), len(doc['keys']), bool(np.isfinite(images).all()))
 `;
   const lines = runPython(py!, script, [out]).toString().trim().split('\n');
-  t.same(lines, [0, 1, 2].map((s) => `0 ${s} float32 (32, 3, 12, 12) 0 4 32 True`));
+  t.same(
+    lines,
+    [0, 1, 2].map((s) => `0 ${s} float32 (32, 3, 12, 12) 0 4 32 True`),
+  );
 });
 
 t.test('bad arguments are clear errors with the right exit codes', async (t) => {

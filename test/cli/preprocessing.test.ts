@@ -29,11 +29,33 @@ const VAL = await makeShards(join(root, 'val'), { count: 64, numClasses: 4, res:
 const FT = await makeShards(join(root, 'ft'), { count: 96, numClasses: 3, res: 8, seed: 4 });
 const py = findPython(['torch', 'numpy']);
 const EXAMPLE = new URL('../../examples/pytorch/evaluate.py', import.meta.url).pathname;
-const COMMON = ['--arch', 'B_1-Wi_16', '--batch-size', '32', '--workers', '1', '--backend', 'wasm', '--frame-dtype', 'float32', '--checkpoint-every', '0', '--quiet'];
+const COMMON = [
+  '--arch',
+  'B_1-Wi_16',
+  '--batch-size',
+  '32',
+  '--workers',
+  '1',
+  '--backend',
+  'wasm',
+  '--frame-dtype',
+  'float32',
+  '--checkpoint-every',
+  '0',
+  '--quiet',
+];
 
 async function evalTop1(model: string, data: string): Promise<{ top1: number; samples: number }> {
   const c = captureIo();
-  t.equal(await runEvalCli(['--checkpoint', model, '--data', data, '--batch-size', '32', '--workers', '1', '--backend', 'wasm', '--frame-dtype', 'float32'], openEvalFeed, c), 0, c.err.join(''));
+  t.equal(
+    await runEvalCli(
+      ['--checkpoint', model, '--data', data, '--batch-size', '32', '--workers', '1', '--backend', 'wasm', '--frame-dtype', 'float32'],
+      openEvalFeed,
+      c,
+    ),
+    0,
+    c.err.join(''),
+  );
   return JSON.parse(c.out.join('')) as { top1: number; samples: number };
 }
 
@@ -54,7 +76,11 @@ const index = (p: string) => JSON.parse(readFileSync(p, 'utf8')) as { mean: numb
 t.test('pre-trained: val top-1 during training = eval = PyTorch; config.json records the training statistics', async (t) => {
   const out = join(root, 'pre');
   const c = captureIo();
-  const code = await runTrainCli(['--data', TRAIN, '--val', VAL, '--epochs', '3', '--lr', '3e-3', '--out', out, ...COMMON], (o) => openTrainFeeds(o, o.res, PRETRAIN_CROP), c);
+  const code = await runTrainCli(
+    ['--data', TRAIN, '--val', VAL, '--epochs', '3', '--lr', '3e-3', '--out', out, ...COMMON],
+    (o) => openTrainFeeds(o, o.res, PRETRAIN_CROP),
+    c,
+  );
   t.equal(code, 0, c.err.join(''));
   const summary = JSON.parse(c.out.join('')) as { lastEval: { top1: number } };
   const cfg = config(out);
@@ -71,10 +97,30 @@ t.test('pre-trained: val top-1 during training = eval = PyTorch; config.json rec
   else t.comment('skip PyTorch comparison: no python3 with torch and numpy');
 });
 
-t.test('fine-tuned: the new dataset\'s statistics, recorded; val top-1 = eval = PyTorch', async (t) => {
+t.test("fine-tuned: the new dataset's statistics, recorded; val top-1 = eval = PyTorch", async (t) => {
   const out = join(root, 'ft-run');
   const c = captureIo();
-  const code = await runFinetuneCli(['--checkpoint', join(root, 'pre'), '--mode', 'full', '--data', FT, '--val', FT, '--epochs', '2', '--lr', '0.01', '--out', out, ...COMMON.filter((a) => a !== 'B_1-Wi_16' && a !== '--arch')], (o) => openTrainFeeds(o, o.res, o.crop), c);
+  const code = await runFinetuneCli(
+    [
+      '--checkpoint',
+      join(root, 'pre'),
+      '--mode',
+      'full',
+      '--data',
+      FT,
+      '--val',
+      FT,
+      '--epochs',
+      '2',
+      '--lr',
+      '0.01',
+      '--out',
+      out,
+      ...COMMON.filter((a) => a !== 'B_1-Wi_16' && a !== '--arch'),
+    ],
+    (o) => openTrainFeeds(o, o.res, o.crop),
+    c,
+  );
   t.equal(code, 0, c.err.join(''));
   const summary = JSON.parse(c.out.join('')) as { lastEval: { top1: number } };
   t.same(config(out).preprocessing.mean, index(FT).mean, "the fine-tuning set's training statistics");
@@ -84,7 +130,7 @@ t.test('fine-tuned: the new dataset\'s statistics, recorded; val top-1 = eval = 
   if (py) t.equal(pythonHits(out, FT), hits(ev.top1, 96), 'the PyTorch example = eval');
 });
 
-t.test('a one-class subset is scored under the model\'s normalisation', async (t) => {
+t.test("a one-class subset is scored under the model's normalisation", async (t) => {
   const model = join(root, 'pre');
   // The subset: every class-0 image of the val split, in its own shard and index, whose own
   // statistics differ from both splits'.
@@ -112,13 +158,31 @@ t.test('a one-class subset is scored under the model\'s normalisation', async (t
   const mean = sums.map((x) => x / pixels);
   const std = sq.map((x, c) => Math.sqrt(x / pixels - mean[c]! ** 2));
   const md5 = createHash('md5').update(readFileSync(closed.path)).digest('hex');
-  writeFileSync(join(dir, 'index.json'), JSON.stringify({ ...JSON.parse(readFileSync(VAL, 'utf8')), shardlist: [{ url: 'val-000000.tar', nsamples: keys.length, filesize: closed.size, md5sum: md5 }], num_samples: keys.length, mean, std }));
+  writeFileSync(
+    join(dir, 'index.json'),
+    JSON.stringify({
+      ...JSON.parse(readFileSync(VAL, 'utf8')),
+      shardlist: [{ url: 'val-000000.tar', nsamples: keys.length, filesize: closed.size, md5sum: md5 }],
+      num_samples: keys.length,
+      mean,
+      std,
+    }),
+  );
   t.ok(keys.length > 5, `${keys.length} class-0 images`);
 
   // The reference: the full val split's predictions under the model's normalisation, restricted to the subset.
   const m = loadModel(model);
   const pre = m.config.preprocessing!.normalization;
-  const feed = await openEvalFeed({ data: VAL, batchSize: 32, res: 8, workers: 1, seed: 0, views: null, frameDtype: 'float32', normalize: { mean: pre.mean, std: pre.std } });
+  const feed = await openEvalFeed({
+    data: VAL,
+    batchSize: 32,
+    res: 8,
+    workers: 1,
+    seed: 0,
+    views: null,
+    frameDtype: 'float32',
+    normalize: { mean: pre.mean, std: pre.std },
+  });
   const full = await predict(m, feed);
   await feed.close();
   m.dispose();
@@ -142,7 +206,10 @@ t.test('an old model folder (no recorded normalisation) still evaluates, with a 
   t.equal(await runEvalCli(['--checkpoint', old, '--data', VAL, '--workers', '1', '--backend', 'wasm'], openEvalFeed, c), 0, c.err.join(''));
   t.match(c.err.join(''), /warning: .*old records no input normalisation \(written before it was\); assuming the data's own per-channel statistics/);
   const o = captureIo();
-  t.equal(await runEvalCli(['--checkpoint', join(root, 'pre'), '--data', VAL, '--workers', '1', '--backend', 'wasm', '--normalize', 'imagenet'], openEvalFeed, o), 0);
+  t.equal(
+    await runEvalCli(['--checkpoint', join(root, 'pre'), '--data', VAL, '--workers', '1', '--backend', 'wasm', '--normalize', 'imagenet'], openEvalFeed, o),
+    0,
+  );
   t.match(o.err.join(''), /note: inputs normalised with the ImageNet statistics \(--normalize\/--mean\/--std\), not the model's recorded normalisation/);
   t.match(JSON.parse(o.out.join('')), { normalize: { from: 'imagenet' } });
 });

@@ -16,7 +16,26 @@ function shard(args: string[]): { code: number | null; stdout: string; stderr: s
 t.test('--help lists every source and option', async (t) => {
   const r = shard(['--help']);
   t.equal(r.code, 0);
-  for (const word of ['imagefolder', 'imagenet21k', 'imagenet', 'cifar10', 'cifar100', 'idx', 'webdataset', 'synthetic', '--res', '--resize', '--encoding', '--quality', '--samples-per-shard', '--workers', '--seed', '--split', '--val-fraction', '--limit']) {
+  for (const word of [
+    'imagefolder',
+    'imagenet21k',
+    'imagenet',
+    'cifar10',
+    'cifar100',
+    'idx',
+    'webdataset',
+    'synthetic',
+    '--res',
+    '--resize',
+    '--encoding',
+    '--quality',
+    '--samples-per-shard',
+    '--workers',
+    '--seed',
+    '--split',
+    '--val-fraction',
+    '--limit',
+  ]) {
     t.match(r.stdout, word);
   }
 });
@@ -26,7 +45,10 @@ t.test('synthetic end to end: index, summary JSON on stdout', async (t) => {
   const r = shard(['synthetic', '--count', '50', '--res', '16', '--out', out, '--samples-per-shard', '20', '--workers', '2', '--quiet']);
   t.equal(r.code, 0, r.stderr);
   const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as { splits: { samples: number; shards: number }[] };
-  t.same(summary.splits.map((s) => [s.samples, s.shards]), [[50, 3]]);
+  t.same(
+    summary.splits.map((s) => [s.samples, s.shards]),
+    [[50, 3]],
+  );
   t.equal(readIndex(out)['num_samples'], 50);
   t.match(String(readIndex(out)['created_by'] && JSON.stringify(readIndex(out)['created_by'])), /--count 50/);
 });
@@ -47,7 +69,11 @@ t.test('usage errors exit 2; missing inputs and unwritable --out exit 1 with the
   const unwritable = shard(['synthetic', '--count', '5', '--out', join(dir, 'a-file', 'sub')]);
   t.equal(unwritable.code, 1);
   t.match(unwritable.stderr, /a-file\/sub: cannot create the output folder/);
-  t.same(readdirSync(dir).filter((f) => f.endsWith('.json')), [], 'no index anywhere');
+  t.same(
+    readdirSync(dir).filter((f) => f.endsWith('.json')),
+    [],
+    'no index anywhere',
+  );
 });
 
 t.test('range checks of the options are usage errors (exit 2)', async (t) => {
@@ -90,7 +116,11 @@ t.test('a read-only output folder is an error naming it (run as an unprivileged 
   t.teardown(() => chmodSync(ro, 0o755));
   const args = ['--import', 'tsx', join(root, 'src/cli/shard.ts'), 'synthetic', '--count', '5', '--res', '8', '--out', join(ro, 'ds'), '--quiet'];
   const r = asRoot
-    ? spawnSync(setpriv!, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args], { encoding: 'utf8', cwd: root, env: { ...process.env, HOME: '/tmp' } })
+    ? spawnSync(setpriv!, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args], {
+        encoding: 'utf8',
+        cwd: root,
+        env: { ...process.env, HOME: '/tmp' },
+      })
     : spawnSync(process.execPath, args, { encoding: 'utf8', cwd: root });
   t.equal(r.status, 1, r.stderr);
   t.match(r.stderr, /ro\/ds: cannot create the output folder's lock file .*EACCES: not writable/);

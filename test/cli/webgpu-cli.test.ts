@@ -39,7 +39,28 @@ function worstDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): 
 t.test('train --backend webgpu: the adapter, the GPU memory statement, a run to the end', { skip: gpu.skip }, async (t) => {
   const c = captureIo();
   const out = join(root, 'train');
-  const code = await runTrainCli(['--data', 'mem', '--backend', 'webgpu', '--arch', 'B_1-Wi_16', '--epochs', '1', '--batch-size', '16', '--optimizer', 'adamw', '--checkpoint-every', '2', '--out', out], memFeeds, c);
+  const code = await runTrainCli(
+    [
+      '--data',
+      'mem',
+      '--backend',
+      'webgpu',
+      '--arch',
+      'B_1-Wi_16',
+      '--epochs',
+      '1',
+      '--batch-size',
+      '16',
+      '--optimizer',
+      'adamw',
+      '--checkpoint-every',
+      '2',
+      '--out',
+      out,
+    ],
+    memFeeds,
+    c,
+  );
   const err = c.err.join('');
   t.equal(code, EXIT.ok, err);
   t.match(err, /^backend: webgpu; webgpu: (software|hardware) adapter .*bindings up to/m);
@@ -60,7 +81,28 @@ for (const mode of ['linear', 'full'] as const) {
     for (const backend of ['webgpu', 'wasm']) {
       const c = captureIo();
       const out = join(root, `ft-${mode}-${backend}`);
-      const code = await runFinetuneCli(['--checkpoint', PRE, '--mode', mode, '--data', 'mem', '--epochs', '1', '--batch-size', '16', '--backend', backend, '--out', out, '--checkpoint-every', '0'], memFeeds, c);
+      const code = await runFinetuneCli(
+        [
+          '--checkpoint',
+          PRE,
+          '--mode',
+          mode,
+          '--data',
+          'mem',
+          '--epochs',
+          '1',
+          '--batch-size',
+          '16',
+          '--backend',
+          backend,
+          '--out',
+          out,
+          '--checkpoint-every',
+          '0',
+        ],
+        memFeeds,
+        c,
+      );
       t.equal(code, EXIT.ok, c.err.join(''));
       t.match(c.err.join(''), new RegExp(`^backend: ${backend}`, 'm'));
       outs[backend] = out;
@@ -71,12 +113,16 @@ for (const mode of ['linear', 'full'] as const) {
     if (mode === 'linear') {
       // The frozen body is bit-identical to the pre-trained one on either backend.
       const w = weights(outs['webgpu']!);
-      t.equal(worstDiff(new Map([...w].filter(([k]) => !k.startsWith('linear_out'))), new Map([...w0].filter(([k]) => !k.startsWith('linear_out')))), 0, 'body unchanged');
+      t.equal(
+        worstDiff(new Map([...w].filter(([k]) => !k.startsWith('linear_out'))), new Map([...w0].filter(([k]) => !k.startsWith('linear_out')))),
+        0,
+        'body unchanged',
+      );
     }
   });
 }
 
-t.test('eval --tta 3 --real on shards: webgpu gives wasm\'s metrics', { skip: gpu.skip }, async (t) => {
+t.test("eval --tta 3 --real on shards: webgpu gives wasm's metrics", { skip: gpu.skip }, async (t) => {
   const CK = join(root, 'ck');
   const m = new Mlp({ arch: 'B_1-Wi_16', res: 8, channels: 3, numClasses: 4 }, 12);
   saveModel(CK, m);
@@ -88,7 +134,28 @@ t.test('eval --tta 3 --real on shards: webgpu gives wasm\'s metrics', { skip: gp
   const results: Record<string, Record<string, any>> = {};
   for (const backend of ['webgpu', 'wasm']) {
     const c = captureIo();
-    const code = await runEvalCli(['--checkpoint', CK, '--data', data, '--batch-size', '16', '--tta', '3', '--real', realPath, '--workers', '1', '--backend', backend, '--frame-dtype', 'float32'], openEvalFeed, c);
+    const code = await runEvalCli(
+      [
+        '--checkpoint',
+        CK,
+        '--data',
+        data,
+        '--batch-size',
+        '16',
+        '--tta',
+        '3',
+        '--real',
+        realPath,
+        '--workers',
+        '1',
+        '--backend',
+        backend,
+        '--frame-dtype',
+        'float32',
+      ],
+      openEvalFeed,
+      c,
+    );
     t.equal(code, EXIT.ok, c.err.join(''));
     results[backend] = JSON.parse(c.out.join('')) as Record<string, any>;
   }

@@ -48,7 +48,12 @@ export function rawTar(entries: { name: string; data: Uint8Array; typeflag?: str
   const parts: Uint8Array[] = [];
   let size = 0;
   for (const e of entries) {
-    const header = encodeHeader({ name: e.name, size: e.data.length, ...(e.typeflag ? { typeflag: e.typeflag } : {}), ...(e.linkname ? { linkname: e.linkname } : {}) });
+    const header = encodeHeader({
+      name: e.name,
+      size: e.data.length,
+      ...(e.typeflag ? { typeflag: e.typeflag } : {}),
+      ...(e.linkname ? { linkname: e.linkname } : {}),
+    });
     const body = Buffer.alloc(paddedSize(e.data.length));
     body.set(e.data);
     parts.push(header, body);

@@ -28,7 +28,9 @@ export async function readDataset(dir: string, file = 'index.json'): Promise<Rea
   const out: ReadSample[] = [];
   for (const s of index.shardlist) {
     for await (const sample of readShard(join(dir, s.url))) {
-      const exts = Object.keys(sample).filter((k) => !k.startsWith('__')).sort();
+      const exts = Object.keys(sample)
+        .filter((k) => !k.startsWith('__'))
+        .sort();
       const r: ReadSample = { shard: s.url, key: sample.__key__, label: decodeCls(sample['cls'] as Uint8Array), exts };
       if (sample['npy']) {
         const npy = decodeNpy(sample['npy'] as Uint8Array);

@@ -40,16 +40,41 @@ t.test('state-dict names and shapes follow the reference modules', async (t) => 
   t.same(
     b.map((p) => `${p.name}:${p.shape.join('x')}`),
     [
-      'linear_in.weight:8x12', 'linear_in.bias:8', 'linear_out.weight:5x8', 'linear_out.bias:5',
-      'blocks.0.block.0.weight:32x8', 'blocks.0.block.0.bias:32', 'blocks.0.block.2.weight:8x32', 'blocks.0.block.2.bias:8',
-      'blocks.1.block.0.weight:32x8', 'blocks.1.block.0.bias:32', 'blocks.1.block.2.weight:8x32', 'blocks.1.block.2.bias:8',
-      'layernorms.0.weight:8', 'layernorms.0.bias:8', 'layernorms.1.weight:8', 'layernorms.1.bias:8',
+      'linear_in.weight:8x12',
+      'linear_in.bias:8',
+      'linear_out.weight:5x8',
+      'linear_out.bias:5',
+      'blocks.0.block.0.weight:32x8',
+      'blocks.0.block.0.bias:32',
+      'blocks.0.block.2.weight:8x32',
+      'blocks.0.block.2.bias:8',
+      'blocks.1.block.0.weight:32x8',
+      'blocks.1.block.0.bias:32',
+      'blocks.1.block.2.weight:8x32',
+      'blocks.1.block.2.bias:8',
+      'layernorms.0.weight:8',
+      'layernorms.0.bias:8',
+      'layernorms.1.weight:8',
+      'layernorms.1.bias:8',
     ],
   );
   const s = paramLayout(parseArch('S_3-Wi_8'), { res: 2, channels: 3, numClasses: 5 });
   t.same(
     s.map((p) => p.name),
-    ['linear_in.weight', 'linear_in.bias', 'linear_out.weight', 'linear_out.bias', 'layers.0.weight', 'layers.0.bias', 'layers.1.weight', 'layers.1.bias', 'layernorms.0.weight', 'layernorms.0.bias', 'layernorms.1.weight', 'layernorms.1.bias'],
+    [
+      'linear_in.weight',
+      'linear_in.bias',
+      'linear_out.weight',
+      'linear_out.bias',
+      'layers.0.weight',
+      'layers.0.bias',
+      'layers.1.weight',
+      'layers.1.bias',
+      'layernorms.0.weight',
+      'layernorms.0.bias',
+      'layernorms.1.weight',
+      'layernorms.1.bias',
+    ],
   );
 });
 

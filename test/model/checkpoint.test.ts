@@ -20,7 +20,10 @@ t.test('saveModel / loadModel round trip with the reference names and a config',
   const cfg = JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8'));
   t.match(cfg, { arch: 'B_2-Wi_8', model: 'BottleneckMLP', res: 4, channels: 3, num_classes: 5, input_dim: 48, input_layout: 'CHW' });
   const file = readSafetensorsFile(join(dir, MODEL_FILE));
-  t.same([...file.tensors.keys()], m.params.map((p) => p.entry.name));
+  t.same(
+    [...file.tensors.keys()],
+    m.params.map((p) => p.entry.name),
+  );
   t.same(file.tensors.get('blocks.1.block.0.weight')!.shape, [32, 8]);
   t.equal(file.metadata['format'], 'pt');
 

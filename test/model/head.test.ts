@@ -43,13 +43,19 @@ t.test('withNewHead: body identical to the checkpoint, new head shape and seeded
     const want = initParam(e, headSeed(3), i);
     t.same(Array.from(after.get(e.name)!.data), Array.from(want), `${e.name} = U(-1/sqrt(16), 1/sqrt(16)) from headSeed(3)`);
     const v = after.get(e.name)!.data;
-    t.ok(v.every((x) => Math.abs(x) <= 0.25), 'inside the nn.Linear bound 1/sqrt(fan_in) = 0.25');
+    t.ok(
+      v.every((x) => Math.abs(x) <= 0.25),
+      'inside the nn.Linear bound 1/sqrt(fan_in) = 0.25',
+    );
     t.ok(new Set(v).size > v.length / 2, 'not constant');
   }
-  t.same([...newHeadParams(CONFIG, 5, 3)].map(([k, v]) => [k, v.shape, Array.from(v.data)]), [
-    ['linear_out.weight', [5, 16], Array.from(after.get('linear_out.weight')!.data)],
-    ['linear_out.bias', [5], Array.from(after.get('linear_out.bias')!.data)],
-  ]);
+  t.same(
+    [...newHeadParams(CONFIG, 5, 3)].map(([k, v]) => [k, v.shape, Array.from(v.data)]),
+    [
+      ['linear_out.weight', [5, 16], Array.from(after.get('linear_out.weight')!.data)],
+      ['linear_out.bias', [5], Array.from(after.get('linear_out.bias')!.data)],
+    ],
+  );
 
   const again = withNewHead(CONFIG, state, 5, 3);
   const other = withNewHead(CONFIG, state, 5, 4);
@@ -58,7 +64,11 @@ t.test('withNewHead: body identical to the checkpoint, new head shape and seeded
     other.dispose();
   });
   t.same(Array.from(again.stateDict().get('linear_out.weight')!.data), Array.from(after.get('linear_out.weight')!.data), 'same seed, same head');
-  t.not(Array.from(other.stateDict().get('linear_out.weight')!.data).join(), Array.from(after.get('linear_out.weight')!.data).join(), 'another seed, another head');
+  t.not(
+    Array.from(other.stateDict().get('linear_out.weight')!.data).join(),
+    Array.from(after.get('linear_out.weight')!.data).join(),
+    'another seed, another head',
+  );
 });
 
 t.test('the new head is not the pre-training init head of the same seed and class count', async (t) => {

@@ -35,8 +35,16 @@ t.test('init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for Linear, 1/0 for LayerNorm, 
   for (const e of layout) {
     const v = a.get(e.name)!;
     t.same(Array.from(v), Array.from(b.get(e.name)!), `${e.name} deterministic`);
-    if (e.role === 'norm.weight') t.ok(v.every((x) => x === 1), e.name);
-    else if (e.role === 'norm.bias') t.ok(v.every((x) => x === 0), e.name);
+    if (e.role === 'norm.weight')
+      t.ok(
+        v.every((x) => x === 1),
+        e.name,
+      );
+    else if (e.role === 'norm.bias')
+      t.ok(
+        v.every((x) => x === 0),
+        e.name,
+      );
     else {
       const bound = 1 / Math.sqrt(e.fanIn);
       const max = v.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
@@ -44,7 +52,7 @@ t.test('init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for Linear, 1/0 for LayerNorm, 
       if (v.length > 1000) {
         // Variance of U(-b, b) is b^2/3.
         const variance = v.reduce((s, x) => s + x * x, 0) / v.length;
-        t.ok(Math.abs(variance / (bound * bound / 3) - 1) < 0.05, `${e.name}: variance ratio ${variance / (bound * bound / 3)}`);
+        t.ok(Math.abs(variance / ((bound * bound) / 3) - 1) < 0.05, `${e.name}: variance ratio ${variance / ((bound * bound) / 3)}`);
       }
       t.notSame(Array.from(v.subarray(0, 8)), Array.from(c.get(e.name)!.subarray(0, 8)), `${e.name} depends on the seed`);
     }
@@ -60,10 +68,20 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const model = new Mlp({ arch, res: 2, channels: 2, numClasses: 3 }, 1);
         // Non-trivial LayerNorm affine parameters, so they are exercised too.
         const state = model.stateDict();
-        for (const [k, v] of state) if (k.startsWith('layernorms.')) v.data.forEach((_, i) => (v.data[i] = (k.endsWith('weight') ? 1 : 0) + 0.1 * Math.sin(i + k.length)));
+        for (const [k, v] of state)
+          if (k.startsWith('layernorms.')) v.data.forEach((_, i) => (v.data[i] = (k.endsWith('weight') ? 1 : 0) + 0.1 * Math.sin(i + k.length)));
         model.loadStateDict(state);
         const xs = inputs(5, 8, 3);
-        const out = tf.tidy(() => model.forward(tf.tensor2d(xs.flatMap((r) => Array.from(r)), [5, 8])).dataSync());
+        const out = tf.tidy(() =>
+          model
+            .forward(
+              tf.tensor2d(
+                xs.flatMap((r) => Array.from(r)),
+                [5, 8],
+              ),
+            )
+            .dataSync(),
+        );
         const ref = refForward(refOf(model), xs).flatMap((r) => Array.from(r));
         t.ok(maxAbsDiff(out, ref) < 2e-5, `max diff ${maxAbsDiff(out, ref)}`);
         model.dispose();
@@ -75,7 +93,20 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const labels = [0, 2, 1, 2];
         const smoothing = 0.3;
         const { grads } = tf.tidy(() =>
-          tf.variableGrads(() => batchLoss(model.forward(tf.tensor2d(xs.flatMap((r) => Array.from(r)), [4, 4])), tf.tensor1d(labels, 'int32'), smoothing), model.variables()),
+          tf.variableGrads(
+            () =>
+              batchLoss(
+                model.forward(
+                  tf.tensor2d(
+                    xs.flatMap((r) => Array.from(r)),
+                    [4, 4],
+                  ),
+                ),
+                tf.tensor1d(labels, 'int32'),
+                smoothing,
+              ),
+            model.variables(),
+          ),
         );
         const state = model.stateDict();
         const ref = refOf(model);

@@ -33,7 +33,9 @@ for (const backend of ['cpu', 'wasm'] as const) {
       const xs = GELU_POINTS.map((p) => p[0]);
       const x = tf.tensor1d(xs);
       const y = gelu(x).dataSync();
-      const dy = tf.grad((v: tf.Tensor) => tf.sum(gelu(v)))(x).dataSync();
+      const dy = tf
+        .grad((v: tf.Tensor) => tf.sum(gelu(v)))(x)
+        .dataSync();
       GELU_POINTS.forEach(([xv, g, d], i) => {
         // float32 has ~7 significant digits; the tanh approximation would be off by up to ~1e-3.
         t.ok(Math.abs(y[i]! - g) <= 2e-7 + 2e-6 * Math.abs(g), `GELU(${xv}) = ${y[i]} vs ${g}`);
@@ -53,10 +55,16 @@ for (const backend of ['cpu', 'wasm'] as const) {
     });
 
     t.test('LayerNorm gradients match finite differences', async (t) => {
-      const xv = [[0.3, -1.2, 2.0, 0.7, -0.1], [1.5, 1.4, -0.3, 0.0, 0.9]];
+      const xv = [
+        [0.3, -1.2, 2.0, 0.7, -0.1],
+        [1.5, 1.4, -0.3, 0.0, 0.9],
+      ];
       const wv = [1.1, 0.9, -0.5, 1.3, 0.2];
       const bv = [0.1, -0.2, 0.3, 0, 0.05];
-      const gv = [[0.4, -0.3, 0.2, 1.0, -0.7], [0.25, 0.5, -1.0, 0.3, 0.1]];
+      const gv = [
+        [0.4, -0.3, 0.2, 1.0, -0.7],
+        [0.25, 0.5, -1.0, 0.3, 0.1],
+      ];
       // Objective sum(g * LN(x)) in float64, differentiated numerically.
       const f = (x: number[][], w: number[], b: number[]): number =>
         x.reduce((acc, row, i) => {
@@ -66,13 +74,29 @@ for (const backend of ['cpu', 'wasm'] as const) {
           return acc + row.reduce((s, v, j) => s + gv[i]![j]! * (((v - mean) / Math.sqrt(vr + 1e-5)) * w[j]! + b[j]!), 0);
         }, 0);
       const h = 1e-6;
-      const numX = xv.flatMap((row, i) => row.map((_, j) => {
-        const up = xv.map((r) => [...r]); up[i]![j]! += h;
-        const dn = xv.map((r) => [...r]); dn[i]![j]! -= h;
-        return (f(up, wv, bv) - f(dn, wv, bv)) / (2 * h);
-      }));
-      const numW = wv.map((_, j) => { const up = [...wv]; up[j]! += h; const dn = [...wv]; dn[j]! -= h; return (f(xv, up, bv) - f(xv, dn, bv)) / (2 * h); });
-      const numB = bv.map((_, j) => { const up = [...bv]; up[j]! += h; const dn = [...bv]; dn[j]! -= h; return (f(xv, wv, up) - f(xv, wv, dn)) / (2 * h); });
+      const numX = xv.flatMap((row, i) =>
+        row.map((_, j) => {
+          const up = xv.map((r) => [...r]);
+          up[i]![j]! += h;
+          const dn = xv.map((r) => [...r]);
+          dn[i]![j]! -= h;
+          return (f(up, wv, bv) - f(dn, wv, bv)) / (2 * h);
+        }),
+      );
+      const numW = wv.map((_, j) => {
+        const up = [...wv];
+        up[j]! += h;
+        const dn = [...wv];
+        dn[j]! -= h;
+        return (f(xv, up, bv) - f(xv, dn, bv)) / (2 * h);
+      });
+      const numB = bv.map((_, j) => {
+        const up = [...bv];
+        up[j]! += h;
+        const dn = [...bv];
+        dn[j]! -= h;
+        return (f(xv, wv, up) - f(xv, wv, dn)) / (2 * h);
+      });
       const [gx, gw, gb] = tf.grads((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) =>
         tf.sum(tf.mul(layerNorm(x as tf.Tensor2D, w as tf.Tensor1D, b as tf.Tensor1D), tf.tensor2d(gv))),
       )([tf.tensor2d(xv), tf.tensor1d(wv), tf.tensor1d(bv)]);
@@ -82,11 +106,25 @@ for (const backend of ['cpu', 'wasm'] as const) {
     });
 
     t.test('dense: y = xW + b and its gradients (W stored [in, out])', async (t) => {
-      const x = tf.tensor2d([[1, 2], [3, -1], [0.5, 0]]);
-      const w = tf.tensor2d([[1, 0, -1], [2, 1, 0.5]]);
+      const x = tf.tensor2d([
+        [1, 2],
+        [3, -1],
+        [0.5, 0],
+      ]);
+      const w = tf.tensor2d([
+        [1, 0, -1],
+        [2, 1, 0.5],
+      ]);
       const b = tf.tensor1d([0.1, 0.2, 0.3]);
-      t.same(Array.from(dense(x, w, b).dataSync()).map((v) => Math.round(v * 1e6) / 1e6), [5.1, 2.2, 0.3, 1.1, -0.8, -3.2, 0.6, 0.2, -0.2]);
-      const g = tf.tensor2d([[1, 0, 2], [0, 1, 0], [1, 1, 1]]);
+      t.same(
+        Array.from(dense(x, w, b).dataSync()).map((v) => Math.round(v * 1e6) / 1e6),
+        [5.1, 2.2, 0.3, 1.1, -0.8, -3.2, 0.6, 0.2, -0.2],
+      );
+      const g = tf.tensor2d([
+        [1, 0, 2],
+        [0, 1, 0],
+        [1, 1, 1],
+      ]);
       const [gx, gw, gb] = tf.grads((xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
         tf.sum(tf.mul(dense(xx as tf.Tensor2D, ww as tf.Tensor2D, bb as tf.Tensor1D), g)),
       )([x, w, b]);
@@ -95,21 +133,38 @@ for (const backend of ['cpu', 'wasm'] as const) {
       t.same(Array.from(gb!.dataSync()), [2, 2, 3], 'db');
       t.same(Array.from(gx!.dataSync()), [-1, 3, 0, 1, 0, 3.5], 'dx');
       // For data inputs x is not an op input at all: same dW and db, and x is off the tape.
-      const [gw2, gb2] = tf.grads((ww: tf.Tensor, bb: tf.Tensor) =>
-        tf.sum(tf.mul(dense(x, ww as tf.Tensor2D, bb as tf.Tensor1D, { inputGrad: false }), g)),
-      )([w, b]);
+      const [gw2, gb2] = tf.grads((ww: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(dense(x, ww as tf.Tensor2D, bb as tf.Tensor1D, { inputGrad: false }), g)))([
+        w,
+        b,
+      ]);
       t.same(Array.from(gw2!.dataSync()), [1.5, 3.5, 2.5, 2, -1, 4], 'dW without input gradient');
       t.same(Array.from(gb2!.dataSync()), [2, 2, 3]);
       t.throws(() => tf.grad((xx: tf.Tensor) => tf.sum(dense(xx as tf.Tensor2D, w, b, { inputGrad: false })))(x), 'x gets no gradient');
     });
 
     t.test('columnSum', async (t) => {
-      t.same(Array.from(columnSum(tf.tensor2d([[1, 2, 3], [4, 5, 6]])).dataSync()), [5, 7, 9]);
+      t.same(
+        Array.from(
+          columnSum(
+            tf.tensor2d([
+              [1, 2, 3],
+              [4, 5, 6],
+            ]),
+          ).dataSync(),
+        ),
+        [5, 7, 9],
+      );
     });
 
     t.test('soft cross-entropy: value and gradient (softmax - target) / n', async (t) => {
-      const z = [[2, 1, 0], [0, 0, 3]];
-      const target = [[0.8, 0.1, 0.1], [0.05, 0.05, 0.9]];
+      const z = [
+        [2, 1, 0],
+        [0, 0, 3],
+      ];
+      const target = [
+        [0.8, 0.1, 0.1],
+        [0.05, 0.05, 0.9],
+      ];
       const logits = tf.tensor2d(z);
       const ref = z.map((row, i) => {
         const lse = Math.log(row.reduce((s, v) => s + Math.exp(v), 0));
@@ -117,8 +172,15 @@ for (const backend of ['cpu', 'wasm'] as const) {
       });
       const loss = softCrossEntropy(logits, tf.tensor2d(target)).dataSync()[0]!;
       t.ok(Math.abs(loss - (ref[0]!.loss + ref[1]!.loss) / 2) < 1e-6, `${loss}`);
-      const g = tf.grad((l: tf.Tensor) => softCrossEntropy(l as tf.Tensor2D, tf.tensor2d(target)))(logits).dataSync();
-      t.ok(maxAbsDiff(g, ref.flatMap((r) => r.grad)) < 1e-6);
+      const g = tf
+        .grad((l: tf.Tensor) => softCrossEntropy(l as tf.Tensor2D, tf.tensor2d(target)))(logits)
+        .dataSync();
+      t.ok(
+        maxAbsDiff(
+          g,
+          ref.flatMap((r) => r.grad),
+        ) < 1e-6,
+      );
     });
   });
 }

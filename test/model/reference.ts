@@ -76,7 +76,11 @@ export function refForward(m: RefModel, images: Float64Array[] | Float32Array[])
     if (!t) throw new Error(`reference: no ${k}`);
     return t;
   };
-  let h = linear(images.map((r) => Float64Array.from(r)), p('linear_in.weight'), p('linear_in.bias'));
+  let h = linear(
+    images.map((r) => Float64Array.from(r)),
+    p('linear_in.weight'),
+    p('linear_in.bias'),
+  );
   if (m.kind === 'bottleneck') {
     for (let i = 0; i < m.depth; i++) {
       const z = layerNorm(h, p(`layernorms.${i}.weight`), p(`layernorms.${i}.bias`));

@@ -17,7 +17,11 @@ await useBackend('wasm');
 const noSimd = simdModule() ? false : 'this runtime cannot compile WebAssembly SIMD';
 
 // lib.dom (which declares WebAssembly) is not loaded by this project's tsconfig.
-const WA = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number }) => WasmMemory; Module: { imports(m: unknown): Array<{ module: string; name: string; kind: string }> } } }).WebAssembly;
+const WA = (
+  globalThis as unknown as {
+    WebAssembly: { Memory: new (d: { initial: number }) => WasmMemory; Module: { imports(m: unknown): Array<{ module: string; name: string; kind: string }> } };
+  }
+).WebAssembly;
 
 const geluDerivRef = (x: number): number => 0.5 * (1 + erf(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI);
 
@@ -61,12 +65,13 @@ t.test('gelu on a memory of its own: values, derivatives, and nothing written ou
 t.test('the GELU op on wasm: value and gradient against the reference and the tf-ops version', { skip: noSimd }, async (t) => {
   t.ok(simdKernelsActive());
   const xs = Array.from({ length: 4099 }, (_, i) => -8 + (16 * i) / 4098);
-  const run = (): [Float32Array, Float32Array] => tf.tidy(() => {
-    const x = tf.tensor1d(xs);
-    const { value, grad } = tf.valueAndGrad((v: tf.Tensor) => tf.sum(tf.mul(gelu(v), tf.linspace(0.5, 1.5, xs.length))))(x);
-    value.dataSync();
-    return [gelu(x).dataSync() as Float32Array, grad.dataSync() as Float32Array];
-  });
+  const run = (): [Float32Array, Float32Array] =>
+    tf.tidy(() => {
+      const x = tf.tensor1d(xs);
+      const { value, grad } = tf.valueAndGrad((v: tf.Tensor) => tf.sum(tf.mul(gelu(v), tf.linspace(0.5, 1.5, xs.length))))(x);
+      value.dataSync();
+      return [gelu(x).dataSync() as Float32Array, grad.dataSync() as Float32Array];
+    });
   const [y, g] = run();
   setSimdKernels(false);
   t.notOk(simdKernelsActive());
@@ -91,7 +96,11 @@ t.test('AdamW: bit-identical to the tf-ops update, weight decay on, odd sizes', 
   const steps = (fused: boolean): Float32Array[] => {
     setSimdKernels(fused);
     const vars = shapes.map((s, i) => tf.variable(tf.randomNormal(s, 0, 1, 'float32', 40 + i)));
-    const opt = createOptimizer('adamw', vars.map((v, i) => ({ name: `p${i}`, variable: v })), { weightDecay: 0.05 });
+    const opt = createOptimizer(
+      'adamw',
+      vars.map((v, i) => ({ name: `p${i}`, variable: v })),
+      { weightDecay: 0.05 },
+    );
     for (let s = 0; s < 4; s++) {
       const grads = shapes.map((sh, i) => tf.randomNormal(sh, 0, s === 2 ? 1e-6 : 1, 'float32', 100 + 10 * s + i));
       opt.apply(grads, 1e-2);
@@ -115,10 +124,18 @@ t.test('Lion: bit-identical to the tf-ops update (sign(0) = 0 included), close t
     setSimdKernels(mode === 'simd');
     setFusedUpdates(mode !== 'ops');
     const vars = shapes.map((s, i) => tf.variable(tf.randomNormal(s, 0, 1, 'float32', 60 + i)));
-    const opt = createOptimizer('lion', vars.map((v, i) => ({ name: `p${i}`, variable: v })), { weightDecay: 0.1 });
+    const opt = createOptimizer(
+      'lion',
+      vars.map((v, i) => ({ name: `p${i}`, variable: v })),
+      { weightDecay: 0.1 },
+    );
     for (let s = 0; s < 4; s++) {
       // Step 0 has zero momentum and some zero gradients: c = 0 exactly, so sign(c) = 0.
-      const grads = shapes.map((sh, i) => tf.tidy(() => tf.mul(tf.randomNormal(sh, 0, 1, 'float32', 200 + 10 * s + i), tf.cast(tf.greater(tf.randomUniform(sh, 0, 1, 'float32', 300 + i), 0.2), 'float32'))));
+      const grads = shapes.map((sh, i) =>
+        tf.tidy(() =>
+          tf.mul(tf.randomNormal(sh, 0, 1, 'float32', 200 + 10 * s + i), tf.cast(tf.greater(tf.randomUniform(sh, 0, 1, 'float32', 300 + i), 0.2), 'float32')),
+        ),
+      );
       opt.apply(grads, 1e-2);
       tf.dispose(grads);
     }

@@ -52,7 +52,12 @@ function parseXml(xml: string): XmlElement[] {
     for (const a of m[2]!.matchAll(/([\w:.-]+)="([^"]*)"/g)) {
       if (a[1]! in attrs) throw new Error(`duplicate attribute ${a[1]} on <${m[1]}>`);
       checkText(a[2]!, `attribute ${a[1]}`);
-      attrs[a[1]!] = a[2]!.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+      attrs[a[1]!] = a[2]!
+        .replace(/&lt;/g, '<')
+        .replace(/&gt;/g, '>')
+        .replace(/&quot;/g, '"')
+        .replace(/&apos;/g, "'")
+        .replace(/&amp;/g, '&');
     }
     if (stack.length === 0) roots++;
     elements.push({ name: m[1]!, attrs });
@@ -125,16 +130,30 @@ t.test('tiny chart: valid XML, layout and data-to-pixel mapping as computed by h
   const a = runElements(svg, 0, 0);
   const lines = a.filter((e) => e.name === 'polyline');
   t.equal(lines.length, 2);
-  t.same(pointsOf(lines[0]!), [[55, 266], [134.25, 216]]);
-  t.same(pointsOf(lines[1]!), [[292.75, 116], [372, 66]]);
+  t.same(pointsOf(lines[0]!), [
+    [55, 266],
+    [134.25, 216],
+  ]);
+  t.same(pointsOf(lines[1]!), [
+    [292.75, 116],
+    [372, 66],
+  ]);
   t.same(
     a.filter((e) => e.name === 'circle').map((c) => [Number(c.attrs['cx']), Number(c.attrs['cy'])]),
-    [[55, 266], [134.25, 216], [292.75, 116], [372, 66]],
+    [
+      [55, 266],
+      [134.25, 216],
+      [292.75, 116],
+      [372, 66],
+    ],
   );
   // Run b: a lone point between gaps is a dot, not a line.
   const b = runElements(svg, 0, 1);
   t.equal(b.filter((e) => e.name === 'polyline').length, 0);
-  t.same(b.filter((e) => e.name === 'circle').map((c) => [c.attrs['cx'], c.attrs['cy']]), [['213.5', '166']]);
+  t.same(
+    b.filter((e) => e.name === 'circle').map((c) => [c.attrs['cx'], c.attrs['cy']]),
+    [['213.5', '166']],
+  );
 
   // Ticks and labels: 3 x labels, 6 y labels, the axis label, the legend names.
   const texts = svg.match(/<text[^>]*>[^<]*<\/text>/g)!.map((s) => s.replace(/<[^>]+>/g, ''));
@@ -153,9 +172,27 @@ t.test('text is escaped; several panels share the x axis; a panel with no data s
     xLabel: 'x',
     title: "Tom's <plot>",
     panels: [
-      { name: 'p1', description: '', series: [[{ x: 1, y: 10 }, { x: 3, y: 30 }]] },
+      {
+        name: 'p1',
+        description: '',
+        series: [
+          [
+            { x: 1, y: 10 },
+            { x: 3, y: 30 },
+          ],
+        ],
+      },
       { name: 'p2', description: '', series: [null] },
-      { name: 'p3', description: 'd', series: [[{ x: 2, y: -1 }, { x: 4, y: 1 }]] },
+      {
+        name: 'p3',
+        description: 'd',
+        series: [
+          [
+            { x: 2, y: -1 },
+            { x: 4, y: 1 },
+          ],
+        ],
+      },
     ],
   });
   const els = parseXml(svg);
@@ -185,15 +222,39 @@ t.test('width and height options', async (t) => {
 
 t.test('segments and decimation', async (t) => {
   t.same(
-    segments([{ x: 0, y: 1 }, { x: 1, y: null }, { x: 2, y: Number.NaN }, { x: 3, y: 2 }, { x: 4, y: 3 }]).map((s) => s.map((p) => p.x)),
+    segments([
+      { x: 0, y: 1 },
+      { x: 1, y: null },
+      { x: 2, y: Number.NaN },
+      { x: 3, y: 2 },
+      { x: 4, y: 3 },
+    ]).map((s) => s.map((p) => p.x)),
     [[0], [3, 4]],
   );
-  const few: [number, number][] = [[0, 1], [0.5, 2], [1, 3]];
+  const few: [number, number][] = [
+    [0, 1],
+    [0.5, 2],
+    [1, 3],
+  ];
   t.same(decimate(few, 10), few, 'short lines are kept as they are');
   // Column 0 holds 6 points: keep the first (y 5), the lowest value (y 1), the highest (y 9)
   // and the last (y 4), in order; column 1 keeps its only point.
-  const col: [number, number][] = [[0.1, 5], [0.2, 1], [0.3, 7], [0.4, 9], [0.5, 2], [0.6, 4], [1.5, 3]];
-  t.same(decimate(col, 1), [[0.1, 5], [0.2, 1], [0.4, 9], [0.6, 4], [1.5, 3]]);
+  const col: [number, number][] = [
+    [0.1, 5],
+    [0.2, 1],
+    [0.3, 7],
+    [0.4, 9],
+    [0.5, 2],
+    [0.6, 4],
+    [1.5, 3],
+  ];
+  t.same(decimate(col, 1), [
+    [0.1, 5],
+    [0.2, 1],
+    [0.4, 9],
+    [0.6, 4],
+    [1.5, 3],
+  ]);
   // A long noisy series in the chart: at most 4 points per pixel column, extremes kept.
   const pts = Array.from({ length: 20000 }, (_, i) => ({ x: i, y: i === 12345 ? 100 : Math.sin(i) }));
   const { svg, layout } = renderChart({ runs: ['r'], xLabel: 'x', width: 400, panels: [{ name: 'm', description: '', series: [pts] }] });
@@ -223,7 +284,10 @@ t.test('PNG: signature, requested size, text renders', async (t) => {
 
   // Fonts: a text-only image must get dark pixels (librsvg draws nothing without a font).
   const textOnly = `<svg xmlns="http://www.w3.org/2000/svg" width="120" height="30"><rect width="120" height="30" fill="#fff"/><text x="4" y="22" font-size="18" font-family="DejaVu Sans, sans-serif" fill="#000">loss 0.5</text></svg>`;
-  const { data } = await sharp(await svgToPng(textOnly)).greyscale().raw().toBuffer({ resolveWithObject: true });
+  const { data } = await sharp(await svgToPng(textOnly))
+    .greyscale()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
   const dark = data.filter((v) => v < 128).length;
   t.ok(dark > 50, `text rendered into ${dark} dark pixels (0 means no usable font for librsvg: install fonts-dejavu-core)`);
 });

@@ -19,9 +19,36 @@ function makeRun(dir: string, opts: { val?: boolean; extra?: string[] } = {}): s
   for (let e = 0; e < 2; e++) {
     for (let s = 0; s < 5; s++) {
       g++;
-      lines.push(JSON.stringify({ type: 'step', epoch: e, step: s, global_step: g, samples: 64, loss: 2.3 / g, lr: 1e-3, images_per_sec: 1000 + 10 * g, stall_pct: 1, wait_ms: 1, compute_ms: 10 }));
+      lines.push(
+        JSON.stringify({
+          type: 'step',
+          epoch: e,
+          step: s,
+          global_step: g,
+          samples: 64,
+          loss: 2.3 / g,
+          lr: 1e-3,
+          images_per_sec: 1000 + 10 * g,
+          stall_pct: 1,
+          wait_ms: 1,
+          compute_ms: 10,
+        }),
+      );
     }
-    lines.push(JSON.stringify({ type: 'epoch', epoch: e, global_step: g, train_loss: 1 / (e + 1), train_top1: 40 + 10 * e, train_top5: 90, ...(opts.val ? { val_loss: 1.1 / (e + 1), val_top1: 35 + 10 * e, val_top5: 88 } : {}), images_per_sec: 1050, stall_pct: 1, seconds: 1 }));
+    lines.push(
+      JSON.stringify({
+        type: 'epoch',
+        epoch: e,
+        global_step: g,
+        train_loss: 1 / (e + 1),
+        train_top1: 40 + 10 * e,
+        train_top5: 90,
+        ...(opts.val ? { val_loss: 1.1 / (e + 1), val_top1: 35 + 10 * e, val_top5: 88 } : {}),
+        images_per_sec: 1050,
+        stall_pct: 1,
+        seconds: 1,
+      }),
+    );
   }
   lines.push(...(opts.extra ?? []));
   writeFileSync(join(dir, 'metrics.jsonl'), `${lines.join('\n')}\n`);
@@ -31,7 +58,8 @@ function makeRun(dir: string, opts: { val?: boolean; extra?: string[] } = {}): s
 t.test('--help', async (t) => {
   const r = plot(['--help']);
   t.equal(r.code, 0);
-  for (const word of ['--out', '--metrics', '--x step|epoch|samples', '--title', '--width', '--height', '--scale', 'metrics.jsonl', 'Exit status']) t.match(r.stdout, word);
+  for (const word of ['--out', '--metrics', '--x step|epoch|samples', '--title', '--width', '--height', '--scale', 'metrics.jsonl', 'Exit status'])
+    t.match(r.stdout, word);
 });
 
 t.test('one run: default output <dir>/plot.svg, atomic (no temp files left)', async (t) => {
@@ -119,7 +147,10 @@ t.test('data errors exit 1 naming the path', async (t) => {
   const unwritable = plot([good, '--out', join(dir, 'a-file', 'p.svg')]);
   t.equal(unwritable.code, 1);
   t.match(unwritable.stderr, /a-file\/p\.svg: cannot write/);
-  t.same(readdirSync(dir).filter((f) => f.includes('.tmp')), []);
+  t.same(
+    readdirSync(dir).filter((f) => f.includes('.tmp')),
+    [],
+  );
 });
 
 t.test('usage errors exit 2', async (t) => {
@@ -130,7 +161,10 @@ t.test('usage errors exit 2', async (t) => {
   t.match(none.stderr, /npm run plot -- --help/);
   const unknown = plot([run, '--metrics', 'loss,accuracy,top1']);
   t.equal(unknown.code, 2);
-  t.match(unknown.stderr, /unknown metrics "accuracy", "top1"; available in this run: loss, lr, images_per_sec, stall_pct, wait_ms, compute_ms \(per update\); train_loss, train_top1, train_top5, val_loss, val_top1, val_top5, images_per_sec, stall_pct, seconds \(per epoch\)/);
+  t.match(
+    unknown.stderr,
+    /unknown metrics "accuracy", "top1"; available in this run: loss, lr, images_per_sec, stall_pct, wait_ms, compute_ms \(per update\); train_loss, train_top1, train_top5, val_loss, val_top1, val_top5, images_per_sec, stall_pct, seconds \(per epoch\)/,
+  );
   t.notOk(existsSync(join(run, 'plot.svg')));
   const badX = plot([run, '--x', 'time']);
   t.equal(badX.code, 2);

@@ -54,6 +54,9 @@ t.test('rank lists', async (t) => {
 t.test('single-process commands refuse a multi-process launch', async (t) => {
   t.doesNotThrow(() => assertSingleProcess('train', {}));
   t.doesNotThrow(() => assertSingleProcess('train', { RANK: '0', WORLD_SIZE: '1' }));
-  t.throws(() => assertSingleProcess('train', { RANK: '1', WORLD_SIZE: '2' }), /train runs in one process .* world size 2 \(RANK=1 WORLD_SIZE=2\).*examples\/torch-ddp/);
+  t.throws(
+    () => assertSingleProcess('train', { RANK: '1', WORLD_SIZE: '2' }),
+    /train runs in one process .* world size 2 \(RANK=1 WORLD_SIZE=2\).*examples\/torch-ddp/,
+  );
   t.throws(() => assertSingleProcess('train', { SLURM_PROCID: '0', SLURM_NTASKS: '4' }), /world size 4/);
 });

@@ -40,7 +40,10 @@ t.test('a stale lock of a dead process on this host is taken over, and said so',
   writeFileSync(lockFileFor(out), JSON.stringify({ pid, host: hostname(), command: 'shard (killed)', since: 'earlier' }));
   const stale: LockHolder[] = [];
   const lock = acquireOutputLock(out, 'shard again', (h) => stale.push(h));
-  t.same(stale.map((h) => h.pid), [pid]);
+  t.same(
+    stale.map((h) => h.pid),
+    [pid],
+  );
   t.equal((JSON.parse(readFileSync(lock.file, 'utf8')) as LockHolder).pid, process.pid);
   lock.release();
 });

@@ -72,7 +72,10 @@ t.test('GPU package broken (e.g. no CUDA libraries): failed to load, then tfjs-n
 
 t.test('a missing dependency inside a present package is "failed to load", not "missing"', async (t) => {
   t.equal(classifyLoadError('@tensorflow/tfjs-node', missing('@tensorflow/tfjs-node')), 'module missing (not installed)');
-  t.match(classifyLoadError('@tensorflow/tfjs-node', missing('/x/node_modules/@tensorflow/tfjs-node/lib/napi-v8/tfjs_binding.node')), /module missing|failed to load/);
+  t.match(
+    classifyLoadError('@tensorflow/tfjs-node', missing('/x/node_modules/@tensorflow/tfjs-node/lib/napi-v8/tfjs_binding.node')),
+    /module missing|failed to load/,
+  );
   t.match(classifyLoadError('@tensorflow/tfjs-node', missing('adm-zip')), /^failed to load: Cannot find module 'adm-zip'/);
   t.match(classifyLoadError('x', new TypeError('boom')), /^failed to load: boom/);
 });
@@ -101,7 +104,10 @@ t.test('on this machine: auto gives wasm with the kernel overrides, cpu on reque
   if (s.backend === 'wasm') {
     t.ok(wasmKernelsInstalled());
     // webgpu is skipped here: no adapter, or only a software one (lavapipe), which auto refuses.
-    t.same(s.skipped.map((k) => k.backend), ['tfjs-node-gpu', 'webgpu', 'tfjs-node']);
+    t.same(
+      s.skipped.map((k) => k.backend),
+      ['tfjs-node-gpu', 'webgpu', 'tfjs-node'],
+    );
     t.match(s.skipped[1]!.reason, /no WebGPU adapter found|only a software adapter|failed to load/);
   } else {
     t.comment(`native backend present here: ${describeSelection(s)}`);

@@ -41,7 +41,12 @@ t.test('not found, koffi missing, switched off: a reason, and the XNNPACK route'
   if (missing.ok) return;
   t.match(missing.reason, /^libopenblas not found; apt-get install libopenblas0-pthread for ~/);
   t.same(missing.tried, ['/nonexistent/libopenblas.so.0']);
-  const noKoffi = loadCblas({ requireKoffi: () => { throw Object.assign(new Error("Cannot find module 'koffi'"), { code: 'MODULE_NOT_FOUND' }); }, switch: undefined });
+  const noKoffi = loadCblas({
+    requireKoffi: () => {
+      throw Object.assign(new Error("Cannot find module 'koffi'"), { code: 'MODULE_NOT_FOUND' });
+    },
+    switch: undefined,
+  });
   t.match(noKoffi, { ok: false, reason: /^koffi \(optional dependency\) did not load: Cannot find module 'koffi'/ });
   t.match(loadCblas({ switch: 'off' }), { ok: false, reason: /SMLP_BLAS=off/ });
 
@@ -120,8 +125,10 @@ function kernelCases(): Array<[string, () => tf.Tensor]> {
   const at = tf.transpose(a);
   const bt = tf.transpose(b);
   const bias = r([29], 3);
-  const fused = (activation: tf.fused.Activation, extra: Partial<Parameters<typeof tf.fused.matMul>[0]> = {}) => () =>
-    tf.fused.matMul({ a: at as tf.Tensor2D, b, transposeA: true, bias, activation, ...extra });
+  const fused =
+    (activation: tf.fused.Activation, extra: Partial<Parameters<typeof tf.fused.matMul>[0]> = {}) =>
+    () =>
+      tf.fused.matMul({ a: at as tf.Tensor2D, b, transposeA: true, bias, activation, ...extra });
   return [
     ['a b', () => tf.matMul(a, b)],
     ['a^T b', () => tf.matMul(at, b, true, false)],
@@ -149,7 +156,10 @@ function kernelCases(): Array<[string, () => tf.Tensor]> {
     ['fused scalar-like bias [1]', () => tf.fused.matMul({ a, b, bias: tf.tensor1d([0.5]) })],
     ['fused bias [37, 29] (added after)', () => tf.fused.matMul({ a, b: bt as tf.Tensor2D, transposeB: true, bias: r([37, 29], 20) })],
     ['fused no bias, b^T', () => tf.fused.matMul({ a, b: bt as tf.Tensor2D, transposeB: true })],
-    ['fused batched + bias', () => tf.fused.matMul({ a: r([2, 5, 7], 21) as unknown as tf.Tensor2D, b: r([2, 7, 3], 22) as unknown as tf.Tensor2D, bias: r([3], 23) })],
+    [
+      'fused batched + bias',
+      () => tf.fused.matMul({ a: r([2, 5, 7], 21) as unknown as tf.Tensor2D, b: r([2, 7, 3], 22) as unknown as tf.Tensor2D, bias: r([3], 23) }),
+    ],
   ];
 }
 
@@ -179,7 +189,8 @@ t.test('kernels: equal to the cpu backend and to the XNNPACK route within float3
     // Sums of ~50 products of unit normals: a few ulps of rounding-order difference at most.
     t.ok(maxRel(c.values, cpu[i]!.values) < 5e-6, `${c.name}: vs cpu, max relative difference ${maxRel(c.values, cpu[i]!.values)}`);
     const x = xnn.get(c.name);
-    if (x && STOCK_WRONG.has(c.name)) t.comment(`${c.name}: the XNNPACK route (stock kernel) is off by ${maxRel(x.values, cpu[i]!.values).toFixed(3)}; BLAS matches cpu`);
+    if (x && STOCK_WRONG.has(c.name))
+      t.comment(`${c.name}: the XNNPACK route (stock kernel) is off by ${maxRel(x.values, cpu[i]!.values).toFixed(3)}; BLAS matches cpu`);
     else if (x) t.ok(maxRel(c.values, x.values) < 5e-6, `${c.name}: vs XNNPACK route, max relative difference ${maxRel(c.values, x.values)}`);
   });
 });
@@ -194,11 +205,14 @@ t.test("batch dims broadcast as NumPy's (tfjs's cpu backend pairs batches modulo
   const av = a.arraySync() as number[][][][];
   const bv = b.arraySync() as number[][][];
   let worst = 0;
-  for (let p = 0; p < 2; p++) for (let q = 0; q < 3; q++) for (let i = 0; i < 5; i++) for (let j = 0; j < 4; j++) {
-    let s = 0;
-    for (let k = 0; k < 7; k++) s += av[p]![0]![i]![k]! * bv[q]![k]![j]!;
-    worst = Math.max(worst, Math.abs(got[p]![q]![i]![j]! - s));
-  }
+  for (let p = 0; p < 2; p++)
+    for (let q = 0; q < 3; q++)
+      for (let i = 0; i < 5; i++)
+        for (let j = 0; j < 4; j++) {
+          let s = 0;
+          for (let k = 0; k < 7; k++) s += av[p]![0]![i]![k]! * bv[q]![k]![j]!;
+          worst = Math.max(worst, Math.abs(got[p]![q]![i]![j]! - s));
+        }
   t.ok(worst < 1e-5, `y[p, q] = a[p, 0] b[q] (max abs difference ${worst})`);
   tf.dispose([a, b, y]);
 });
@@ -215,7 +229,12 @@ t.test('an output that grows the wasm heap is written where the tensor lives', {
   const av = a.dataSync();
   const bv = b.dataSync();
   let worst = 0;
-  for (const [i, j] of [[0, 0], [2999, 4999], [1234, 2345], [17, 4000]] as const) {
+  for (const [i, j] of [
+    [0, 0],
+    [2999, 4999],
+    [1234, 2345],
+    [17, 4000],
+  ] as const) {
     let s = 0;
     for (let k = 0; k < 4; k++) s += av[i * 4 + k]! * bv[k * 5000 + j]!;
     worst = Math.max(worst, Math.abs(got[i * 5000 + j]! - s));
@@ -229,7 +248,11 @@ function trainSteps(optimizer: OptimizerName, steps: number): { losses: number[]
   const shape = { res: 8, channels: 3, numClasses: 10 };
   const data = syntheticArrays(64, shape.channels, shape.res, shape.numClasses, 5);
   const model = new Mlp({ arch: 'B_2-Wi_64', ...shape }, 7);
-  const opt = createOptimizer(optimizer, model.params.map((p) => ({ name: p.entry.name, variable: p.variable })), { weightDecay: 1e-2 });
+  const opt = createOptimizer(
+    optimizer,
+    model.params.map((p) => ({ name: p.entry.name, variable: p.variable })),
+    { weightDecay: 1e-2 },
+  );
   const losses: number[] = [];
   for (let s = 0; s < steps; s++) {
     const x = tf.tensor2d(data.images, [64, model.inputDim]);
@@ -268,7 +291,10 @@ t.test('training steps: losses and weights equal on the BLAS and XNNPACK routes'
         worst = Math.max(worst, d);
       }
     });
-    t.ok(worst <= 8 * lr + 1e-6 && flips <= total * 1e-3, `${name}: weights: max abs difference ${worst.toExponential(2)}, ${flips} of ${total} differ by more than 1e-6`);
+    t.ok(
+      worst <= 8 * lr + 1e-6 && flips <= total * 1e-3,
+      `${name}: weights: max abs difference ${worst.toExponential(2)}, ${flips} of ${total} differ by more than 1e-6`,
+    );
     if (name === 'sgd') t.ok(worst < 1e-6, 'sgd (linear in the gradient): equal within float rounding');
   }
 });

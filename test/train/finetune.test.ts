@@ -58,7 +58,8 @@ function lines(out: string): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-const bitsEqual = (a: HostTensor, b: HostTensor): boolean => Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength).equals(Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength));
+const bitsEqual = (a: HostTensor, b: HostTensor): boolean =>
+  Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength).equals(Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength));
 
 t.test('--checkpoint forms: model dir, .safetensors file, run dir without a final model, checkpoint dir; errors', async (t) => {
   const dir = tempDir(t);
@@ -200,7 +201,14 @@ t.test('full fine-tuning: parameter groups - one SGD step moves the body by 0.1 
 t.test('optimizer parameter groups: lrScale multiplies the rate, decoupled decay included', async (t) => {
   const a = tf.variable(tf.tensor1d([1, -2]), true, `ga-${Math.random()}`);
   const b = tf.variable(tf.tensor1d([1, -2]), true, `gb-${Math.random()}`);
-  const sgd = createOptimizer('sgd', [{ name: 'a', variable: a }, { name: 'b', variable: b, lrScale: 0.1 }], { weightDecay: 0, momentum: 0 });
+  const sgd = createOptimizer(
+    'sgd',
+    [
+      { name: 'a', variable: a },
+      { name: 'b', variable: b, lrScale: 0.1 },
+    ],
+    { weightDecay: 0, momentum: 0 },
+  );
   const g = [tf.tensor1d([0.5, 1]), tf.tensor1d([0.5, 1])];
   sgd.apply(g, 0.2);
   t.same(Array.from(a.dataSync()), [Math.fround(1 - 0.2 * 0.5), Math.fround(-2 - 0.2)]);
@@ -209,7 +217,10 @@ t.test('optimizer parameter groups: lrScale multiplies the rate, decoupled decay
   const lion = createOptimizer('lion', [{ name: 'c', variable: c, lrScale: 0.5 }], { weightDecay: 0.1 });
   lion.apply([g[0]!], 0.2);
   // p * (1 - lr*wd) - lr * sign(...), with lr = 0.2 * 0.5
-  t.same(Array.from(c.dataSync()).map((v) => Math.round(v * 1e6) / 1e6), [1 * (1 - 0.01) - 0.1, -2 * (1 - 0.01) - 0.1].map((v) => Math.round(v * 1e6) / 1e6));
+  t.same(
+    Array.from(c.dataSync()).map((v) => Math.round(v * 1e6) / 1e6),
+    [1 * (1 - 0.01) - 0.1, -2 * (1 - 0.01) - 0.1].map((v) => Math.round(v * 1e6) / 1e6),
+  );
   tf.dispose([a, b, c, ...g]);
   sgd.dispose();
   lion.dispose();
@@ -235,7 +246,7 @@ t.test('fine-tuning resumes exactly; the mode must match', async (t) => {
   await t.rejects(train(oe, feedsFor(oe), quiet), /the checkpoint is a full fine-tuning run, this is not one/);
 });
 
-t.test('the data must have the checkpoint\'s channels and resolution', async (t) => {
+t.test("the data must have the checkpoint's channels and resolution", async (t) => {
   const gray = join(tempDir(t), 'gray');
   const m = new Mlp({ arch: 'B_1-Wi_16', res: 4, channels: 1, numClasses: 7 }, 1);
   saveModel(gray, m);
@@ -266,10 +277,20 @@ t.test('compute accounting: cumulative 3 x forward FLOPs x samples in every step
   const s = await train(o, feedsFor(o), quiet);
   const recs = lines(out);
   const steps = recs.filter((r) => r['type'] === 'step');
-  t.same(steps.map((r) => r['compute_flops']), steps.map((_, k) => (k + 1) * 16 * perSample), 'step k: 16k samples so far');
-  t.same(steps.map((r) => r['compute_pflop']), steps.map((_, k) => ((k + 1) * 16 * perSample) / 1e15));
+  t.same(
+    steps.map((r) => r['compute_flops']),
+    steps.map((_, k) => (k + 1) * 16 * perSample),
+    'step k: 16k samples so far',
+  );
+  t.same(
+    steps.map((r) => r['compute_pflop']),
+    steps.map((_, k) => ((k + 1) * 16 * perSample) / 1e15),
+  );
   const epochs = recs.filter((r) => r['type'] === 'epoch');
-  t.same(epochs.map((r) => r['compute_flops']), [96 * perSample, 192 * perSample]);
+  t.same(
+    epochs.map((r) => r['compute_flops']),
+    [96 * perSample, 192 * perSample],
+  );
   t.equal(s.computeFlops, 192 * perSample);
   t.equal(s.computeFlops, 3_336_192);
   t.equal(s.computePflop, 3_336_192 / 1e15);
@@ -282,14 +303,24 @@ t.test('compute accounting: cumulative 3 x forward FLOPs x samples in every step
   const sc = await train(oc, feedsFor(oc), quiet);
   t.equal(sc.samples, 128, 'this invocation trained 8 updates');
   t.equal(sc.computeFlops, 192 * perSample, 'the whole run');
-  const resumedSteps = lines(b).filter((r) => r['type'] === 'step').slice(4);
-  t.same(resumedSteps.map((r) => r['compute_flops']), resumedSteps.map((_, k) => (k + 5) * 16 * perSample));
+  const resumedSteps = lines(b)
+    .filter((r) => r['type'] === 'step')
+    .slice(4);
+  t.same(
+    resumedSteps.map((r) => r['compute_flops']),
+    resumedSteps.map((_, k) => (k + 5) * 16 * perSample),
+  );
 
   const f = tempDir(t);
   const of = ftOptions(f, { mode: 'linear' });
   const sf = await train(of, feedsFor(of), quiet);
   t.equal(sf.computeFlops, 96 * perSample, 'linear probe: the paper formula (3 x forward x samples)');
-  t.same(lines(f).filter((r) => r['type'] === 'step').map((r) => r['compute_flops']), [1, 2, 3, 4, 5, 6].map((k) => k * 16 * perSample));
+  t.same(
+    lines(f)
+      .filter((r) => r['type'] === 'step')
+      .map((r) => r['compute_flops']),
+    [1, 2, 3, 4, 5, 6].map((k) => k * 16 * perSample),
+  );
 });
 
 t.test('fine-tuning with an eval feed of the new classes', async (t) => {

@@ -26,7 +26,10 @@ t.test('soft targets: (1-e)*onehot + e/C, mixed linearly', async (t) => {
 });
 
 t.test('MixUp loss = l*CE(y) + (1-l)*CE(y_partner), smoothing 0.1', async (t) => {
-  const logits = tf.tensor2d([[2, 1, 0], [0.5, 0, -1]]);
+  const logits = tf.tensor2d([
+    [2, 1, 0],
+    [0.5, 0, -1],
+  ]);
   const labels = tf.tensor1d([0, 2], 'int32');
   // partner = reversed batch -> partner labels [2, 0]; value from PyTorch:
   // 0.25 * CE_0.1(z, [0, 2]) + 0.75 * CE_0.1(z, [2, 0]) = 1.43295156955719
@@ -39,12 +42,20 @@ t.test('mixing images on the device: reversed batch or seeded permutation', asyn
   const d = drawMix(rng, 0.8, 3, 'reverse');
   t.same(Array.from(d.partner), [2, 1, 0]);
   t.ok(d.lambda > 0 && d.lambda < 1);
-  const x = tf.tensor2d([[1, 1], [2, 2], [4, 4]]);
+  const x = tf.tensor2d([
+    [1, 1],
+    [2, 2],
+    [4, 4],
+  ]);
   const { images, partnerLabels } = applyMix(x, tf.tensor1d([7, 8, 9], 'int32'), { lambda: 0.25, partner: Int32Array.from([2, 1, 0]) });
   t.same(Array.from(images.dataSync()), [3.25, 3.25, 2, 2, 1.75, 1.75]);
   t.same(Array.from(partnerLabels.dataSync()), [9, 8, 7]);
   const p = drawMix(new Rng(4), 0.8, 10, 'permute');
-  t.same([...p.partner].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'a permutation');
+  t.same(
+    [...p.partner].sort((a, b) => a - b),
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    'a permutation',
+  );
   t.same(Array.from(drawMix(new Rng(4), 0.8, 10, 'permute').partner), Array.from(p.partner), 'seeded');
 });
 

@@ -16,8 +16,14 @@ t.test('in order: views, last partial batch kept unless dropLast', async (t) => 
   const f = new MemoryFeed({ images, labels, channels: 2, res: 1, numClasses: 3, batchSize: 4 });
   t.equal(f.stepsPerEpoch(), 3);
   const bs = await collect(f.epoch(0));
-  t.same(bs.map((b) => b.n), [4, 4, 2]);
-  t.same(bs.map((b) => b.step), [0, 1, 2]);
+  t.same(
+    bs.map((b) => b.n),
+    [4, 4, 2],
+  );
+  t.same(
+    bs.map((b) => b.step),
+    [0, 1, 2],
+  );
   t.same(Array.from(bs[2]!.images), [16, 17, 18, 19]);
   t.equal(bs[0]!.images.buffer, images.buffer, 'a view, like a ring slot');
   t.match(bs[0]!, { channels: 2, height: 1, width: 1, epoch: 0 });

@@ -19,7 +19,17 @@ const dir = tempDir(t);
 async function shards(name: string, w: number, h: number, encoding: 'raw' | 'jpeg'): Promise<string> {
   const out = join(dir, name);
   await runShardJob(openSynthetic({ count: 96, numClasses: 4, width: w, height: h, seed: 4 }), {
-    out, res: Math.max(w, h), resize: 'max-side', encoding, quality: 90, samplesPerShard: 40, workers: 1, seed: 4, split: 'train', valFraction: 0, command: 't',
+    out,
+    res: Math.max(w, h),
+    resize: 'max-side',
+    encoding,
+    quality: 90,
+    samplesPerShard: 40,
+    workers: 1,
+    seed: 4,
+    split: 'train',
+    valFraction: 0,
+    command: 't',
   });
   return out;
 }
@@ -34,7 +44,14 @@ async function batches(o: LoaderOptions, epoch: number): Promise<Held[]> {
   try {
     const out: Held[] = [];
     for await (const b of loader.epoch(epoch)) {
-      out.push({ n: b.n, channels: b.channels, height: b.height, width: b.width, images: b.images.slice(), ...(b.pixelStats ? { pixelStats: b.pixelStats } : {}) });
+      out.push({
+        n: b.n,
+        channels: b.channels,
+        height: b.height,
+        width: b.width,
+        images: b.images.slice(),
+        ...(b.pixelStats ? { pixelStats: b.pixelStats } : {}),
+      });
       b.release();
     }
     return out;
@@ -128,7 +145,10 @@ t.test('malformed batches are refused', async (t) => {
   const base = { n: 1, channels: 3, height: 1, width: 2 };
   t.throws(() => batchInput({ ...base, images: new Uint8Array(6) }), { name: 'BatchError', message: /pixelStats/ });
   t.throws(() => batchInput({ ...base, images: new Uint8Array(6), pixelStats: { mean: [1], std: [1] } }), { name: 'BatchError' });
-  t.throws(() => batchInput({ ...base, images: new Float32Array(6), pixelStats: { mean: MEAN, std: STD } }), { name: 'BatchError', message: /uint8 images only/ });
+  t.throws(() => batchInput({ ...base, images: new Float32Array(6), pixelStats: { mean: MEAN, std: STD } }), {
+    name: 'BatchError',
+    message: /uint8 images only/,
+  });
   t.throws(() => batchInput({ ...base, images: new Uint8Array(5), pixelStats: { mean: MEAN, std: STD } }), { name: 'BatchError', message: /5 image values/ });
 });
 
@@ -136,16 +156,21 @@ for (const backend of ['cpu', 'wasm'] as const) {
   t.test(`${backend}: eval at the stored size (no resampling) - uint8 frames give the float32 frames' values bit for bit`, async (t) => {
     await useBackend(backend);
     for (const [normalize, fa, fb] of exact) {
-      t.ok(fb.every((b) => b.images instanceof Uint8Array && b.pixelStats), 'uint8 batches with their statistics');
+      t.ok(
+        fb.every((b) => b.images instanceof Uint8Array && b.pixelStats),
+        'uint8 batches with their statistics',
+      );
       const a = inputs(fa);
       const b = inputs(fb);
       t.equal(b.length, 3, 'two full batches and a short one');
       let bad = 0;
       let total = 0;
-      a.forEach((v, k) => v.forEach((x, i) => {
-        total++;
-        if (!Object.is(x, b[k]![i])) bad++;
-      }));
+      a.forEach((v, k) =>
+        v.forEach((x, i) => {
+          total++;
+          if (!Object.is(x, b[k]![i])) bad++;
+        }),
+      );
       t.equal(bad, 0, `${normalize} statistics: ${total} values identical`);
     }
   });
@@ -161,12 +186,14 @@ for (const backend of ['cpu', 'wasm'] as const) {
       const plane = d / 3;
       let worst = 0;
       let differing = 0;
-      a.forEach((v, k) => v.forEach((x, i) => {
-        const c = Math.floor((i % d) / plane);
-        const steps = Math.abs(x - b[k]![i]!) * std[c]!;
-        if (steps > worst) worst = steps;
-        if (x !== b[k]![i]) differing++;
-      }));
+      a.forEach((v, k) =>
+        v.forEach((x, i) => {
+          const c = Math.floor((i % d) / plane);
+          const steps = Math.abs(x - b[k]![i]!) * std[c]!;
+          if (steps > worst) worst = steps;
+          if (x !== b[k]![i]) differing++;
+        }),
+      );
       const what = `${o.mode}/${o.transform ?? o.mode} res ${o.res}`;
       t.ok(worst <= 0.5 + 1e-3, `${what}: at most ${worst.toFixed(5)} pixel steps apart (bound 0.5 + 1e-3)`);
       t.ok(differing > 0, `${what}: ${differing} values differ (resampled values are rounded in uint8 frames)`);

@@ -34,7 +34,12 @@ function twoSteps(name: OptimizerName, extra: { nesterov?: boolean } = {}) {
 
 const close = (a: number[], b: number[], tol = 1e-6): boolean => maxAbsDiff(a, b) < tol;
 
-for (const [backend, fused] of [['cpu', true], ['wasm', true], ['wasm', false], ['cpu', false]] as const) {
+for (const [backend, fused] of [
+  ['cpu', true],
+  ['wasm', true],
+  ['wasm', false],
+  ['cpu', false],
+] as const) {
   t.test(`${backend}, ${fused ? 'fused kernels' : 'tf ops'}`, async (t) => {
     await useBackend(backend);
     setFusedUpdates(fused);

@@ -47,7 +47,13 @@ class MultiViewFeed implements DataFeed {
           const images = new Float32Array(n * D);
           for (let r = 0; r < n; r++) images.set(view(e, s * b + r), r * D);
           yield {
-            epoch: e, step: s, n, channels: 3, height: 4, width: 4, images,
+            epoch: e,
+            step: s,
+            n,
+            channels: 3,
+            height: 4,
+            width: 4,
+            images,
             labels: BASE.labels.slice(s * b, s * b + n),
             keys: KEYS.slice(s * b, s * b + n),
             release: () => {},
@@ -66,7 +72,7 @@ function softmax64(logits: ArrayLike<number>): number[] {
   return e.map((x) => x / s);
 }
 
-t.test('TTA: the averaged probabilities are the mean of the views\' softmax, computed by hand', async (t) => {
+t.test("TTA: the averaged probabilities are the mean of the views' softmax, computed by hand", async (t) => {
   const model = new Mlp({ arch: 'B_1-Wi_8', res: 4, channels: 3, numClasses: C }, 5);
   t.teardown(() => model.dispose());
   const views = 4;
@@ -98,7 +104,10 @@ t.test('TTA: the averaged probabilities are the mean of the views\' softmax, com
   for (let i = 0; i < N; i++) {
     const row = Array.from(mean.subarray(i * C, (i + 1) * C));
     const y = BASE.labels[i]!;
-    const order = row.map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]).map(([, c]) => c);
+    const order = row
+      .map((p, c) => [p, c] as const)
+      .sort((a, b) => b[0] - a[0] || a[1] - b[1])
+      .map(([, c]) => c);
     if (order[0] === y) h1++;
     if (order.slice(0, 5).includes(y)) h5++;
     nll -= Math.log(row[y]!);
@@ -132,16 +141,30 @@ t.test('predict: loss and accuracy as evaluate(), plus top-1 classes and keys', 
   t.equal(p.top1, e.top1);
   t.equal(p.top5, e.top5);
   t.equal(p.keys, null, 'MemoryFeed batches carry no keys');
-  const logits = tf.tidy(() => model.forward(tf.tensor2d(BASE.images, [N, D])).argMax(1).dataSync());
+  const logits = tf.tidy(() =>
+    model
+      .forward(tf.tensor2d(BASE.images, [N, D]))
+      .argMax(1)
+      .dataSync(),
+  );
   t.same(Array.from(p.pred), Array.from(logits));
   t.same((await predict(model, new MultiViewFeed(4))).keys, KEYS);
 });
 
 t.test('scoreProbabilities: ties rank the lower class first; top-5 capped at the class count', async (t) => {
   const probs = Float32Array.from([
-    0.1, 0.4, 0.4, 0.1, // label 2: tied with class 1, which ranks first -> top-1 miss
-    0.4, 0.4, 0.1, 0.1, // label 0: tied with class 1, ranks first -> hit
-    0.7, 0.1, 0.1, 0.1, // label 3: rank 3 -> top-5 (capped at 4) hit
+    0.1,
+    0.4,
+    0.4,
+    0.1, // label 2: tied with class 1, which ranks first -> top-1 miss
+    0.4,
+    0.4,
+    0.1,
+    0.1, // label 0: tied with class 1, ranks first -> hit
+    0.7,
+    0.1,
+    0.1,
+    0.1, // label 3: rank 3 -> top-5 (capped at 4) hit
   ]);
   const r = scoreProbabilities(probs, 4, Int32Array.from([2, 0, 3]));
   t.same(Array.from(r.pred), [1, 0, 0]);

@@ -49,10 +49,24 @@ t.test('trains, logs steps and epochs, checkpoints, writes a final model', async
   for (const r of steps) {
     t.match(r, { epoch: Number, step: Number, global_step: Number, loss: Number, lr: Number, images_per_sec: Number, stall_pct: Number, grad_norm: Number });
   }
-  t.same(steps.slice(0, 4).map((r) => r['lr']), [5e-4, 1e-3, 1e-3, 1e-3 * 0.5 * (1 + Math.cos(Math.PI / 10))], 'warm-up (2), then cosine over the other 10 updates');
+  t.same(
+    steps.slice(0, 4).map((r) => r['lr']),
+    [5e-4, 1e-3, 1e-3, 1e-3 * 0.5 * (1 + Math.cos(Math.PI / 10))],
+    'warm-up (2), then cosine over the other 10 updates',
+  );
   t.equal(epochs.length, 2);
   for (const r of epochs) {
-    t.match(r, { epoch: Number, train_loss: Number, train_top1: Number, train_top5: Number, val_loss: Number, val_top1: Number, val_top5: Number, images_per_sec: Number, stall_pct: Number });
+    t.match(r, {
+      epoch: Number,
+      train_loss: Number,
+      train_top1: Number,
+      train_top5: Number,
+      val_loss: Number,
+      val_top1: Number,
+      val_top5: Number,
+      images_per_sec: Number,
+      stall_pct: Number,
+    });
   }
   t.equal(recs.at(-1)!['type'], 'summary');
   t.ok(existsSync(join(out, 'model.safetensors')) && existsSync(join(out, 'config.json')));
@@ -93,7 +107,11 @@ async function straightVsResumed(t: Test, over: Parameters<typeof smallOptions>[
   t.same(optimizerState(b), optimizerState(a), 'optimizer state identical');
   const la = lines(a).filter((r) => r['type'] === 'step');
   const lb = lines(b).filter((r) => r['type'] === 'step');
-  t.same(lb.map((r) => r['loss']), la.map((r) => r['loss']), 'the same losses, update by update');
+  t.same(
+    lb.map((r) => r['loss']),
+    la.map((r) => r['loss']),
+    'the same losses, update by update',
+  );
   t.same(loadTrainCheckpoint(b).state.rng, loadTrainCheckpoint(a).state.rng, 'RNG state identical');
 }
 
@@ -160,7 +178,11 @@ t.test('guards: no silent overwrite, no inexact resume, data must fit the option
 t.test('the memory estimate is within a factor ~1.5 of the measured peak (wasm)', async (t) => {
   const shape = { res: 8, channels: 3, numClasses: 20 };
   const model = new Mlp({ arch: 'B_2-Wi_64', ...shape });
-  const opt = createOptimizer('adamw', model.params.map((p) => ({ name: p.entry.name, variable: p.variable })), { weightDecay: 0 });
+  const opt = createOptimizer(
+    'adamw',
+    model.params.map((p) => ({ name: p.entry.name, variable: p.variable })),
+    { weightDecay: 0 },
+  );
   const x = tf.randomNormal([256, 192]) as tf.Tensor2D;
   const y = tf.randomUniform([256], 0, 20, 'int32') as tf.Tensor1D;
   const prof = await tf.profile(() => {
@@ -196,7 +218,13 @@ t.test('Ctrl-C during evaluation stops after the epoch checkpoint', async (t) =>
   const ctl = new AbortController();
   const feeds = feedsFor(o);
   const val = feeds.val;
-  const watchedVal = { ...val, info: val.info, stepsPerEpoch: () => val.stepsPerEpoch(), close: () => val.close(), epoch: (e: number, k?: number) => (ctl.abort(), val.epoch(e, k)) };
+  const watchedVal = {
+    ...val,
+    info: val.info,
+    stepsPerEpoch: () => val.stepsPerEpoch(),
+    close: () => val.close(),
+    epoch: (e: number, k?: number) => (ctl.abort(), val.epoch(e, k)),
+  };
   const s = await train(o, { train: feeds.train, val: watchedVal }, { ...quiet, signal: ctl.signal });
   t.match(s, { stoppedBy: 'interrupted', epochsCompleted: 1, globalStep: 6 });
   t.match(loadTrainCheckpoint(out).state, { epoch: 1, step: 0, globalStep: 6 });
@@ -219,8 +247,19 @@ t.test('replaced samples: reported with shard and key in the log, metrics and su
   const feeds = feedsFor(o);
   let trainReplaced = 0;
   const sample = (i: number) => ({ shard: '/data/train-000003.tar', key: String(i).padStart(9, '0'), reason: 'not a JPEG' });
-  const trainFeed = { ...feeds.train, epoch: feeds.train.epoch, replaced: () => ({ count: trainReplaced, samples: Array.from({ length: trainReplaced }, (_, i) => sample(i)) }) };
-  const valFeed = { ...feeds.val, info: feeds.val.info, stepsPerEpoch: () => feeds.val.stepsPerEpoch(), epoch: feeds.val.epoch.bind(feeds.val), close: () => feeds.val.close(), replaced: () => ({ count: 1, samples: [sample(7)] }) };
+  const trainFeed = {
+    ...feeds.train,
+    epoch: feeds.train.epoch,
+    replaced: () => ({ count: trainReplaced, samples: Array.from({ length: trainReplaced }, (_, i) => sample(i)) }),
+  };
+  const valFeed = {
+    ...feeds.val,
+    info: feeds.val.info,
+    stepsPerEpoch: () => feeds.val.stepsPerEpoch(),
+    epoch: feeds.val.epoch.bind(feeds.val),
+    close: () => feeds.val.close(),
+    replaced: () => ({ count: 1, samples: [sample(7)] }),
+  };
   trainReplaced = 2;
   const log: string[] = [];
   const s = await train({ ...o, maxCorrupt: 5 }, { train: trainFeed, val: valFeed }, { log: (l) => log.push(l) });
@@ -234,6 +273,7 @@ t.test('replaced samples: reported with shard and key in the log, metrics and su
   const out2 = tempDir(t);
   await t.rejects(train({ ...o, out: out2, maxCorrupt: 5 }, { train: trainFeed }, quiet), {
     name: 'TrainError',
-    message: /training data: 6 samples could not be decoded and were replaced, more than --max-corrupt 5; the first: \/data\/train-000003\.tar#000000000: not a JPEG/,
+    message:
+      /training data: 6 samples could not be decoded and were replaced, more than --max-corrupt 5; the first: \/data\/train-000003\.tar#000000000: not a JPEG/,
   });
 });

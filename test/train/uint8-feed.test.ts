@@ -78,7 +78,11 @@ for (const backend of ['cpu', 'wasm'] as const) {
     t.equal(runs['uint8']!.loss, runs['float32']!.loss, 'same last train loss');
     t.same(runs['uint8']!.val, runs['float32']!.val, 'same validation loss and top-1');
     t.same(weights(runs['uint8']!.out), weights(runs['float32']!.out), 'bit-identical final weights');
-    const metrics = (out: string) => readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"type":"step"')).map((l) => (JSON.parse(l) as { loss: number }).loss);
+    const metrics = (out: string) =>
+      readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"type":"step"'))
+        .map((l) => (JSON.parse(l) as { loss: number }).loss);
     t.same(metrics(runs['uint8']!.out), metrics(runs['float32']!.out), 'every step loss');
   });
 
@@ -110,6 +114,7 @@ t.test('MemoryFeed refuses uint8 images without statistics and statistics withou
   t.throws(() => new MemoryFeed({ images: TRAIN.pixels, labels: TRAIN.labels, ...SHAPE, batchSize: 8 }), /pixelStats/);
   t.throws(() => new MemoryFeed({ images: TRAIN.floats, pixelStats: STATS, labels: TRAIN.labels, ...SHAPE, batchSize: 8 }), /pixelStats/);
   const b: Batch[] = [];
-  for await (const x of new MemoryFeed({ images: TRAIN.pixels, pixelStats: STATS, labels: TRAIN.labels, ...SHAPE, batchSize: 8, shuffle: true }).epoch(0)) b.push(x);
+  for await (const x of new MemoryFeed({ images: TRAIN.pixels, pixelStats: STATS, labels: TRAIN.labels, ...SHAPE, batchSize: 8, shuffle: true }).epoch(0))
+    b.push(x);
   t.ok(b[0]!.images instanceof Uint8Array && b[0]!.pixelStats === STATS, 'shuffled uint8 batches keep their type and statistics');
 });

@@ -27,7 +27,11 @@ function values(n: number, seed: number): Float32Array {
 }
 
 /** Runs `f` on a backend with fresh input tensors made from host arrays; returns the host result. */
-async function on(backend: 'webgpu' | 'wasm', inputs: { data: Float32Array; shape: number[] }[], f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[]): Promise<Float32Array[]> {
+async function on(
+  backend: 'webgpu' | 'wasm',
+  inputs: { data: Float32Array; shape: number[] }[],
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+): Promise<Float32Array[]> {
   await selectBackend(backend);
   const xs = inputs.map((i) => tf.tensor(i.data, i.shape, 'float32'));
   const out = tf.tidy(() => {
@@ -104,7 +108,10 @@ t.test("the model's forward pass and every gradient equal wasm's (GELU/erf, Laye
       const z = model.forward(xs);
       return tf.neg(tf.mean(tf.sum(tf.mul(ts, tf.logSoftmax(z)), 1))) as tf.Scalar;
     }, vars);
-    const out = { loss: (await value.data())[0]!, grads: await Promise.all(vars.map(async (v) => Float32Array.from((await grads[v.name]!.data()) as Float32Array))) };
+    const out = {
+      loss: (await value.data())[0]!,
+      grads: await Promise.all(vars.map(async (v) => Float32Array.from((await grads[v.name]!.data()) as Float32Array))),
+    };
     tf.dispose([xs, ts, value, ...Object.values(grads)]);
     model.dispose();
     return out;

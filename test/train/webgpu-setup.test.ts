@@ -96,7 +96,7 @@ function fakeDawn(info: object | null, limits: Record<string, number> = LIMITS) 
   return { deps, requests, destroyed: () => destroyed };
 }
 
-t.test('setupWebGpu: software adapter refused in auto, accepted by name; device with the adapter\'s limits, created once', async (t) => {
+t.test("setupWebGpu: software adapter refused in auto, accepted by name; device with the adapter's limits, created once", async (t) => {
   t.teardown(releaseWebGpu);
   const f = fakeDawn(LAVAPIPE);
   const e = await setupWebGpu(false, f.deps).catch((x: unknown) => x);
@@ -190,7 +190,10 @@ t.test('a software-only machine: webgpu skipped with its reason in auto, used wh
   const f = fakeSelection(why);
   const s = await selectBackend('auto', f.deps);
   t.equal(s.backend, 'wasm');
-  t.same(s.skipped.map((k) => k.backend), ['tfjs-node-gpu', 'webgpu', 'tfjs-node']);
+  t.same(
+    s.skipped.map((k) => k.backend),
+    ['tfjs-node-gpu', 'webgpu', 'tfjs-node'],
+  );
   t.equal(s.skipped[1]!.reason, 'only a software adapter (mesa llvmpipe); it is used only with --backend webgpu');
   t.notOk(f.activated.includes('webgpu'), 'never activated');
 
@@ -207,12 +210,15 @@ const B12 = parseArch('B_12-Wi_1024');
 const IN21K = { res: 64, channels: 3, numClasses: 11230 };
 const adapter = (binding: number): AdapterDescription => ({ ...describeAdapter(NVIDIA, {}), maxBufferSize: 2 ** 32 - 1, maxStorageBufferBindingSize: binding });
 
-t.test('largest tensor of a step: the paper\'s batch is an 805 MB input', async (t) => {
+t.test("largest tensor of a step: the paper's batch is an 805 MB input", async (t) => {
   t.same(largestStepTensor(B12, IN21K, 16384), { name: 'the input batch (16384 x 12288 float32)', bytes: 16384 * 12288 * 4 });
   t.equal(16384 * 12288 * 4, 805306368);
   // A wide head on a small input: the logits are the largest.
   t.match(largestStepTensor(parseArch('B_2-Wi_64'), { res: 8, channels: 3, numClasses: 1000 }, 100), { name: /^the logits \(100 x 1000/, bytes: 400000 });
-  t.match(largestStepTensor(parseArch('B_2-Wi_256'), { res: 4, channels: 1, numClasses: 10 }, 8), { name: /^a hidden activation \(8 x 1024/, bytes: 8 * 1024 * 4 });
+  t.match(largestStepTensor(parseArch('B_2-Wi_256'), { res: 4, channels: 1, numClasses: 10 }, 8), {
+    name: /^a hidden activation \(8 x 1024/,
+    bytes: 8 * 1024 * 4,
+  });
 });
 
 t.test('GPU memory statement: estimate and largest buffer within the binding limit', async (t) => {

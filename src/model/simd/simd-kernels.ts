@@ -25,8 +25,24 @@ const WebAssembly = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssem
 
 export interface Exports {
   gelu(x: number, y: number, d: number, n: number): void;
-  adamw(p: number, m: number, v: number, g: number, p1: number, m1: number, v1: number, n: number,
-    b1: number, c1: number, b2: number, c2: number, sbc2: number, eps: number, decay: number, step: number): void;
+  adamw(
+    p: number,
+    m: number,
+    v: number,
+    g: number,
+    p1: number,
+    m1: number,
+    v1: number,
+    n: number,
+    b1: number,
+    c1: number,
+    b2: number,
+    c2: number,
+    sbc2: number,
+    eps: number,
+    decay: number,
+    step: number,
+  ): void;
   lion(p: number, m: number, g: number, p1: number, m1: number, n: number, b1: number, c1: number, b2: number, c2: number, decay: number, lr: number): void;
 }
 
@@ -39,7 +55,10 @@ interface WasmBackend {
 
 export class SimdKernelError extends Error {
   override readonly name = 'SimdKernelError';
-  constructor(readonly what: string, reason: string) {
+  constructor(
+    readonly what: string,
+    reason: string,
+  ) {
     super(`${what}: ${reason}`);
   }
 }
@@ -118,7 +137,7 @@ function exportsOrNull(backend: WasmBackend): Exports | null {
 
 function exportsFor(backend: WasmBackend): Exports {
   const e = exportsOrNull(backend);
-  if (!e) throw new SimdKernelError('simd kernels', 'cannot be instantiated on this backend\'s memory');
+  if (!e) throw new SimdKernelError('simd kernels', "cannot be instantiated on this backend's memory");
   return e;
 }
 
@@ -189,8 +208,24 @@ function register(): void {
       const [p, m, v, g] = ins.map((t) => offset(b, t, ADAMW_KERNEL));
       const [p1, m1, v1] = outs.map((t) => offset(b, t, ADAMW_KERNEL));
       // The same scalars the tf-ops version multiplies by, each rounded to float32 by the call.
-      exportsFor(b).adamw(p!, m!, v!, g!, p1!, m1!, v1!, n, a.b1, 1 - a.b1, a.b2, 1 - a.b2,
-        Math.sqrt(1 - Math.pow(a.b2, a.step)), a.eps, a.wd === 0 || a.lr === 0 ? 1 : 1 - a.lr * a.wd, a.lr / (1 - Math.pow(a.b1, a.step)));
+      exportsFor(b).adamw(
+        p!,
+        m!,
+        v!,
+        g!,
+        p1!,
+        m1!,
+        v1!,
+        n,
+        a.b1,
+        1 - a.b1,
+        a.b2,
+        1 - a.b2,
+        Math.sqrt(1 - Math.pow(a.b2, a.step)),
+        a.eps,
+        a.wd === 0 || a.lr === 0 ? 1 : 1 - a.lr * a.wd,
+        a.lr / (1 - Math.pow(a.b1, a.step)),
+      );
       return outs;
     },
   });

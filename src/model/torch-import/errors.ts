@@ -4,7 +4,11 @@
 /** The file is not a readable zip archive, or an entry in it is damaged. */
 export class ZipError extends Error {
   override readonly name: string = 'ZipError';
-  constructor(readonly where: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly where: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${where}: ${reason}`, options);
   }
 }
@@ -12,7 +16,10 @@ export class ZipError extends Error {
 /** The pickle stream is malformed or uses something this reader does not support. */
 export class PickleError extends Error {
   override readonly name: string = 'PickleError';
-  constructor(readonly offset: number, reason: string) {
+  constructor(
+    readonly offset: number,
+    reason: string,
+  ) {
     super(`pickle at byte ${offset}: ${reason}`);
   }
 }
@@ -23,7 +30,11 @@ export class PickleError extends Error {
  */
 export class PickleSecurityError extends PickleError {
   override readonly name: string = 'PickleSecurityError';
-  constructor(readonly global: string, offset: number, hint = '') {
+  constructor(
+    readonly global: string,
+    offset: number,
+    hint = '',
+  ) {
     super(offset, `refusing global ${JSON.stringify(global)}: not on the allow-list of state-dict types${hint ? ` (${hint})` : ''}`);
   }
 }
@@ -31,7 +42,11 @@ export class PickleSecurityError extends PickleError {
 /** A torch.save file that parsed but does not hold what it should (layout, storages, tensors). */
 export class TorchFileError extends Error {
   override readonly name: string = 'TorchFileError';
-  constructor(readonly path: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly path: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${path}: ${reason}`, options);
   }
 }
@@ -39,7 +54,11 @@ export class TorchFileError extends Error {
 /** The tensors do not make one of our models, or do not match what the caller asked for. */
 export class TorchImportError extends Error {
   override readonly name: string = 'TorchImportError';
-  constructor(readonly path: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly path: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${path}: ${reason}`, options);
   }
 }

@@ -69,10 +69,17 @@ export function findStateDict(root: PyValue, where: string): FoundStateDict {
     }
   }
   if (!dict) {
-    const what = root instanceof PyDict
-      ? `a dict with keys [${[...root.map.keys()].slice(0, 20).map((k) => JSON.stringify(k)).join(', ')}]`
-      : describe(root);
-    throw new TorchImportError(where, `no state dict found: the file holds ${what}; expected a dict of tensors at the top level or under ${STATE_DICT_KEYS.map((k) => `"${k}"`).join(', ')}`);
+    const what =
+      root instanceof PyDict
+        ? `a dict with keys [${[...root.map.keys()]
+            .slice(0, 20)
+            .map((k) => JSON.stringify(k))
+            .join(', ')}]`
+        : describe(root);
+    throw new TorchImportError(
+      where,
+      `no state dict found: the file holds ${what}; expected a dict of tensors at the top level or under ${STATE_DICT_KEYS.map((k) => `"${k}"`).join(', ')}`,
+    );
   }
   const tensors = new Map<string, TorchTensor>();
   const prefixes = new Set<string>();
@@ -136,9 +143,8 @@ export function shapeEvidence(shapes: ReadonlyMap<string, readonly number[]>): S
     ev.expansion = b0 && b0[0]! % ev.width === 0 ? b0[0]! / ev.width : 4;
   }
   if (ev.width) {
-    ev.arch = kind === 'standard'
-      ? `S_${ev.depth}-Wi_${ev.width}`
-      : `B_${ev.depth}-Wi_${ev.width}${ev.expansion && ev.expansion !== 4 ? `-Ex_${ev.expansion}` : ''}`;
+    ev.arch =
+      kind === 'standard' ? `S_${ev.depth}-Wi_${ev.width}` : `B_${ev.depth}-Wi_${ev.width}${ev.expansion && ev.expansion !== 4 ? `-Ex_${ev.expansion}` : ''}`;
   }
   return ev;
 }
@@ -218,7 +224,8 @@ export function checkTensors(found: FoundStateDict, model: ResolvedModel, ev: Sh
   for (const [k, shape] of expected) {
     const t = found.tensors.get(k);
     if (!t) continue;
-    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) wrong.push(`${k} is [${t.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+      wrong.push(`${k} is [${t.shape.join(', ')}], expected [${shape.join(', ')}]`);
     if (!FLOAT_DTYPES.has(t.dtype)) badType.push(`${k} (${t.dtype})`);
   }
   if (!missing.length && !unexpected.length && !wrong.length && !badType.length) return;
@@ -349,7 +356,9 @@ export function importTorchCheckpoint(opts: ImportOptions): ImportResult {
         source: 'torch.save',
         source_file: basename(opts.input),
         source_state_dict: state.at,
-        source_dtypes: Object.entries(state.dtypes).map(([d, n]) => `${d}:${n}`).join(','),
+        source_dtypes: Object.entries(state.dtypes)
+          .map(([d, n]) => `${d}:${n}`)
+          .join(','),
       };
       writeModelDir(opts.out!, model, metadata, opts.force ?? false, { importedFrom: resolve(opts.input) });
     } finally {

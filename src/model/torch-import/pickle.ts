@@ -31,7 +31,10 @@ export class PyGlobal extends PyOpaque {
 /** An allowed callable: REDUCE runs `fn`, TypeScript written for exactly this name. */
 export class PyCallable extends PyOpaque {
   readonly pyType = 'callable';
-  constructor(readonly qualname: string, readonly fn: (args: readonly PyValue[]) => PyValue) {
+  constructor(
+    readonly qualname: string,
+    readonly fn: (args: readonly PyValue[]) => PyValue,
+  ) {
     super();
   }
 }
@@ -74,24 +77,74 @@ const OPS: Record<number, [string, ArgKind]> = {};
 const def = (c: string | number, name: string, arg: ArgKind = 'none'): void => {
   OPS[typeof c === 'string' ? c.charCodeAt(0) : c] = [name, arg];
 };
-def('(', 'MARK'); def('.', 'STOP'); def('0', 'POP'); def('1', 'POP_MARK'); def('2', 'DUP');
-def('F', 'FLOAT', 'nl'); def('I', 'INT', 'nl'); def('J', 'BININT', 'i4'); def('K', 'BININT1', 'u1');
-def('L', 'LONG', 'nl'); def('M', 'BININT2', 'u2'); def('N', 'NONE'); def('P', 'PERSID', 'nl');
-def('Q', 'BINPERSID'); def('R', 'REDUCE'); def('S', 'STRING', 'nl'); def('T', 'BINSTRING', 'len4');
-def('U', 'SHORT_BINSTRING', 'len1'); def('V', 'UNICODE', 'nl'); def('X', 'BINUNICODE', 'len4');
-def('a', 'APPEND'); def('b', 'BUILD'); def('c', 'GLOBAL', 'nl2'); def('d', 'DICT'); def('}', 'EMPTY_DICT');
-def('e', 'APPENDS'); def('g', 'GET', 'nl'); def('h', 'BINGET', 'u1'); def('i', 'INST', 'nl2');
-def('j', 'LONG_BINGET', 'u4'); def('l', 'LIST'); def(']', 'EMPTY_LIST'); def('o', 'OBJ');
-def('p', 'PUT', 'nl'); def('q', 'BINPUT', 'u1'); def('r', 'LONG_BINPUT', 'u4'); def('s', 'SETITEM');
-def('t', 'TUPLE'); def(')', 'EMPTY_TUPLE'); def('u', 'SETITEMS'); def('G', 'BINFLOAT', 'f8');
-def(0x80, 'PROTO', 'u1'); def(0x81, 'NEWOBJ'); def(0x82, 'EXT1', 'u1'); def(0x83, 'EXT2', 'u2');
-def(0x84, 'EXT4', 'i4'); def(0x85, 'TUPLE1'); def(0x86, 'TUPLE2'); def(0x87, 'TUPLE3');
-def(0x88, 'NEWTRUE'); def(0x89, 'NEWFALSE'); def(0x8a, 'LONG1', 'len1'); def(0x8b, 'LONG4', 'len4');
-def('B', 'BINBYTES', 'len4'); def('C', 'SHORT_BINBYTES', 'len1');
-def(0x8c, 'SHORT_BINUNICODE', 'len1'); def(0x8d, 'BINUNICODE8', 'len8'); def(0x8e, 'BINBYTES8', 'len8');
-def(0x8f, 'EMPTY_SET'); def(0x90, 'ADDITEMS'); def(0x91, 'FROZENSET'); def(0x92, 'NEWOBJ_EX');
-def(0x93, 'STACK_GLOBAL'); def(0x94, 'MEMOIZE'); def(0x95, 'FRAME', 'u8');
-def(0x96, 'BYTEARRAY8', 'len8'); def(0x97, 'NEXT_BUFFER'); def(0x98, 'READONLY_BUFFER');
+def('(', 'MARK');
+def('.', 'STOP');
+def('0', 'POP');
+def('1', 'POP_MARK');
+def('2', 'DUP');
+def('F', 'FLOAT', 'nl');
+def('I', 'INT', 'nl');
+def('J', 'BININT', 'i4');
+def('K', 'BININT1', 'u1');
+def('L', 'LONG', 'nl');
+def('M', 'BININT2', 'u2');
+def('N', 'NONE');
+def('P', 'PERSID', 'nl');
+def('Q', 'BINPERSID');
+def('R', 'REDUCE');
+def('S', 'STRING', 'nl');
+def('T', 'BINSTRING', 'len4');
+def('U', 'SHORT_BINSTRING', 'len1');
+def('V', 'UNICODE', 'nl');
+def('X', 'BINUNICODE', 'len4');
+def('a', 'APPEND');
+def('b', 'BUILD');
+def('c', 'GLOBAL', 'nl2');
+def('d', 'DICT');
+def('}', 'EMPTY_DICT');
+def('e', 'APPENDS');
+def('g', 'GET', 'nl');
+def('h', 'BINGET', 'u1');
+def('i', 'INST', 'nl2');
+def('j', 'LONG_BINGET', 'u4');
+def('l', 'LIST');
+def(']', 'EMPTY_LIST');
+def('o', 'OBJ');
+def('p', 'PUT', 'nl');
+def('q', 'BINPUT', 'u1');
+def('r', 'LONG_BINPUT', 'u4');
+def('s', 'SETITEM');
+def('t', 'TUPLE');
+def(')', 'EMPTY_TUPLE');
+def('u', 'SETITEMS');
+def('G', 'BINFLOAT', 'f8');
+def(0x80, 'PROTO', 'u1');
+def(0x81, 'NEWOBJ');
+def(0x82, 'EXT1', 'u1');
+def(0x83, 'EXT2', 'u2');
+def(0x84, 'EXT4', 'i4');
+def(0x85, 'TUPLE1');
+def(0x86, 'TUPLE2');
+def(0x87, 'TUPLE3');
+def(0x88, 'NEWTRUE');
+def(0x89, 'NEWFALSE');
+def(0x8a, 'LONG1', 'len1');
+def(0x8b, 'LONG4', 'len4');
+def('B', 'BINBYTES', 'len4');
+def('C', 'SHORT_BINBYTES', 'len1');
+def(0x8c, 'SHORT_BINUNICODE', 'len1');
+def(0x8d, 'BINUNICODE8', 'len8');
+def(0x8e, 'BINBYTES8', 'len8');
+def(0x8f, 'EMPTY_SET');
+def(0x90, 'ADDITEMS');
+def(0x91, 'FROZENSET');
+def(0x92, 'NEWOBJ_EX');
+def(0x93, 'STACK_GLOBAL');
+def(0x94, 'MEMOIZE');
+def(0x95, 'FRAME', 'u8');
+def(0x96, 'BYTEARRAY8', 'len8');
+def(0x97, 'NEXT_BUFFER');
+def(0x98, 'READONLY_BUFFER');
 
 export interface PickleOp {
   name: string;

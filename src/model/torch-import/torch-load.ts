@@ -15,7 +15,14 @@ import { ZipArchive, bufferSource, fileSource, type ByteSource } from './zip.ts'
 export type TorchDtype = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
 
 export const ITEM_SIZE: Record<TorchDtype, number> = {
-  float32: 4, float16: 2, bfloat16: 2, float64: 8, int64: 8, int32: 4, uint8: 1, bool: 1,
+  float32: 4,
+  float16: 2,
+  bfloat16: 2,
+  float64: 8,
+  int64: 8,
+  int32: 4,
+  uint8: 1,
+  bool: 1,
 };
 
 /** The storage classes a state dict may name, and their element types. */
@@ -32,7 +39,12 @@ export const STORAGE_TYPES: ReadonlyMap<string, TorchDtype> = new Map([
 
 export class TorchStorage extends PyOpaque {
   readonly pyType = 'storage';
-  constructor(readonly key: string, readonly dtype: TorchDtype, readonly numel: number, readonly location: string) {
+  constructor(
+    readonly key: string,
+    readonly dtype: TorchDtype,
+    readonly numel: number,
+    readonly location: string,
+  ) {
     super();
   }
 }
@@ -138,10 +150,13 @@ function rebuildFromTypeV2(args: readonly PyValue[]): PyValue {
  * inert tags; the three rebuild functions and OrderedDict are TypeScript.
  */
 export const TORCH_GLOBALS: ReadonlyMap<string, PyValue> = new Map<string, PyValue>([
-  ['collections.OrderedDict', new PyCallable('collections.OrderedDict', (args) => {
-    if (args.length !== 0) throw new Error('only OrderedDict() with no arguments is supported');
-    return new PyDict('collections.OrderedDict');
-  })],
+  [
+    'collections.OrderedDict',
+    new PyCallable('collections.OrderedDict', (args) => {
+      if (args.length !== 0) throw new Error('only OrderedDict() with no arguments is supported');
+      return new PyDict('collections.OrderedDict');
+    }),
+  ],
   ['torch._utils._rebuild_tensor_v2', new PyCallable('torch._utils._rebuild_tensor_v2', rebuildTensorV2)],
   ['torch._utils._rebuild_parameter', new PyCallable('torch._utils._rebuild_parameter', rebuildParameter)],
   ['torch._tensor._rebuild_from_type_v2', new PyCallable('torch._tensor._rebuild_from_type_v2', rebuildFromTypeV2)],
@@ -300,7 +315,11 @@ export class TorchFile {
     } catch (e) {
       const head = source.size >= 2 ? source.read(0, 2) : Buffer.alloc(0);
       if (e instanceof ZipError && head[0] === 0x80 && head[1]! <= 5) {
-        throw new TorchFileError(where, 'this is the legacy (pre-1.6, _use_new_zipfile_serialization=False) torch.save format, which is not supported: load and re-save it with a current PyTorch', { cause: e });
+        throw new TorchFileError(
+          where,
+          'this is the legacy (pre-1.6, _use_new_zipfile_serialization=False) torch.save format, which is not supported: load and re-save it with a current PyTorch',
+          { cause: e },
+        );
       }
       throw e;
     }
@@ -308,15 +327,24 @@ export class TorchFile {
     const pkls = names.filter((n) => /^[^/]+\/data\.pkl$/.test(n));
     if (pkls.length !== 1) {
       const ts = names.some((n) => /^[^/]+\/(constants\.pkl|code\/)/.test(n));
-      throw new TorchFileError(where, ts
-        ? 'this is a TorchScript archive (torch.jit.save), not a torch.save file; save the state dict with torch.save instead'
-        : pkls.length === 0 ? 'no <name>/data.pkl in the archive: not a torch.save file' : `several data.pkl records: ${pkls.join(', ')}`);
+      throw new TorchFileError(
+        where,
+        ts
+          ? 'this is a TorchScript archive (torch.jit.save), not a torch.save file; save the state dict with torch.save instead'
+          : pkls.length === 0
+            ? 'no <name>/data.pkl in the archive: not a torch.save file'
+            : `several data.pkl records: ${pkls.join(', ')}`,
+      );
     }
     const prefix = pkls[0]!.slice(0, -'/data.pkl'.length);
     const text = (name: string): string | null => (zip.has(name) ? zip.read(name).toString('utf8').trim() : null);
     const order = text(`${prefix}/byteorder`);
     if (order !== null && order !== 'little' && order !== 'big') throw new TorchFileError(where, `byteorder record says ${JSON.stringify(order)}`);
-    const info: TorchFileInfo = { prefix, version: text(`${prefix}/version`) ?? text(`${prefix}/.data/version`), byteOrder: order === 'big' ? 'big' : 'little' };
+    const info: TorchFileInfo = {
+      prefix,
+      version: text(`${prefix}/version`) ?? text(`${prefix}/.data/version`),
+      byteOrder: order === 'big' ? 'big' : 'little',
+    };
 
     const storages = new Map<string, TorchStorage>();
     const persistentLoad = (pid: PyValue): PyValue => {

@@ -114,7 +114,11 @@ export function crc32(data: Uint8Array): number {
 export class ZipArchive {
   readonly entries: ReadonlyMap<string, ZipEntry>;
 
-  private constructor(private readonly source: ByteSource, readonly where: string, entries: Map<string, ZipEntry>) {
+  private constructor(
+    private readonly source: ByteSource,
+    readonly where: string,
+    entries: Map<string, ZipEntry>,
+  ) {
     this.entries = entries;
   }
 
@@ -226,7 +230,10 @@ export class ZipArchive {
     }
     const crc = crc32(data);
     if (crc !== entry.crc32) {
-      throw new ZipError(at, `CRC-32 mismatch (file damaged?): computed ${crc.toString(16).padStart(8, '0')}, directory says ${entry.crc32.toString(16).padStart(8, '0')}`);
+      throw new ZipError(
+        at,
+        `CRC-32 mismatch (file damaged?): computed ${crc.toString(16).padStart(8, '0')}, directory says ${entry.crc32.toString(16).padStart(8, '0')}`,
+      );
     }
     return data;
   }

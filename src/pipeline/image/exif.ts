@@ -16,17 +16,16 @@ export function tiffOrientation(bytes: Uint8Array, start: number, end: number): 
   const b0 = bytes[start];
   const b1 = bytes[start + 1];
   let le: boolean;
-  if (b0 === 0x49 && b1 === 0x49) le = true; // 'II'
-  else if (b0 === 0x4d && b1 === 0x4d) le = false; // 'MM'
+  if (b0 === 0x49 && b1 === 0x49)
+    le = true; // 'II'
+  else if (b0 === 0x4d && b1 === 0x4d)
+    le = false; // 'MM'
   else return 1;
-  const u16 = (off: number): number =>
-    le ? bytes[start + off] | (bytes[start + off + 1] << 8) : (bytes[start + off] << 8) | bytes[start + off + 1];
+  const u16 = (off: number): number => (le ? bytes[start + off] | (bytes[start + off + 1] << 8) : (bytes[start + off] << 8) | bytes[start + off + 1]);
   const u32 = (off: number): number =>
     le
-      ? (bytes[start + off] | (bytes[start + off + 1] << 8) | (bytes[start + off + 2] << 16)) +
-        bytes[start + off + 3] * 0x1000000
-      : bytes[start + off] * 0x1000000 +
-        ((bytes[start + off + 1] << 16) | (bytes[start + off + 2] << 8) | bytes[start + off + 3]);
+      ? (bytes[start + off] | (bytes[start + off + 1] << 8) | (bytes[start + off + 2] << 16)) + bytes[start + off + 3] * 0x1000000
+      : bytes[start + off] * 0x1000000 + ((bytes[start + off + 1] << 16) | (bytes[start + off + 2] << 8) | bytes[start + off + 3]);
   const size = end - start;
   if (u16(2) !== 42) return 1;
   const ifd = u32(4);

@@ -123,14 +123,26 @@ function vertical(src: Uint8Array, srcStride: number, col0: number, rowLen: numb
       if (k === 0) {
         for (let x = 0; x < rowLen; x++) {
           tmp[d + x] =
-            src[o0 + x] * w0 + src[o1 + x] * w1 + src[o2 + x] * w2 + src[o3 + x] * w3 +
-            src[o4 + x] * w4 + src[o5 + x] * w5 + src[o6 + x] * w6 + src[o7 + x] * w7;
+            src[o0 + x] * w0 +
+            src[o1 + x] * w1 +
+            src[o2 + x] * w2 +
+            src[o3 + x] * w3 +
+            src[o4 + x] * w4 +
+            src[o5 + x] * w5 +
+            src[o6 + x] * w6 +
+            src[o7 + x] * w7;
         }
       } else {
         for (let x = 0; x < rowLen; x++) {
           tmp[d + x] +=
-            src[o0 + x] * w0 + src[o1 + x] * w1 + src[o2 + x] * w2 + src[o3 + x] * w3 +
-            src[o4 + x] * w4 + src[o5 + x] * w5 + src[o6 + x] * w6 + src[o7 + x] * w7;
+            src[o0 + x] * w0 +
+            src[o1 + x] * w1 +
+            src[o2 + x] * w2 +
+            src[o3 + x] * w3 +
+            src[o4 + x] * w4 +
+            src[o5 + x] * w5 +
+            src[o6 + x] * w6 +
+            src[o7 + x] * w7;
         }
       }
     }

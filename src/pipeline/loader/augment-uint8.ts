@@ -27,7 +27,10 @@ export class Uint8Augmenter {
   /** Horizontal pass output, planar: [c][row - ys.lo][x]; float32 as in the kernel. */
   private tmp: Float32Array;
 
-  constructor(readonly res: number, readonly channels: number) {
+  constructor(
+    readonly res: number,
+    readonly channels: number,
+  ) {
     this.xs = new AxisTable(res);
     this.ys = new AxisTable(res);
     this.tmp = new Float32Array(channels * res * res * 2);

@@ -28,7 +28,10 @@ export class Augmenter {
   /** Horizontal pass output, planar: [c][row - ys.lo][x]. */
   private tmp: Float32Array;
 
-  constructor(readonly res: number, readonly channels: number) {
+  constructor(
+    readonly res: number,
+    readonly channels: number,
+  ) {
     this.xs = new AxisTable(res);
     this.ys = new AxisTable(res);
     this.tmp = new Float32Array(channels * res * res * 2);

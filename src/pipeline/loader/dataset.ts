@@ -86,7 +86,10 @@ export async function openDataset(spec: string, opts: OpenDatasetOptions = {}): 
       await checkShard(path, entry, resolved, opts.verify ?? false);
       paths.push(path);
     }
-    const table = await buildSampleTable(paths, index.shardlist.map((s) => s.nsamples));
+    const table = await buildSampleTable(
+      paths,
+      index.shardlist.map((s) => s.nsamples),
+    );
     const classes = Array.isArray(index['classes']) ? (index['classes'] as unknown[]).map(String) : [];
     const numClasses = typeof index['num_classes'] === 'number' ? index['num_classes'] : classes.length;
     return {

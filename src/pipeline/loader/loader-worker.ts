@@ -46,7 +46,7 @@ function readSample(i: number): { label: Uint8Array; image: Uint8Array } {
   const start = Math.min(lo, io);
   const end = Math.max(lo + ls, io + is);
   const span = end - start;
-  if (span > (1 << 26)) throw new Error(`sample spans ${span} bytes: label and image members are far apart`);
+  if (span > 1 << 26) throw new Error(`sample spans ${span} bytes: label and image members are far apart`);
   if (readBuf.length < span) readBuf = Buffer.allocUnsafe(span * 2);
   const n = readSync(fdOf(table.shard[i]!), readBuf, 0, span, start);
   if (n !== span) throw new Error(`truncated shard: read ${n} of ${span} bytes at offset ${start}`);
@@ -61,7 +61,8 @@ function parseLabel(b: Uint8Array): number {
     if (c >= 48 && c <= 57) {
       v = v * 10 + (c - 48);
       digits++;
-    } else if (c !== 32 && c !== 10 && c !== 13 && c !== 9) throw new Error(`label is not a decimal integer: ${JSON.stringify(Buffer.from(b).toString('latin1'))}`);
+    } else if (c !== 32 && c !== 10 && c !== 13 && c !== 9)
+      throw new Error(`label is not a decimal integer: ${JSON.stringify(Buffer.from(b).toString('latin1'))}`);
   }
   if (digits === 0) throw new Error('empty label');
   return v;
@@ -88,9 +89,10 @@ async function fill(i: number, epoch: number, images: Float32Array | Uint8Array,
   const lab = parseLabel(label);
   const img = await decode(i, image);
   if (img.channels !== format.channels) throw new Error(`image has ${img.channels} channels, the dataset ${format.channels}`);
-  const box = format.mode === 'train'
-    ? randomResizedCrop(format.seed, epoch, i, img.width, img.height, format.augment)
-    : centerCrop(img.width, img.height, format.evalCropFraction);
+  const box =
+    format.mode === 'train'
+      ? randomResizedCrop(format.seed, epoch, i, img.width, img.height, format.augment)
+      : centerCrop(img.width, img.height, format.evalCropFraction);
   if (images instanceof Uint8Array) augmenter.runUint8(img.data, img.width, img.height, box, images, row * chw);
   else augmenter.run(img.data, img.width, img.height, box, norm, images, row * chw);
   labels[row] = lab;
@@ -104,9 +106,10 @@ export default async function loadTask(task: LoadTask): Promise<LoadTaskResult> 
   // counting down) must not write into a slot that may hold a later batch by now.
   if (ring.seqOf(task.slotIndex) !== task.seq || Atomics.load(remaining, task.slotIndex) <= 0) return { corrupt: [] };
   const n = task.indices.length;
-  const images = format.dtype === 'uint8'
-    ? new Uint8Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw, n * chw)
-    : new Float32Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw * 4, n * chw);
+  const images =
+    format.dtype === 'uint8'
+      ? new Uint8Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw, n * chw)
+      : new Float32Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw * 4, n * chw);
   const labels = new Int32Array(data.ring, task.frameOffset + task.labelsOffset + task.rowStart * 4, n);
   const corrupt: CorruptSample[] = [];
   for (let r = 0; r < n; r++) {
@@ -120,8 +123,15 @@ export default async function loadTask(task: LoadTask): Promise<LoadTaskResult> 
         // A bad sample is replaced by another chosen from (seed, epoch, index, attempt) alone,
         // so the batch keeps its shape and a rerun replaces it identically.
         const replacement = hash32(format.seed, task.epoch, index, attempt) % table.count;
-        corrupt.push({ index: candidate, shard: table.shardPaths[table.shard[candidate]!]!, key: table.key(candidate), reason: (err as Error).message, replacement });
-        if (attempt + 1 >= MAX_REPLACEMENTS) throw new Error(`sample ${index}: ${MAX_REPLACEMENTS} replacements in a row failed; last: ${(err as Error).message}`);
+        corrupt.push({
+          index: candidate,
+          shard: table.shardPaths[table.shard[candidate]!]!,
+          key: table.key(candidate),
+          reason: (err as Error).message,
+          replacement,
+        });
+        if (attempt + 1 >= MAX_REPLACEMENTS)
+          throw new Error(`sample ${index}: ${MAX_REPLACEMENTS} replacements in a row failed; last: ${(err as Error).message}`);
         candidate = replacement;
       }
     }

@@ -91,7 +91,9 @@ function normalisationStats(d: OpenedDataset, how: Normalize | { mean: number[];
   const c = d.channels;
   if (typeof how === 'object') {
     if (how.mean.length !== c || how.std.length !== c || how.std.some((s) => !(s > 0))) {
-      throw new LoaderError(`normalisation for ${c} channels needs ${c} means and ${c} positive stds, got mean ${JSON.stringify(how.mean)}, std ${JSON.stringify(how.std)}`);
+      throw new LoaderError(
+        `normalisation for ${c} channels needs ${c} means and ${c} positive stds, got mean ${JSON.stringify(how.mean)}, std ${JSON.stringify(how.std)}`,
+      );
     }
     return { mean: [...how.mean], std: [...how.std], source: 'explicit' };
   }
@@ -154,7 +156,14 @@ export class Loader implements DataFeed {
       res,
       normalization: stats,
     };
-    this.slotBytes = maxFrameBytes({ n: o.batchSize, channels: dataset.channels, height: res, width: res, maxKeyBytes: table.maxKeyBytes(), dtype: this.format.dtype });
+    this.slotBytes = maxFrameBytes({
+      n: o.batchSize,
+      channels: dataset.channels,
+      height: res,
+      width: res,
+      maxKeyBytes: table.maxKeyBytes(),
+      dtype: this.format.dtype,
+    });
     this.ring = Ring.create({ slots: o.slots ?? 3, slotBytes: this.slotBytes });
     const workers = o.workers ?? availableParallelism();
     this.taskRows = o.taskRows ?? Math.max(256, Math.ceil(o.batchSize / workers));
@@ -187,8 +196,10 @@ export class Loader implements DataFeed {
 
   describe(): string {
     const m = this.memory;
-    return `loader: ${this.info.numSamples} samples, ${this.plan.mode} batches of ${this.plan.batchSize} at ${this.format.channels}x${this.format.res}x${this.format.res} ${this.format.dtype}, ` +
-      `${this.pool.options.maxThreads} workers; shared memory ${m.slots} slots x ${(m.slotBytes / 2 ** 20).toFixed(1)} MiB = ${(m.ringBytes / 2 ** 20).toFixed(1)} MiB ring + ${(m.tableBytes / 2 ** 20).toFixed(1)} MiB sample table`;
+    return (
+      `loader: ${this.info.numSamples} samples, ${this.plan.mode} batches of ${this.plan.batchSize} at ${this.format.channels}x${this.format.res}x${this.format.res} ${this.format.dtype}, ` +
+      `${this.pool.options.maxThreads} workers; shared memory ${m.slots} slots x ${(m.slotBytes / 2 ** 20).toFixed(1)} MiB = ${(m.ringBytes / 2 ** 20).toFixed(1)} MiB ring + ${(m.tableBytes / 2 ** 20).toFixed(1)} MiB sample table`
+    );
   }
 
   stepsPerEpoch(): number {
@@ -198,7 +209,8 @@ export class Loader implements DataFeed {
   async *epoch(epoch: number, startStep = 0): AsyncGenerator<LoaderBatch> {
     if (this.closed) throw new LoaderError('loader is closed');
     const steps = this.stepsPerEpoch();
-    if (!Number.isInteger(startStep) || startStep < 0 || startStep > steps) throw new LoaderError(`start step ${startStep} out of range: epoch has ${steps} steps`);
+    if (!Number.isInteger(startStep) || startStep < 0 || startStep > steps)
+      throw new LoaderError(`start step ${startStep} out of range: epoch has ${steps} steps`);
     const ahead = this.ahead;
     this.ahead = null;
     let run: Run;
@@ -236,7 +248,13 @@ export class Loader implements DataFeed {
     run.producer.then(
       () => {
         const next = epoch + 1;
-        if (!run.cancelled && !this.closed && this.latest === run && this.plan.mode === 'train' && (this.o.lastEpoch === undefined || next <= this.o.lastEpoch)) {
+        if (
+          !run.cancelled &&
+          !this.closed &&
+          this.latest === run &&
+          this.plan.mode === 'train' &&
+          (this.o.lastEpoch === undefined || next <= this.o.lastEpoch)
+        ) {
           this.ahead = this.startRun(next, 0);
         }
       },
@@ -314,8 +332,15 @@ export class Loader implements DataFeed {
       const keys = new Array<string>(n);
       for (let i = 0; i < n; i++) keys[i] = table.key(indices[i]!);
       const layout = writeFrameHeader(slot.bytes, {
-        epoch, step, rank: this.plan.rank, world: this.plan.world, n,
-        channels: this.format.channels, height: this.format.res, width: this.format.res, keys,
+        epoch,
+        step,
+        rank: this.plan.rank,
+        world: this.plan.world,
+        n,
+        channels: this.format.channels,
+        height: this.format.res,
+        width: this.format.res,
+        keys,
         ...(this.format.dtype === 'uint8' ? { dtype: 'uint8' as const, mean: this.format.mean, std: this.format.std } : {}),
       });
       this.written.set(slot.seq, { epoch, step, n, keys, layout });
@@ -328,17 +353,19 @@ export class Loader implements DataFeed {
       Atomics.store(this.remaining, slot.index, count);
       const tasks: Promise<void>[] = [];
       for (let r = 0; r < n; r += rowsPerTask) {
-        tasks.push(this.runTask({
-          epoch,
-          slotIndex: slot.index,
-          seq: slot.seq,
-          frameLength: layout.totalBytes,
-          frameOffset: slot.bytes.byteOffset,
-          labelsOffset: layout.labelsOffset,
-          imagesOffset: layout.imagesOffset,
-          rowStart: r,
-          indices: indices.subarray(r, Math.min(n, r + rowsPerTask)),
-        }));
+        tasks.push(
+          this.runTask({
+            epoch,
+            slotIndex: slot.index,
+            seq: slot.seq,
+            frameLength: layout.totalBytes,
+            frameOffset: slot.bytes.byteOffset,
+            labelsOffset: layout.labelsOffset,
+            imagesOffset: layout.imagesOffset,
+            rowStart: r,
+            indices: indices.subarray(r, Math.min(n, r + rowsPerTask)),
+          }),
+        );
       }
       // The worker finishing the last task publishes the slot; after that the slot may already
       // be consumed and reused, so it is touched again only if a task failed (then it is
@@ -386,4 +413,3 @@ export class Loader implements DataFeed {
     await this.pool.destroy();
   }
 }
-

@@ -20,7 +20,10 @@ export function isRemote(url: string): boolean {
 /** Local path of `url`, downloading it first if needed. Local paths are returned as they are. */
 export async function localShard(url: string, cacheDir: string, md5?: string): Promise<string> {
   if (!isRemote(url)) return url.replace(/^file:\/\//, '');
-  const name = `${createHash('sha1').update(url).digest('hex').slice(0, 16)}-${url.split('/').pop()!.replace(/[^\w.-]/g, '_')}`;
+  const name = `${createHash('sha1').update(url).digest('hex').slice(0, 16)}-${url
+    .split('/')
+    .pop()!
+    .replace(/[^\w.-]/g, '_')}`;
   const path = join(cacheDir, name);
   if (existsSync(path)) return path;
   mkdirSync(cacheDir, { recursive: true });

@@ -23,17 +23,7 @@
  * code path, and the frame's length is imagesOffset + image bytes.
  */
 import { FrameError, type FrameErrorCode } from './errors.ts';
-import {
-  BinRef,
-  MsgpackReader,
-  MsgpackWriter,
-  containerHeaderSize,
-  strHeaderSize,
-  strSize,
-  uintSize,
-  valueSize,
-  type Value,
-} from './msgpack.ts';
+import { BinRef, MsgpackReader, MsgpackWriter, containerHeaderSize, strHeaderSize, strSize, uintSize, valueSize, type Value } from './msgpack.ts';
 
 export { FrameError, type FrameErrorCode };
 
@@ -92,8 +82,7 @@ const SECTION_HEAD = 12;
 const INT_KEYS = ['epoch', 'step', 'rank', 'world'] as const;
 const DIM_KEYS = ['n', 'channels', 'height', 'width'] as const;
 // Sizes of the entries whose size does not depend on the header's values (the dtype's value does).
-const FIXED_PREFIX =
-  1 + INT_KEYS.reduce((s, k) => s + strSize(k), 0) + strSize('shape') + 1 + strSize('dtype') + strSize('keys');
+const FIXED_PREFIX = 1 + INT_KEYS.reduce((s, k) => s + strSize(k), 0) + strSize('shape') + 1 + strSize('dtype') + strSize('keys');
 // A number takes at most 9 bytes (float64).
 const MAX_NUMBER_BYTES = 9;
 
@@ -193,7 +182,10 @@ function checkDtype(h: Pick<FrameHeader, 'dtype' | 'mean' | 'std' | 'channels'>)
     if (h.mean !== undefined || h.std !== undefined) throw new FrameError('invalid', 'mean and std belong to uint8 frames only');
     return;
   }
-  for (const [name, a] of [['mean', h.mean], ['std', h.std]] as const) {
+  for (const [name, a] of [
+    ['mean', h.mean],
+    ['std', h.std],
+  ] as const) {
     if (!Array.isArray(a) || a.length !== h.channels) {
       throw new FrameError('invalid', `a uint8 frame needs ${name} with one number per channel (${h.channels})`);
     }
@@ -243,10 +235,16 @@ export function maxFrameBytes(o: {
     if (!isUint32(o[k])) throw new FrameError('invalid', `${k} must be an integer in [0, 2^32), got ${String(o[k])}`);
   }
   const prefix =
-    FIXED_PREFIX + INT_KEYS.length * 5 + // a uint32 takes at most 5 bytes
-    uintSize(o.n) + uintSize(o.channels) + uintSize(o.height) + uintSize(o.width) +
-    containerHeaderSize(o.n) + o.n * (strHeaderSize(o.maxKeyBytes) + o.maxKeyBytes) +
-    metaSize(o.meta) + strSize(o.dtype ?? 'float32') +
+    FIXED_PREFIX +
+    INT_KEYS.length * 5 + // a uint32 takes at most 5 bytes
+    uintSize(o.n) +
+    uintSize(o.channels) +
+    uintSize(o.height) +
+    uintSize(o.width) +
+    containerHeaderSize(o.n) +
+    o.n * (strHeaderSize(o.maxKeyBytes) + o.maxKeyBytes) +
+    metaSize(o.meta) +
+    strSize(o.dtype ?? 'float32') +
     (o.dtype === 'uint8' ? 2 * (containerHeaderSize(o.channels) + o.channels * MAX_NUMBER_BYTES) + strSize('mean') + strSize('std') : 0);
   return layoutFrom(prefix, o.n, imageBytesOf(o)).totalBytes;
 }
@@ -274,7 +272,10 @@ export function writeFrameHeader(target: Uint8Array, h: FrameHeader): FrameLayou
   w.str('dtype');
   w.str(h.dtype ?? 'float32');
   if (uint8) {
-    for (const [name, values] of [['mean', h.mean!], ['std', h.std!]] as const) {
+    for (const [name, values] of [
+      ['mean', h.mean!],
+      ['std', h.std!],
+    ] as const) {
       w.str(name);
       w.arrayHeader(values.length);
       for (const v of values) w.value(v);
@@ -380,8 +381,7 @@ export function readFrame(bytes: Uint8Array): DecodedFrame {
     const f = fields.get(key);
     if (!uint8) return undefined;
     if (f === undefined) fail('invalid', `a uint8 frame needs "${key}"`, dtype.at);
-    const ok = Array.isArray(f.v) && f.v.length === channels &&
-      f.v.every((x) => typeof x === 'number' && Number.isFinite(x) && (key === 'mean' || x > 0));
+    const ok = Array.isArray(f.v) && f.v.length === channels && f.v.every((x) => typeof x === 'number' && Number.isFinite(x) && (key === 'mean' || x > 0));
     if (!ok) fail('invalid', `"${key}" must be ${channels} finite numbers${key === 'std' ? ' above 0' : ''}`, f.at);
     return f.v as number[];
   };
@@ -419,7 +419,15 @@ export function readFrame(bytes: Uint8Array): DecodedFrame {
   const imagesRef = sectionRef('images', imageBytes);
 
   const base: DecodedBase = {
-    epoch, step, rank, world, n, channels, height, width, keys,
+    epoch,
+    step,
+    rank,
+    world,
+    n,
+    channels,
+    height,
+    width,
+    keys,
     labels: section(bytes, labelsRef, false) as Int32Array,
     layout: {
       headerBytes: end - labelsRef.length - imagesRef.length,

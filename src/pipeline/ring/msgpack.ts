@@ -269,29 +269,52 @@ export class MsgpackReader {
     if (b <= 0x9f) return this.arrayBody(b & 0x0f, depth);
     if (b <= 0xbf) return this.strBody(b & 0x1f);
     switch (b) {
-      case 0xc0: return null;
-      case 0xc2: return false;
-      case 0xc3: return true;
-      case 0xc4: return this.binBody(this.u8());
-      case 0xc5: return this.binBody(this.u16());
-      case 0xc6: return this.binBody(this.u32());
-      case 0xca: return this.view.getFloat32(this.take(4));
-      case 0xcb: return this.view.getFloat64(this.take(8));
-      case 0xcc: return this.u8();
-      case 0xcd: return this.u16();
-      case 0xce: return this.u32();
-      case 0xcf: return this.u64(at, false);
-      case 0xd0: return this.view.getInt8(this.take(1));
-      case 0xd1: return this.view.getInt16(this.take(2));
-      case 0xd2: return this.view.getInt32(this.take(4));
-      case 0xd3: return this.u64(at, true);
-      case 0xd9: return this.strBody(this.u8());
-      case 0xda: return this.strBody(this.u16());
-      case 0xdb: return this.strBody(this.u32());
-      case 0xdc: return this.arrayBody(this.u16(), depth);
-      case 0xdd: return this.arrayBody(this.u32(), depth);
-      case 0xde: return this.mapBody(this.u16(), depth);
-      case 0xdf: return this.mapBody(this.u32(), depth);
+      case 0xc0:
+        return null;
+      case 0xc2:
+        return false;
+      case 0xc3:
+        return true;
+      case 0xc4:
+        return this.binBody(this.u8());
+      case 0xc5:
+        return this.binBody(this.u16());
+      case 0xc6:
+        return this.binBody(this.u32());
+      case 0xca:
+        return this.view.getFloat32(this.take(4));
+      case 0xcb:
+        return this.view.getFloat64(this.take(8));
+      case 0xcc:
+        return this.u8();
+      case 0xcd:
+        return this.u16();
+      case 0xce:
+        return this.u32();
+      case 0xcf:
+        return this.u64(at, false);
+      case 0xd0:
+        return this.view.getInt8(this.take(1));
+      case 0xd1:
+        return this.view.getInt16(this.take(2));
+      case 0xd2:
+        return this.view.getInt32(this.take(4));
+      case 0xd3:
+        return this.u64(at, true);
+      case 0xd9:
+        return this.strBody(this.u8());
+      case 0xda:
+        return this.strBody(this.u16());
+      case 0xdb:
+        return this.strBody(this.u32());
+      case 0xdc:
+        return this.arrayBody(this.u16(), depth);
+      case 0xdd:
+        return this.arrayBody(this.u32(), depth);
+      case 0xde:
+        return this.mapBody(this.u16(), depth);
+      case 0xdf:
+        return this.mapBody(this.u32(), depth);
       default:
         // 0xc1 is never used; ext types (0xc7-0xc9, 0xd4-0xd8) have no place in a frame.
         throw new FrameError('malformed', `unsupported msgpack byte 0x${b.toString(16)}`, at);
@@ -309,22 +332,65 @@ export class MsgpackReader {
       const at = this.pos;
       const b = this.u8();
       if (b < 0x80 || b >= 0xe0) continue;
-      if (b <= 0x8f) { left += 2 * (b & 0x0f); continue; }
-      if (b <= 0x9f) { left += b & 0x0f; continue; }
-      if (b <= 0xbf) { this.take(b & 0x1f); continue; }
+      if (b <= 0x8f) {
+        left += 2 * (b & 0x0f);
+        continue;
+      }
+      if (b <= 0x9f) {
+        left += b & 0x0f;
+        continue;
+      }
+      if (b <= 0xbf) {
+        this.take(b & 0x1f);
+        continue;
+      }
       switch (b) {
-        case 0xc0: case 0xc2: case 0xc3: break;
-        case 0xc4: case 0xd9: this.take(this.u8()); break;
-        case 0xc5: case 0xda: this.take(this.u16()); break;
-        case 0xc6: case 0xdb: this.take(this.u32()); break;
-        case 0xcc: case 0xd0: this.take(1); break;
-        case 0xcd: case 0xd1: this.take(2); break;
-        case 0xca: case 0xce: case 0xd2: this.take(4); break;
-        case 0xcb: case 0xcf: case 0xd3: this.take(8); break;
-        case 0xdc: left += this.u16(); break;
-        case 0xdd: left += this.u32(); break;
-        case 0xde: left += 2 * this.u16(); break;
-        case 0xdf: left += 2 * this.u32(); break;
+        case 0xc0:
+        case 0xc2:
+        case 0xc3:
+          break;
+        case 0xc4:
+        case 0xd9:
+          this.take(this.u8());
+          break;
+        case 0xc5:
+        case 0xda:
+          this.take(this.u16());
+          break;
+        case 0xc6:
+        case 0xdb:
+          this.take(this.u32());
+          break;
+        case 0xcc:
+        case 0xd0:
+          this.take(1);
+          break;
+        case 0xcd:
+        case 0xd1:
+          this.take(2);
+          break;
+        case 0xca:
+        case 0xce:
+        case 0xd2:
+          this.take(4);
+          break;
+        case 0xcb:
+        case 0xcf:
+        case 0xd3:
+          this.take(8);
+          break;
+        case 0xdc:
+          left += this.u16();
+          break;
+        case 0xdd:
+          left += this.u32();
+          break;
+        case 0xde:
+          left += 2 * this.u16();
+          break;
+        case 0xdf:
+          left += 2 * this.u32();
+          break;
         default:
           throw new FrameError('malformed', `unsupported msgpack byte 0x${b.toString(16)}`, at);
       }

@@ -11,11 +11,33 @@
  * thread) or Atomics.wait (the *Sync variants, for workers); nothing polls.
  */
 import {
-  CONSUMING, FILLING, FREE, MAGIC, READY, STATE_NAMES, VERSION,
-  S_ERROR, S_LEN_HI, S_LEN_LO, S_SEQ, S_STATE,
-  W_CLOSED, W_CURSOR, W_FAILED, W_FREE_EC, W_MAGIC, W_PUBLISHED, W_READY_EC, W_RELEASED,
-  W_SLOTS, W_SLOT_BYTES_HI, W_SLOT_BYTES_LO, W_VERSION,
-  controlBytes, slotWord, type SlotState,
+  CONSUMING,
+  FILLING,
+  FREE,
+  MAGIC,
+  READY,
+  STATE_NAMES,
+  VERSION,
+  S_ERROR,
+  S_LEN_HI,
+  S_LEN_LO,
+  S_SEQ,
+  S_STATE,
+  W_CLOSED,
+  W_CURSOR,
+  W_FAILED,
+  W_FREE_EC,
+  W_MAGIC,
+  W_PUBLISHED,
+  W_READY_EC,
+  W_RELEASED,
+  W_SLOTS,
+  W_SLOT_BYTES_HI,
+  W_SLOT_BYTES_LO,
+  W_VERSION,
+  controlBytes,
+  slotWord,
+  type SlotState,
 } from './control.ts';
 import { RingClosedError, RingSlotError, RingStateError, RingTimeoutError } from './errors.ts';
 import { waitChange, waitChangeSync } from './wait.ts';

@@ -5,8 +5,16 @@
  */
 import { Dealer } from 'zeromq';
 import {
-  ProtocolError, decodeServerMessage, encodeMessage, peekFrame,
-  type EndEpochMessage, type EndMessage, type ErrorCode, type FrameInfo, type HelloRequest, type ReadyMessage,
+  ProtocolError,
+  decodeServerMessage,
+  encodeMessage,
+  peekFrame,
+  type EndEpochMessage,
+  type EndMessage,
+  type ErrorCode,
+  type FrameInfo,
+  type HelloRequest,
+  type ReadyMessage,
 } from './protocol.ts';
 
 export class ServeRemoteError extends Error {

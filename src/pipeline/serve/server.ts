@@ -17,8 +17,16 @@
 import { Context, Router } from 'zeromq';
 import type { LoaderBatch } from '../loader/loader.ts';
 import {
-  MAX_REQUEST_BYTES, PROTOCOL_VERSION, ProtocolError, decodeRequest, encodeMessage,
-  type ControlMessage, type ErrorCode, type HelloRequest, type Mode, type ReadyMessage,
+  MAX_REQUEST_BYTES,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  decodeRequest,
+  encodeMessage,
+  type ControlMessage,
+  type ErrorCode,
+  type HelloRequest,
+  type Mode,
+  type ReadyMessage,
 } from './protocol.ts';
 
 /** What the server needs of a loader (Loader implements it). */
@@ -389,7 +397,10 @@ export class FrameServer {
     const step = h.step ?? 0;
     const steps = stream.source.stepsPerEpoch();
     if (epoch < this.firstEpoch || (this.epochs !== undefined && epoch >= this.epochs)) {
-      throw new ProtocolError('out-of-range', `epoch ${epoch} is not served (epochs ${this.firstEpoch} to ${this.epochs === undefined ? 'unbounded' : this.epochs - 1})`);
+      throw new ProtocolError(
+        'out-of-range',
+        `epoch ${epoch} is not served (epochs ${this.firstEpoch} to ${this.epochs === undefined ? 'unbounded' : this.epochs - 1})`,
+      );
     }
     if (step >= steps) throw new ProtocolError('out-of-range', `step ${step} is out of range: an epoch has ${steps} steps on rank ${rank}`);
     const window = h.window ?? this.window;

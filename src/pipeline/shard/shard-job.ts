@@ -12,16 +12,7 @@ import { encodeDaliIndex } from '../webdataset/dali-index.ts';
 import { TarWriter, type MemberLocation } from '../webdataset/tar-writer.ts';
 import { WIDS_KIND, writeWidsIndex, type WidsIndex } from '../webdataset/wids-index.ts';
 import { ShardJobError } from './errors.ts';
-import {
-  indexFileName,
-  prepareOutDir,
-  readShardRecord,
-  removePartialDir,
-  shardName,
-  writeAtomic,
-  writeShardRecord,
-  type ShardRecord,
-} from './job-state.ts';
+import { indexFileName, prepareOutDir, readShardRecord, removePartialDir, shardName, writeAtomic, writeShardRecord, type ShardRecord } from './job-state.ts';
 import { taskSize, type Encoding, type SampleFormat, type ShardTask, type ShardTaskResult } from './task.ts';
 import type { ResizeMode } from '../image/resize.ts';
 
@@ -164,12 +155,14 @@ export async function runShardJob(source: Source, o: ShardJobOptions): Promise<S
 
 function validate(o: ShardJobOptions, source: Source): void {
   if (!Number.isInteger(o.res) || o.res < 1 || o.res > 4096) throw new ShardJobError(`--res must be an integer in 1..4096, got ${o.res}`);
-  if (!Number.isInteger(o.samplesPerShard) || o.samplesPerShard < 1) throw new ShardJobError(`--samples-per-shard must be a positive integer, got ${o.samplesPerShard}`);
+  if (!Number.isInteger(o.samplesPerShard) || o.samplesPerShard < 1)
+    throw new ShardJobError(`--samples-per-shard must be a positive integer, got ${o.samplesPerShard}`);
   if (!(o.valFraction >= 0 && o.valFraction < 1)) throw new ShardJobError(`--val-fraction must be in [0, 1), got ${o.valFraction}`);
   if (o.quality < 1 || o.quality > 100) throw new ShardJobError(`--quality must be in 1..100, got ${o.quality}`);
   if (!/^[A-Za-z0-9_]+$/.test(o.split)) throw new ShardJobError(`--split must be letters, digits or _, got "${o.split}"`);
   if (o.valFraction > 0 && o.split === 'val') throw new ShardJobError('--val-fraction writes a split named "val": choose another --split');
-  if (source.mode === 'stream' && o.valFraction > 0) throw new ShardJobError('--val-fraction needs a source with a known item list; re-sharding a stream keeps one split');
+  if (source.mode === 'stream' && o.valFraction > 0)
+    throw new ShardJobError('--val-fraction needs a source with a known item list; re-sharding a stream keeps one split');
 }
 
 function planSplits(source: Source, o: ShardJobOptions): SplitPlan[] {
@@ -196,7 +189,17 @@ async function* catalogTasks(source: Source, split: SplitPlan, format: SampleFor
     for (let a = k * S; a < end; a += T) {
       const b = Math.min(end, a + T);
       const loaded = await source.load(split.order.subarray(a, b));
-      yield { split: split.name, shard: k, task: { format, firstSeq: a, items: loaded.items, ...(loaded.pixels ? { pixels: loaded.pixels } : {}), ...(loaded.payload ? { payload: loaded.payload } : {}) } };
+      yield {
+        split: split.name,
+        shard: k,
+        task: {
+          format,
+          firstSeq: a,
+          items: loaded.items,
+          ...(loaded.pixels ? { pixels: loaded.pixels } : {}),
+          ...(loaded.payload ? { payload: loaded.payload } : {}),
+        },
+      };
     }
   }
 }
@@ -262,7 +265,13 @@ export function withPath(err: unknown, path: string): unknown {
   return new ShardJobError(`${e.code}: ${e.message} (while writing)`, path);
 }
 
-async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, o: ShardJobOptions, records: Map<string, ShardRecord>): Promise<{ processed: number }> {
+async function runSplit(
+  source: Source,
+  split: SplitPlan,
+  format: SampleFormat,
+  o: ShardJobOptions,
+  records: Map<string, ShardRecord>,
+): Promise<{ processed: number }> {
   const S = o.samplesPerShard;
   const done = await completedShards(o.out, split.name, split.count, S, records);
   // A stream can only resume after a prefix of complete shards.
@@ -288,17 +297,19 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
     const open = writer;
     writer = null;
     const name = shardName(split.name, open.shard);
-    closing.push((async () => {
-      await Promise.all(open.writes);
-      const closed = await open.tar.close();
-      const md5sum = (await pool.run(closed.path, { name: 'md5File' })) as string;
-      // DALI rejects an index of zero samples: a shard whose every item failed gets none.
-      if (open.members.length) await writeAtomic(join(o.out, name.replace(/\.tar$/, '.idx')), encodeDaliIndex(open.members));
-      const record = { ...open.record, nsamples: closed.nsamples, filesize: closed.size, md5sum };
-      await writeShardRecord(o.out, name, record);
-      records.set(name, record);
-      progress.shardsDone++;
-    })());
+    closing.push(
+      (async () => {
+        await Promise.all(open.writes);
+        const closed = await open.tar.close();
+        const md5sum = (await pool.run(closed.path, { name: 'md5File' })) as string;
+        // DALI rejects an index of zero samples: a shard whose every item failed gets none.
+        if (open.members.length) await writeAtomic(join(o.out, name.replace(/\.tar$/, '.idx')), encodeDaliIndex(open.members));
+        const record = { ...open.record, nsamples: closed.nsamples, filesize: closed.size, md5sum };
+        await writeShardRecord(o.out, name, record);
+        records.set(name, record);
+        progress.shardsDone++;
+      })(),
+    );
     // Surfaced by the Promise.all below; this only stops an early unhandled-rejection report.
     closing[closing.length - 1]!.catch(() => undefined);
   };
@@ -330,7 +341,11 @@ async function runSplit(source: Source, split: SplitPlan, format: SampleFormat, 
       // awaiting each: awaiting the disk here left the workers idle (measured on CIFAR).
       await fill();
       const base = w.tar.bytesWritten;
-      const write = w.tar.writeEncoded(r.bytes, r.samples.flatMap((s) => s.members), r.samples.length);
+      const write = w.tar.writeEncoded(
+        r.bytes,
+        r.samples.flatMap((s) => s.members),
+        r.samples.length,
+      );
       const written = write.then(() => undefined);
       written.catch(() => undefined); // surfaced by Promise.all(open.writes) at close
       w.writes.push(written);

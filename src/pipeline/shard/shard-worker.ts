@@ -45,7 +45,6 @@ function chwToHwc(src: Uint8Array, w: number, h: number, c: number): Uint8Array 
   return out;
 }
 
-
 async function loadImage(item: Item, task: ShardTask): Promise<RawImage> {
   const { ref } = item;
   const channels = task.format.channels;
@@ -116,7 +115,12 @@ function rawPixelsNpy(item: Item, task: ShardTask, sum: number[], sumSq: number[
     const r0 = ref.offset;
     const g0 = r0 + plane;
     const b0 = g0 + plane;
-    let sr = 0, sg = 0, sb = 0, qr = 0, qg = 0, qb = 0;
+    let sr = 0,
+      sg = 0,
+      sb = 0,
+      qr = 0,
+      qg = 0,
+      qb = 0;
     for (let i = 0, o = base; i < plane; i++, o += 3) {
       const r = src[r0 + i]!;
       const g = src[g0 + i]!;
@@ -184,10 +188,13 @@ export async function runShardTask(task: ShardTask): Promise<ShardTaskResult> {
         pixels += img.width * img.height;
         payload = encodePayload(img, f);
       }
-      encoded = encodeSample({
-        key: keyOf(task.firstSeq + k),
-        members: { cls: encodeCls(item.label), [payload.ext]: payload.bytes },
-      }, { mtime: f.mtime });
+      encoded = encodeSample(
+        {
+          key: keyOf(task.firstSeq + k),
+          members: { cls: encodeCls(item.label), [payload.ext]: payload.bytes },
+        },
+        { mtime: f.mtime },
+      );
     } catch (err) {
       errors.push({ file: item.name, reason: reasonOf(err) });
       continue;

@@ -76,7 +76,11 @@ export async function openCifar(path: string, o: CifarOptions): Promise<CatalogS
   let maxLabel = 0;
   for (let i = 0; i < count; i++) maxLabel = Math.max(maxLabel, all[i * recordSize + labelAt]!);
   const classes = nameText
-    ? new TextDecoder().decode(nameText).split(/\r?\n/).map((l) => l.trim()).filter(Boolean)
+    ? new TextDecoder()
+        .decode(nameText)
+        .split(/\r?\n/)
+        .map((l) => l.trim())
+        .filter(Boolean)
     : Array.from({ length: maxLabel + 1 }, (_, i) => String(i));
   if (maxLabel >= classes.length) throw new SourceError(`label ${maxLabel} but only ${classes.length} class names in ${names}`, path);
   return {
@@ -89,12 +93,14 @@ export async function openCifar(path: string, o: CifarOptions): Promise<CatalogS
     listingErrors: [],
     description: `${o.variant} ${o.split} ${path}: ${count} images 32x32, ${classes.length} classes`,
     load(indices) {
-      return Promise.resolve(gatherPixels(
-        indices,
-        { width: 32, height: 32, channels: 3, layout: 'chw', name: `${path} ${o.split}` },
-        (i) => all.subarray(i * recordSize + labelBytes, (i + 1) * recordSize),
-        (i) => all[i * recordSize + labelAt]!,
-      ));
+      return Promise.resolve(
+        gatherPixels(
+          indices,
+          { width: 32, height: 32, channels: 3, layout: 'chw', name: `${path} ${o.split}` },
+          (i) => all.subarray(i * recordSize + labelBytes, (i + 1) * recordSize),
+          (i) => all[i * recordSize + labelAt]!,
+        ),
+      );
     },
   };
 }

@@ -63,12 +63,14 @@ export async function openIdx(imagesPath: string, labelsPath: string): Promise<C
     listingErrors: [],
     description: `idx ${imagesPath} + ${labelsPath}: ${n} images ${rows}x${cols}, ${maxLabel + 1} classes`,
     load(indices) {
-      return Promise.resolve(gatherPixels(
-        indices,
-        { width: cols, height: rows, channels: 1, layout: 'hwc', name: imagesPath },
-        (i) => images.data.subarray(i * pixels, (i + 1) * pixels),
-        (i) => labels.data[i]!,
-      ));
+      return Promise.resolve(
+        gatherPixels(
+          indices,
+          { width: cols, height: rows, channels: 1, layout: 'hwc', name: imagesPath },
+          (i) => images.data.subarray(i * pixels, (i + 1) * pixels),
+          (i) => labels.data[i]!,
+        ),
+      );
     },
   };
 }

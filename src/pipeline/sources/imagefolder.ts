@@ -60,6 +60,9 @@ export const imageFolderSource: SourceDefinition = {
   help: '<dir>/<class>/**/<image>; classes = sorted folder names (torchvision)',
   open: (o) => {
     expectPaths(o.kind, o.paths, 1, 'one folder (root/<class>/<image>)');
-    return openImageFolder(o.paths[0]!, { ...(o.classes ? { classes: o.classes } : {}), ...(o.minPerClass !== undefined ? { minPerClass: o.minPerClass } : {}) });
+    return openImageFolder(o.paths[0]!, {
+      ...(o.classes ? { classes: o.classes } : {}),
+      ...(o.minPerClass !== undefined ? { minPerClass: o.minPerClass } : {}),
+    });
   },
 };

@@ -30,9 +30,7 @@ export async function openImageNet21k(root: string, o: ImageNet21kOptions = {}):
     try {
       members = e.isDirectory()
         ? (await listFilesRecursive(path)).map((name) => ({ name, offset: -1, size: -1 }))
-        : (await scanTarFile(path))
-            .filter((m) => !m.name.split('/').pop()!.startsWith('.'))
-            .map((m) => ({ name: m.name, offset: m.dataOffset, size: m.size }));
+        : (await scanTarFile(path)).filter((m) => !m.name.split('/').pop()!.startsWith('.')).map((m) => ({ name: m.name, offset: m.dataOffset, size: m.size }));
     } catch (err) {
       listingErrors.push({ file: path, reason: `unreadable synset, skipped: ${(err as Error).message}` });
       continue;

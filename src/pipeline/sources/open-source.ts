@@ -47,7 +47,10 @@ export async function readClassList(file: string): Promise<string[]> {
     if (!Array.isArray(classes)) throw new SourceError('has no "classes" array', file);
     return classes.map(String);
   }
-  return text.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter(Boolean);
 }
 
 export async function openSource(o: OpenSourceOptions): Promise<Source> {

@@ -38,14 +38,7 @@ export function syntheticLabel(index: number, numClasses: number): number {
   return index % numClasses;
 }
 
-export function syntheticImage(
-  seed: number,
-  index: number,
-  numClasses: number,
-  width: number,
-  height: number,
-  out?: Uint8Array,
-): SyntheticSample {
+export function syntheticImage(seed: number, index: number, numClasses: number, width: number, height: number, out?: Uint8Array): SyntheticSample {
   const label = syntheticLabel(index, numClasses);
   const style = classStyle(seed, label);
   const rng = new Rng(seed, 0x5a3b1e, index);

@@ -144,7 +144,7 @@ function itemSize(descr: string): number | null {
   const m = /^[<>|=]?([a-zA-Z?])(\d*)$/.exec(descr);
   if (m === null) return null;
   const kind = m[1]!;
-  if (kind === '?' || kind === 'b' && m[2] === '') return 1;
+  if (kind === '?' || (kind === 'b' && m[2] === '')) return 1;
   if (kind === 'O' || m[2] === '') return null;
   const n = Number(m[2]);
   return kind === 'U' ? 4 * n : n; // 'U' counts UCS-4 characters

@@ -23,10 +23,7 @@ const WHITESPACE = /\s/;
  * per sample (e.g. the file position each encodeSample() buffer was written at). Leave it
  * out when the locations are already absolute (TarWriter.write returns absolute ones).
  */
-export function encodeDaliIndex(
-  samples: readonly { members: readonly MemberLocation[] }[],
-  fileOffsets?: number | readonly number[],
-): string {
+export function encodeDaliIndex(samples: readonly { members: readonly MemberLocation[] }[], fileOffsets?: number | readonly number[]): string {
   if (samples.length === 0) throw new WebDatasetError(`a DALI index needs at least one sample (DALI rejects a count of 0)`);
   if (Array.isArray(fileOffsets) && fileOffsets.length !== samples.length) {
     throw new WebDatasetError(`fileOffsets has ${fileOffsets.length} entries for ${samples.length} samples`);
@@ -68,7 +65,10 @@ export function parseDaliIndex(text: string): DaliComponent[][] {
     const lineNo = i + 2;
     const line = lines[i + 1];
     if (line === undefined) throw new WebDatasetError(`DALI index line ${lineNo}: missing; header announced ${count} samples`);
-    const tokens = line.trim().split(/\s+/).filter((t) => t.length > 0);
+    const tokens = line
+      .trim()
+      .split(/\s+/)
+      .filter((t) => t.length > 0);
     if (tokens.length === 0) throw new WebDatasetError(`DALI index line ${lineNo}: no components (DALI rejects an empty sample)`);
     if (tokens.length % width !== 0) {
       throw new WebDatasetError(`DALI index line ${lineNo}: expected groups of ${width} fields, got ${tokens.length}`);

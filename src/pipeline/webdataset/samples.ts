@@ -112,10 +112,7 @@ class Grouper<V, S> {
   }
 }
 
-export async function* groupSamples(
-  entries: AsyncIterable<{ name: string; data: Buffer }>,
-  where: { url: string },
-): AsyncGenerator<WdsSample> {
+export async function* groupSamples(entries: AsyncIterable<{ name: string; data: Buffer }>, where: { url: string }): AsyncGenerator<WdsSample> {
   const url = where.url;
   const g = new Grouper<Buffer, WdsSample>(url, (key, members) => {
     const s: WdsSample = { __key__: key, __url__: url };

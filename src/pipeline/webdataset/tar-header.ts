@@ -196,7 +196,10 @@ function readNumber(b: Uint8Array, pos: number, width: number, field: string, ur
   }
   for (; i < end; i++) {
     if (b[i] !== 0x20 && b[i] !== 0x09) {
-      throw new TarFormatError(`invalid tar ${field} field ${JSON.stringify(Buffer.from(b.subarray(pos, pos + width)).toString('latin1'))}`, where(url, fileOffset));
+      throw new TarFormatError(
+        `invalid tar ${field} field ${JSON.stringify(Buffer.from(b.subarray(pos, pos + width)).toString('latin1'))}`,
+        where(url, fileOffset),
+      );
     }
   }
   return digits === 0 ? 0 : n;

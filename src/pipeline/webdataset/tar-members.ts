@@ -20,10 +20,7 @@ export function headerKind(h: TarHeader, url: string | undefined, offset: number
   switch (h.typeflag) {
     case 'S':
       // Its data is a sparse map plus fragments; returning it as bytes would be wrong.
-      throw new TarFormatError(
-        `GNU sparse member ${JSON.stringify(h.name)} is not supported`,
-        url === undefined ? { offset } : { url, offset },
-      );
+      throw new TarFormatError(`GNU sparse member ${JSON.stringify(h.name)} is not supported`, url === undefined ? { offset } : { url, offset });
     case '0':
     case '7': // contiguous file: a regular file for every reader
       return 'file';

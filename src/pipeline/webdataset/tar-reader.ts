@@ -7,15 +7,7 @@ import { readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { TarFormatError } from './errors.ts';
 import { BLOCK, decodeHeader, paddedSize, type TarHeader } from './tar-header.ts';
-import {
-  MAX_EXTENSION_HEADER,
-  applyGnuLongName,
-  applyPaxRecords,
-  headerKind,
-  memberName,
-  type HeaderKind,
-  type PendingOverrides,
-} from './tar-members.ts';
+import { MAX_EXTENSION_HEADER, applyGnuLongName, applyPaxRecords, headerKind, memberName, type HeaderKind, type PendingOverrides } from './tar-members.ts';
 
 export interface TarEntry {
   name: string;
@@ -73,10 +65,7 @@ function loc(url: string | undefined, offset: number, member?: string): { url?: 
  * only gathered across chunks when they straddle a boundary, so there is no per-chunk
  * concatenation and no await per member on the common path.
  */
-export async function* readTar(
-  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  where: ReadTarOptions = {},
-): AsyncGenerator<TarEntry> {
+export async function* readTar(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, where: ReadTarOptions = {}): AsyncGenerator<TarEntry> {
   const url = where.url;
   const copy = where.copy ?? true;
   const it = toAsyncIterator(source);
@@ -182,7 +171,10 @@ export async function* readTar(
         // A damaged or hostile header may declare any size up to 8 GiB (or more in base-256):
         // refuse before allocating, naming the shard and the member.
         if (size > MAX_MEMBER_BYTES) {
-          throw new TarFormatError(`member declares ${size} bytes, more than the ${MAX_MEMBER_BYTES} a sample member may hold (damaged header?)`, loc(url, headerOffset, name));
+          throw new TarFormatError(
+            `member declares ${size} bytes, more than the ${MAX_MEMBER_BYTES} a sample member may hold (damaged header?)`,
+            loc(url, headerOffset, name),
+          );
         }
         if (pos >= cur.length && size > 0) await nextChunk();
         const data = cur.length - pos >= size ? take(size) : await gather(size, name, dataOffset);

@@ -39,8 +39,7 @@ function isCount(v: unknown): v is number {
 
 /** Checks the fields readers rely on; the error names the file and the offending field. */
 export function validateWidsIndex(value: unknown, file: string): WidsIndex {
-  const bad = (field: string, why: string): WebDatasetError =>
-    new WebDatasetError(`invalid wids index: ${field} ${why}`, { url: file });
+  const bad = (field: string, why: string): WebDatasetError => new WebDatasetError(`invalid wids index: ${field} ${why}`, { url: file });
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw bad('document', 'is not a JSON object');
   const v = value as Record<string, unknown>;
   if (v['__kind__'] !== WIDS_KIND) throw bad('__kind__', `must be ${JSON.stringify(WIDS_KIND)}, got ${JSON.stringify(v['__kind__'])}`);
@@ -55,7 +54,8 @@ export function validateWidsIndex(value: unknown, file: string): WidsIndex {
     const s = shard as Record<string, unknown>;
     if (typeof s['url'] !== 'string' || s['url'].length === 0) throw bad(`${f}.url`, `must be a non-empty string, got ${JSON.stringify(s['url'])}`);
     if (!isCount(s['nsamples'])) throw bad(`${f}.nsamples`, `must be a non-negative integer, got ${JSON.stringify(s['nsamples'])}`);
-    if (s['filesize'] !== undefined && !isCount(s['filesize'])) throw bad(`${f}.filesize`, `must be a non-negative integer, got ${JSON.stringify(s['filesize'])}`);
+    if (s['filesize'] !== undefined && !isCount(s['filesize']))
+      throw bad(`${f}.filesize`, `must be a non-negative integer, got ${JSON.stringify(s['filesize'])}`);
     if (s['md5sum'] !== undefined && (typeof s['md5sum'] !== 'string' || !/^[0-9a-f]{32}$/.test(s['md5sum']))) {
       throw bad(`${f}.md5sum`, `must be 32 lowercase hex digits, got ${JSON.stringify(s['md5sum'])}`);
     }

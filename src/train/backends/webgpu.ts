@@ -47,7 +47,10 @@ export class WebGpuUnavailableError extends Error {
 /** A device error (validation, out of memory, device lost) surfaced at the next read-back. */
 export class WebGpuDeviceError extends Error {
   override readonly name = 'WebGpuDeviceError';
-  constructor(readonly kind: string, readonly detail: string) {
+  constructor(
+    readonly kind: string,
+    readonly detail: string,
+  ) {
     super(`webgpu ${kind}: ${detail}`);
   }
 }
@@ -55,7 +58,12 @@ export class WebGpuDeviceError extends Error {
 /** One tensor of the step would not fit in a single WebGPU buffer binding of this device. */
 export class WebGpuLimitError extends Error {
   override readonly name = 'WebGpuLimitError';
-  constructor(readonly tensor: string, readonly bytes: number, readonly limit: number, readonly suggestedAccum: number) {
+  constructor(
+    readonly tensor: string,
+    readonly bytes: number,
+    readonly limit: number,
+    readonly suggestedAccum: number,
+  ) {
     super(
       `webgpu: ${tensor} needs ${mib(bytes)} in one buffer, over this device's limit of ${mib(limit)} per storage binding; ` +
         `use --accum ${suggestedAccum} (or a smaller --batch-size)`,
@@ -222,7 +230,10 @@ export async function setupWebGpu(requestedByName: boolean, deps: Partial<WebGpu
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) {
       releaseGlobals();
-      throw new WebGpuUnavailableError('no-adapter', 'no WebGPU adapter found (no Vulkan, Metal or D3D12 driver; on Linux a Vulkan ICD and libvulkan.so.1 are needed)');
+      throw new WebGpuUnavailableError(
+        'no-adapter',
+        'no WebGPU adapter found (no Vulkan, Metal or D3D12 driver; on Linux a Vulkan ICD and libvulkan.so.1 are needed)',
+      );
     }
     const info = adapter.info ?? (adapter.requestAdapterInfo ? await adapter.requestAdapterInfo() : {});
     state = { dawn, gpu, adapter, description: describeAdapter(info, adapter.limits, adapter.isFallbackAdapter), device: null, errors: [] };

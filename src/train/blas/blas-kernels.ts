@@ -14,7 +14,10 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
 
 export class BlasKernelError extends Error {
   override readonly name = 'BlasKernelError';
-  constructor(readonly kernel: string, reason: string) {
+  constructor(
+    readonly kernel: string,
+    reason: string,
+  ) {
     super(`${kernel} (BLAS): ${reason}`);
   }
 }
@@ -47,8 +50,16 @@ function broadcastStrides(shape: readonly number[], rank: number): number[] {
  * out = op(a) op(b) (+ bias copied into every output row first), batch dims broadcast as tfjs
  * does. `bias` is a rank-1 tensor of length n or 1, or null.
  */
-function product(blas: Cblas, backend: WasmBackendInternals, kernel: string, a: TensorInfoLike, b: TensorInfoLike,
-  transA: boolean, transB: boolean, bias: TensorInfoLike | null): TensorInfoLike {
+function product(
+  blas: Cblas,
+  backend: WasmBackendInternals,
+  kernel: string,
+  a: TensorInfoLike,
+  b: TensorInfoLike,
+  transA: boolean,
+  transB: boolean,
+  bias: TensorInfoLike | null,
+): TensorInfoLike {
   const ra = a.shape.length;
   const rb = b.shape.length;
   if (ra < 2 || rb < 2) throw new BlasKernelError(kernel, `operands need rank >= 2, got [${a.shape}] and [${b.shape}]`);
@@ -143,7 +154,13 @@ const ACTIVATION_KERNELS: Record<string, string> = {
 };
 
 /** Runs a wasm kernel on `x`, frees `x`, returns the kernel's output. */
-function thenKernel(backend: WasmBackendInternals, name: string, x: TensorInfoLike, inputs: Record<string, TensorInfoLike>, attrs: tf.NamedAttrMap): TensorInfoLike {
+function thenKernel(
+  backend: WasmBackendInternals,
+  name: string,
+  x: TensorInfoLike,
+  inputs: Record<string, TensorInfoLike>,
+  attrs: tf.NamedAttrMap,
+): TensorInfoLike {
   const config = tf.getKernel(name, 'wasm');
   if (!config) throw new BlasKernelError('_FusedMatMul', `wasm kernel ${name} is not registered`);
   const y = config.kernelFunc({ inputs: { ...inputs } as tf.NamedTensorInfoMap, backend: backend as unknown as tf.KernelBackend, attrs }) as TensorInfoLike;

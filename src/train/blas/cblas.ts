@@ -24,19 +24,43 @@ export interface Cblas {
    * C = alpha op(A) op(B) + beta C on row-major matrices stored in `heap`; a, b, c are float
    * offsets into it, op(A) is m x k, op(B) k x n, ld* the row lengths as stored.
    */
-  sgemm(heap: Float32Array, transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
-    a: number, lda: number, b: number, ldb: number, beta: number, c: number, ldc: number): void;
+  sgemm(
+    heap: Float32Array,
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: number,
+    lda: number,
+    b: number,
+    ldb: number,
+    beta: number,
+    c: number,
+    ldc: number,
+  ): void;
   /** y = alpha op(A) x + beta y, A stored m x n row-major at offset a. */
-  sgemv(heap: Float32Array, trans: boolean, m: number, n: number, alpha: number, a: number, lda: number,
-    x: number, incx: number, beta: number, y: number, incy: number): void;
+  sgemv(
+    heap: Float32Array,
+    trans: boolean,
+    m: number,
+    n: number,
+    alpha: number,
+    a: number,
+    lda: number,
+    x: number,
+    incx: number,
+    beta: number,
+    y: number,
+    incy: number,
+  ): void;
   /** Sets the library's thread count where it has a call for it; returns the count in effect (0: not controllable). */
   setThreads(n: number): number;
   threads(): number;
 }
 
-export type BlasLookup =
-  | { ok: true; blas: Cblas }
-  | { ok: false; reason: string; tried: string[] };
+export type BlasLookup = { ok: true; blas: Cblas } | { ok: false; reason: string; tried: string[] };
 
 /** The minimal koffi surface used here (koffi is an optional dependency, so no import of its types). */
 interface KoffiLibrary {
@@ -71,8 +95,12 @@ const THREADING: Record<number, BlasThreading> = { 0: 'serial', 1: 'pthread', 2:
 
 function bind(koffi: Koffi, candidate: BlasCandidate): Cblas {
   const lib = koffi.load(candidate.path);
-  const gemm = lib.func('void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)');
-  const gemv = lib.func('void cblas_sgemv(int order, int trans, int M, int N, float alpha, const float *A, int lda, const float *X, int incX, float beta, float *Y, int incY)');
+  const gemm = lib.func(
+    'void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)',
+  );
+  const gemv = lib.func(
+    'void cblas_sgemv(int order, int trans, int M, int N, float alpha, const float *A, int lda, const float *X, int incX, float beta, float *Y, int incY)',
+  );
   let name = 'Accelerate';
   let threading: BlasThreading = 'system';
   let setThreads = (_n: number): number => 0;
@@ -96,8 +124,22 @@ function bind(koffi: Koffi, candidate: BlasCandidate): Cblas {
     flavour: candidate.flavour,
     threading,
     sgemm(heap, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
-      gemm(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, m, n, k, alpha,
-        heap.subarray(a), lda, heap.subarray(b), ldb, beta, heap.subarray(c), ldc);
+      gemm(
+        ROW_MAJOR,
+        transA ? TRANS : NO_TRANS,
+        transB ? TRANS : NO_TRANS,
+        m,
+        n,
+        k,
+        alpha,
+        heap.subarray(a),
+        lda,
+        heap.subarray(b),
+        ldb,
+        beta,
+        heap.subarray(c),
+        ldc,
+      );
     },
     sgemv(heap, trans, m, n, alpha, a, lda, x, incx, beta, y, incy) {
       gemv(ROW_MAJOR, trans ? TRANS : NO_TRANS, m, n, alpha, heap.subarray(a), lda, heap.subarray(x), incx, beta, heap.subarray(y), incy);

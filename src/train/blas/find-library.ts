@@ -34,12 +34,21 @@ function linuxCandidates(arch: string): BlasCandidate[] {
     for (const variant of ['openblas-pthread', 'openblas-openmp', 'openblas-serial']) paths.push(`/usr/lib/${triplet}/${variant}/libopenblas.so.0`);
   }
   // Fedora/RHEL name the threaded builds apart; Arch and source builds use the plain name.
-  paths.push('/usr/lib64/libopenblasp.so.0', '/usr/lib64/libopenblaso.so.0', '/usr/lib64/libopenblas.so.0', '/usr/lib/libopenblas.so.0', '/usr/local/lib/libopenblas.so.0', 'libopenblas.so');
+  paths.push(
+    '/usr/lib64/libopenblasp.so.0',
+    '/usr/lib64/libopenblaso.so.0',
+    '/usr/lib64/libopenblas.so.0',
+    '/usr/lib/libopenblas.so.0',
+    '/usr/local/lib/libopenblas.so.0',
+    'libopenblas.so',
+  );
   return paths.map((path) => ({ path, flavour: 'openblas' }));
 }
 
 /** The libraries to try, in order. */
-export function blasCandidates(env: CandidateEnv = { platform: process.platform, arch: process.arch, explicit: process.env['SMLP_BLAS_LIB'] }): BlasCandidate[] {
+export function blasCandidates(
+  env: CandidateEnv = { platform: process.platform, arch: process.arch, explicit: process.env['SMLP_BLAS_LIB'] },
+): BlasCandidate[] {
   if (env.explicit) return [{ path: env.explicit, flavour: /Accelerate|vecLib/.test(env.explicit) ? 'accelerate' : 'openblas' }];
   switch (env.platform) {
     case 'linux':

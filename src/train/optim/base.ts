@@ -5,7 +5,11 @@ import type { NamedParam, Optimizer, OptimizerName } from './types.ts';
 
 export class OptimizerStateError extends Error {
   override readonly name = 'OptimizerStateError';
-  constructor(readonly optimizer: string, readonly key: string, reason: string) {
+  constructor(
+    readonly optimizer: string,
+    readonly key: string,
+    reason: string,
+  ) {
     super(`${optimizer} state ${key}: ${reason}`);
   }
 }
@@ -15,7 +19,10 @@ export abstract class SlotOptimizer implements Optimizer {
   protected readonly slots: Map<string, tf.Variable[]> = new Map();
   private count = 0;
 
-  constructor(protected readonly params: readonly NamedParam[], slotNames: readonly string[]) {
+  constructor(
+    protected readonly params: readonly NamedParam[],
+    slotNames: readonly string[],
+  ) {
     for (const slot of slotNames) {
       this.slots.set(
         slot,

@@ -11,7 +11,10 @@ export class Lamb extends SlotOptimizer {
   private readonly b2: number;
   private readonly eps: number;
 
-  constructor(params: readonly NamedParam[], private readonly hyper: OptimizerHyper) {
+  constructor(
+    params: readonly NamedParam[],
+    private readonly hyper: OptimizerHyper,
+  ) {
     super(params, ['exp_avg', 'exp_avg_sq']);
     [this.b1, this.b2] = hyper.betas ?? [0.9, 0.999];
     this.eps = hyper.eps ?? 1e-6;

@@ -11,7 +11,10 @@ export class Lion extends SlotOptimizer {
   private readonly b1: number;
   private readonly b2: number;
 
-  constructor(params: readonly NamedParam[], private readonly hyper: OptimizerHyper) {
+  constructor(
+    params: readonly NamedParam[],
+    private readonly hyper: OptimizerHyper,
+  ) {
     super(params, ['exp_avg']);
     [this.b1, this.b2] = hyper.betas ?? [0.9, 0.99];
   }

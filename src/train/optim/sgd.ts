@@ -9,7 +9,10 @@ export class Sgd extends SlotOptimizer {
   readonly name = 'sgd' as const;
   private readonly mu: number;
 
-  constructor(params: readonly NamedParam[], private readonly hyper: OptimizerHyper) {
+  constructor(
+    params: readonly NamedParam[],
+    private readonly hyper: OptimizerHyper,
+  ) {
     super(params, ['momentum_buffer']);
     this.mu = hyper.momentum ?? 0.9;
   }

@@ -70,7 +70,21 @@ export function makeZip(entries: ZipInput[], opts: ZipOptions = {}): Buffer {
       pad.writeUInt16LE(0x4246, 0); // "FB", as PyTorch's writer
       pad.writeUInt16LE(e.pad, 2);
     }
-    const local = Buffer.concat([u32(0x04034b50), u16(20), u16(flags), u16(method), u16(0), u16(0x21), u32(crc), u32(body.length), u32(e.data.length), u16(name.length), u16(pad.length), name, pad]);
+    const local = Buffer.concat([
+      u32(0x04034b50),
+      u16(20),
+      u16(flags),
+      u16(method),
+      u16(0),
+      u16(0x21),
+      u32(crc),
+      u32(body.length),
+      u32(e.data.length),
+      u16(name.length),
+      u16(pad.length),
+      name,
+      pad,
+    ]);
     let extra = Buffer.alloc(0);
     let csize = body.length;
     let usize = e.data.length;
@@ -79,7 +93,29 @@ export function makeZip(entries: ZipInput[], opts: ZipOptions = {}): Buffer {
       extra = Buffer.concat([u16(1), u16(24), u64(usize), u64(csize), u64(loff)]);
       csize = usize = loff = 0xffffffff;
     }
-    central.push(Buffer.concat([u32(0x02014b50), u16(45), u16(45), u16(flags), u16(method), u16(0), u16(0x21), u32(crc), u32(csize), u32(usize), u16(name.length), u16(extra.length), u16(0), u16(0), u16(0), u32(0), u32(loff), name, extra]));
+    central.push(
+      Buffer.concat([
+        u32(0x02014b50),
+        u16(45),
+        u16(45),
+        u16(flags),
+        u16(method),
+        u16(0),
+        u16(0x21),
+        u32(crc),
+        u32(csize),
+        u32(usize),
+        u16(name.length),
+        u16(extra.length),
+        u16(0),
+        u16(0),
+        u16(0),
+        u32(0),
+        u32(loff),
+        name,
+        extra,
+      ]),
+    );
     parts.push(local, body);
     off += local.length + body.length;
   }
@@ -89,11 +125,15 @@ export function makeZip(entries: ZipInput[], opts: ZipOptions = {}): Buffer {
   const tail: Buffer[] = [];
   if (opts.zip64) {
     const recPos = cdOffset + cd.length;
-    tail.push(Buffer.concat([u32(0x06064b50), u64(44), u16(45), u16(45), u32(0), u32(0), u64(entries.length), u64(entries.length), u64(cd.length), u64(cdOffset)]));
+    tail.push(
+      Buffer.concat([u32(0x06064b50), u64(44), u16(45), u16(45), u32(0), u32(0), u64(entries.length), u64(entries.length), u64(cd.length), u64(cdOffset)]),
+    );
     tail.push(Buffer.concat([u32(0x07064b50), u32(0), u64(recPos), u32(1)]));
     tail.push(Buffer.concat([u32(0x06054b50), u16(0), u16(0), u16(0xffff), u16(0xffff), u32(0xffffffff), u32(0xffffffff), u16(comment.length), comment]));
   } else {
-    tail.push(Buffer.concat([u32(0x06054b50), u16(0), u16(0), u16(entries.length), u16(entries.length), u32(cd.length), u32(cdOffset), u16(comment.length), comment]));
+    tail.push(
+      Buffer.concat([u32(0x06054b50), u16(0), u16(0), u16(entries.length), u16(entries.length), u32(cd.length), u32(cdOffset), u16(comment.length), comment]),
+    );
   }
   return Buffer.concat([...parts, cd, ...tail]);
 }
@@ -182,10 +222,23 @@ export function tensorCall(key: string, numel: number, shape: number[], stride: 
   return pk(
     P.global('torch._utils', '_rebuild_tensor_v2'),
     P.mark,
-    P.mark, P.str('storage'), P.global('torch', storage), P.str(key), P.str('cpu'), P.int(numel), P.tuple, P.persid,
-    P.int(offset), tup(shape), tup(stride), P.false,
-    P.global('collections', 'OrderedDict'), P.emptyTuple, P.reduce,
-    P.tuple, P.reduce,
+    P.mark,
+    P.str('storage'),
+    P.global('torch', storage),
+    P.str(key),
+    P.str('cpu'),
+    P.int(numel),
+    P.tuple,
+    P.persid,
+    P.int(offset),
+    tup(shape),
+    tup(stride),
+    P.false,
+    P.global('collections', 'OrderedDict'),
+    P.emptyTuple,
+    P.reduce,
+    P.tuple,
+    P.reduce,
   );
 }
 

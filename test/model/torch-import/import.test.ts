@@ -12,7 +12,12 @@ import { loadModel } from '../../../src/model/checkpoint.ts';
 import { readSafetensorsFile } from '../../../src/model/safetensors.ts';
 import { TorchImportError } from '../../../src/model/torch-import/errors.ts';
 import {
-  checkTensors, findStateDict, importTorchCheckpoint, resolveModel, shapeEvidence, stripWrapperPrefixes,
+  checkTensors,
+  findStateDict,
+  importTorchCheckpoint,
+  resolveModel,
+  shapeEvidence,
+  stripWrapperPrefixes,
 } from '../../../src/model/torch-import/import.ts';
 import { parseImportArgs, runImportCli } from '../../../src/cli/import-main.ts';
 import { PyDict, type PyValue } from '../../../src/model/torch-import/pickle.ts';
@@ -35,7 +40,12 @@ function dict(entries: [string, PyValue][]): PyDict {
 
 /** Shapes of a reference model's state dict. */
 function layoutShapes(kind: 'B' | 'S', depth: number, w: number, inDim: number, classes: number, ex = 4): Map<string, number[]> {
-  const m = new Map<string, number[]>([['linear_in.weight', [w, inDim]], ['linear_in.bias', [w]], ['linear_out.weight', [classes, w]], ['linear_out.bias', [classes]]]);
+  const m = new Map<string, number[]>([
+    ['linear_in.weight', [w, inDim]],
+    ['linear_in.bias', [w]],
+    ['linear_out.weight', [classes, w]],
+    ['linear_out.bias', [classes]],
+  ]);
   const n = kind === 'B' ? depth : depth - 1;
   for (let i = 0; i < n; i++) {
     if (kind === 'B') {
@@ -55,7 +65,14 @@ t.test('findStateDict: where the state dict sits, and wrapper prefixes', async (
   const sd = asDict(layoutShapes('B', 1, 8, 48, 5));
   t.equal(findStateDict(sd, 'f').at, 'top level');
   for (const k of ['model', 'state_dict', 'model_state_dict']) {
-    const found = findStateDict(dict([['epoch', 3], [k, sd], ['optimizer', new PyDict()]]), 'f');
+    const found = findStateDict(
+      dict([
+        ['epoch', 3],
+        [k, sd],
+        ['optimizer', new PyDict()],
+      ]),
+      'f',
+    );
     t.equal(found.at, JSON.stringify(k), `under "${k}"`);
     t.equal(found.tensors.size, 10);
   }
@@ -69,10 +86,46 @@ t.test('findStateDict: where the state dict sits, and wrapper prefixes', async (
   t.same(stripWrapperPrefixes('module._orig_mod.linear_in.weight'), { key: 'linear_in.weight', stripped: ['module.', '_orig_mod.'] });
   t.same(stripWrapperPrefixes('blocks.0.module.x'), { key: 'blocks.0.module.x', stripped: [] }, 'only leading prefixes');
 
-  t.throws(() => findStateDict(dict([['epoch', 3], ['opt', new PyDict()]]), 'f.pt'), /no state dict found: the file holds a dict with keys \["epoch", "opt"\]/);
-  t.throws(() => findStateDict(dict([['model', dict([['a', fake([1])], ['n', 1]])]]), 'f.pt'), /no state dict found/, 'a dict with non-tensor values is not a state dict');
+  t.throws(
+    () =>
+      findStateDict(
+        dict([
+          ['epoch', 3],
+          ['opt', new PyDict()],
+        ]),
+        'f.pt',
+      ),
+    /no state dict found: the file holds a dict with keys \["epoch", "opt"\]/,
+  );
+  t.throws(
+    () =>
+      findStateDict(
+        dict([
+          [
+            'model',
+            dict([
+              ['a', fake([1])],
+              ['n', 1],
+            ]),
+          ],
+        ]),
+        'f.pt',
+      ),
+    /no state dict found/,
+    'a dict with non-tensor values is not a state dict',
+  );
   t.throws(() => findStateDict(null, 'f.pt'), /the file holds None/);
-  t.throws(() => findStateDict(dict([['module.a', fake([1])], ['a', fake([1])]]), 'f.pt'), /two tensors become "a"/);
+  t.throws(
+    () =>
+      findStateDict(
+        dict([
+          ['module.a', fake([1])],
+          ['a', fake([1])],
+        ]),
+        'f.pt',
+      ),
+    /two tensors become "a"/,
+  );
 });
 
 t.test('inferring the model from tensor shapes', async (t) => {
@@ -80,7 +133,11 @@ t.test('inferring the model from tensor shapes', async (t) => {
   const b = infer(layoutShapes('B', 12, 1024, 12288, 11230));
   t.same(b.config, { arch: 'B_12-Wi_1024', res: 64, channels: 3, numClasses: 11230 }, 'the paper model at 64x64');
   t.same(b.inferred, ['arch', 'numClasses', 'channels', 'res']);
-  t.same(infer(layoutShapes('S', 3, 8, 18, 4), { channels: 2 }).config, { arch: 'S_3-Wi_8', res: 3, channels: 2, numClasses: 4 }, 'standard MLP, channels given');
+  t.same(
+    infer(layoutShapes('S', 3, 8, 18, 4), { channels: 2 }).config,
+    { arch: 'S_3-Wi_8', res: 3, channels: 2, numClasses: 4 },
+    'standard MLP, channels given',
+  );
   t.same(infer(layoutShapes('B', 2, 4, 27, 3, 2)).config.arch, 'B_2-Wi_4-Ex_2', 'expansion from block.0');
   t.same(infer(layoutShapes('B', 1, 8, 784, 10), { res: 28 }).config, { arch: 'B_1-Wi_8', res: 28, channels: 1, numClasses: 10 }, 'channels from --res');
   t.same(infer(layoutShapes('B', 0, 8, 48, 5)).config.arch, 'B_0-Wi_8', 'no blocks');
@@ -104,7 +161,10 @@ t.test('checkTensors lists every missing, unexpected, mis-shaped and non-float t
   const err = t.throws(() => check(ok, { arch: 'B_3-Wi_8', res: 8, numClasses: 6 }, [['extra.weight', fake([2])]])) as unknown as TorchImportError;
   t.ok(err instanceof TorchImportError);
   t.match(err.message, 'does not fit B_3-Wi_8 at res 8 with 3 channels and 6 classes');
-  t.match(err.message, 'missing (6): blocks.2.block.0.weight, blocks.2.block.0.bias, blocks.2.block.2.weight, blocks.2.block.2.bias, layernorms.2.weight, layernorms.2.bias');
+  t.match(
+    err.message,
+    'missing (6): blocks.2.block.0.weight, blocks.2.block.0.bias, blocks.2.block.2.weight, blocks.2.block.2.bias, layernorms.2.weight, layernorms.2.bias',
+  );
   t.match(err.message, 'unexpected (1): extra.weight');
   t.match(err.message, 'linear_in.weight is [8, 48], expected [8, 192]');
   t.match(err.message, 'linear_out.weight is [5, 8], expected [6, 8]');
@@ -133,7 +193,11 @@ t.test('importing every state-dict fixture: values and logits equal PyTorch', as
     const out = join(dir, file.replace('.pt', ''));
     const r = importTorchCheckpoint({ input: `${FIXTURES}${file}`, out });
     t.equal(r.at, at, `${file}: state dict at ${at}`);
-    t.match(r.config, { arch: 'B_1-Wi_8', res: 4, channels: 3, numClasses: 5, preprocessing: { normalization: { source: 'imagenet' } } }, `${file}: model inferred`);
+    t.match(
+      r.config,
+      { arch: 'B_1-Wi_8', res: 4, channels: 3, numClasses: 5, preprocessing: { normalization: { source: 'imagenet' } } },
+      `${file}: model inferred`,
+    );
     t.equal(r.numParams, 1005);
     t.same(readdirSync(out).sort(), ['config.json', 'model.safetensors'], `${file}: our model directory`);
     const st = readSafetensorsFile(join(out, 'model.safetensors'));
@@ -159,12 +223,21 @@ t.test('importing every state-dict fixture: values and logits equal PyTorch', as
 t.test('given arch / res / channels / classes are checked against the tensors', async (t) => {
   const input = `${FIXTURES}plain.pt`;
   t.same(importTorchCheckpoint({ input, dryRun: true, arch: 'B_1-Wi_8', res: 4, channels: 3, numClasses: 5 }).inferred, []);
-  t.throws(() => importTorchCheckpoint({ input, dryRun: true, arch: 'B_12-Wi_1024', res: 64 }), /does not fit B_12-Wi_1024 at res 64 with 3 channels and 5 classes:\n {2}missing \(66\)/);
+  t.throws(
+    () => importTorchCheckpoint({ input, dryRun: true, arch: 'B_12-Wi_1024', res: 64 }),
+    /does not fit B_12-Wi_1024 at res 64 with 3 channels and 5 classes:\n {2}missing \(66\)/,
+  );
   t.throws(() => importTorchCheckpoint({ input, dryRun: true, res: 64 }), /linear_in\.weight is \[8, 48\], expected \[8, 12288\]/);
   t.throws(() => importTorchCheckpoint({ input, dryRun: true, numClasses: 1000 }), /linear_out\.weight is \[5, 8\], expected \[1000, 8\]/);
   t.throws(() => importTorchCheckpoint({ input, dryRun: true, channels: 1 }), /cannot infer --res: linear_in takes 48 inputs, which is not 1 x res x res/);
-  t.throws(() => importTorchCheckpoint({ input, dryRun: true, arch: 'S_2-Wi_8' }), /missing \(2\): layers\.0\.weight, layers\.0\.bias\n {2}unexpected \(4\): blocks\.0\.block\.0\.weight/);
-  t.throws(() => importTorchCheckpoint({ input: `${FIXTURES}tensors.pt`, dryRun: true }), /no state dict found: the file holds a dict with keys \["tensors", "nested"\]/);
+  t.throws(
+    () => importTorchCheckpoint({ input, dryRun: true, arch: 'S_2-Wi_8' }),
+    /missing \(2\): layers\.0\.weight, layers\.0\.bias\n {2}unexpected \(4\): blocks\.0\.block\.0\.weight/,
+  );
+  t.throws(
+    () => importTorchCheckpoint({ input: `${FIXTURES}tensors.pt`, dryRun: true }),
+    /no state dict found: the file holds a dict with keys \["tensors", "nested"\]/,
+  );
 });
 
 t.test('the output directory is written atomically and not clobbered', async (t) => {
@@ -227,8 +300,15 @@ t.test('CLI: arguments, exit codes, report', async (t) => {
     t.equal(r.code, 2, `usage error: ${args.join(' ')}`);
     t.match(r.err, re);
   }
-  t.same(parseImportArgs(['f.pt', '--out', 'o', '--arch', 'B_1-Wi_8', '--res', '4', '--channels', '3', '--num-classes', '5', '--force']),
-    { input: 'f.pt', out: 'o', arch: 'B_1-Wi_8', res: 4, channels: 3, numClasses: 5, force: true });
+  t.same(parseImportArgs(['f.pt', '--out', 'o', '--arch', 'B_1-Wi_8', '--res', '4', '--channels', '3', '--num-classes', '5', '--force']), {
+    input: 'f.pt',
+    out: 'o',
+    arch: 'B_1-Wi_8',
+    res: 4,
+    channels: 3,
+    numClasses: 5,
+    force: true,
+  });
 
   const missing = await run([join(dir, 'nope.pt'), '--out', join(dir, 'o')]);
   t.equal(missing.code, 1, 'a missing file fails with 1');
@@ -249,9 +329,23 @@ t.test('CLI: arguments, exit codes, report', async (t) => {
   t.match(dry.out, 'dry run: nothing written');
 
   // A generated file with an int64 tensor where a weight belongs.
-  const pkl = pk(P.proto(), P.emptyDict, P.str('linear_in.weight'), tensorCall('0', 8, [2, 4], [4, 1], 0, 'LongStorage'), P.setitem,
-    P.str('linear_in.bias'), tensorCall('1', 2, [2], [1]), P.setitem,
-    P.str('linear_out.weight'), tensorCall('2', 2, [1, 2], [2, 1]), P.setitem, P.str('linear_out.bias'), tensorCall('3', 1, [1], [1]), P.setitem, P.stop);
+  const pkl = pk(
+    P.proto(),
+    P.emptyDict,
+    P.str('linear_in.weight'),
+    tensorCall('0', 8, [2, 4], [4, 1], 0, 'LongStorage'),
+    P.setitem,
+    P.str('linear_in.bias'),
+    tensorCall('1', 2, [2], [1]),
+    P.setitem,
+    P.str('linear_out.weight'),
+    tensorCall('2', 2, [1, 2], [2, 1]),
+    P.setitem,
+    P.str('linear_out.bias'),
+    tensorCall('3', 1, [1], [1]),
+    P.setitem,
+    P.stop,
+  );
   const longs = Buffer.alloc(64);
   writeFileSync(join(dir, 'ints.pt'), torchZip(pkl, { '0': longs, '1': f32([1, 2]), '2': f32([1, 2]), '3': f32([1]) }));
   const ints = await run([join(dir, 'ints.pt'), '--dry-run', '--channels', '1']);
@@ -261,7 +355,11 @@ t.test('CLI: arguments, exit codes, report', async (t) => {
 
 t.test('the real entry point: npm run import', async (t) => {
   const dir = tempDir(t);
-  const out = execFileSync(process.execPath, ['--import', 'tsx', CLI, `${FIXTURES}checkpoint.pt`, '--out', join(dir, 'm'), '--arch', 'B_1-Wi_8', '--res', '4'], { encoding: 'utf8', timeout: 60_000 });
+  const out = execFileSync(
+    process.execPath,
+    ['--import', 'tsx', CLI, `${FIXTURES}checkpoint.pt`, '--out', join(dir, 'm'), '--arch', 'B_1-Wi_8', '--res', '4'],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
   t.match(out, 'state dict at "model"');
   t.ok(existsSync(join(dir, 'm', 'model.safetensors')));
   let code = 0;
@@ -282,7 +380,8 @@ t.test('the normalisation is recorded in config.json: ImageNet by default, or --
     const code = await runImportCli(args, { stdout: (s) => out.push(s), stderr: (s) => err.push(s) });
     return { code, out: out.join(''), err: err.join('') };
   };
-  const read = (d: string) => JSON.parse(readFileSync(join(d, 'config.json'), 'utf8')) as { preprocessing: Record<string, unknown>; provenance: Record<string, unknown> };
+  const read = (d: string) =>
+    JSON.parse(readFileSync(join(d, 'config.json'), 'utf8')) as { preprocessing: Record<string, unknown>; provenance: Record<string, unknown> };
   const a = await run([`${FIXTURES}dataparallel.pt`, '--out', join(dir, 'a'), '--res', '4']);
   t.equal(a.code, 0, a.err);
   t.match(a.out, /preprocessing: \(pixel - mean\) \/ std with mean 123\.675,116\.28,103\.53, std 58\.395,57\.12,57\.375 \(imagenet; 0-255 units\)/);

@@ -77,9 +77,16 @@ t.test('generated payloads, GLOBAL and STACK_GLOBAL, after valid tensors', async
       const marker = join(dir, `pwned-${i++}`);
       const callee = form === 'GLOBAL' ? P.global(mod, name) : pk(P.shortStr(mod), P.shortStr(name), P.stackGlobal);
       const pkl = pk(
-        P.proto(form === 'GLOBAL' ? 2 : 4), P.emptyDict,
-        P.str('linear_in.weight'), tensorCall('0', 4, [2, 2], [2, 1]), P.setitem,
-        P.str('payload'), callee, args(marker), P.reduce, P.setitem,
+        P.proto(form === 'GLOBAL' ? 2 : 4),
+        P.emptyDict,
+        P.str('linear_in.weight'),
+        tensorCall('0', 4, [2, 2], [2, 1]),
+        P.setitem,
+        P.str('payload'),
+        callee,
+        args(marker),
+        P.reduce,
+        P.setitem,
         P.stop,
       );
       const path = join(dir, `mal-${i}.pt`);

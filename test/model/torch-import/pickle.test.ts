@@ -5,7 +5,17 @@ import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { PickleError, PickleSecurityError } from '../../../src/model/torch-import/errors.ts';
 import {
-  PyCallable, PyDict, PyGlobal, PyList, PyOpaque, PyTuple, pickleOps, scanPickle, unpickle, type PyValue, type UnpickleOptions,
+  PyCallable,
+  PyDict,
+  PyGlobal,
+  PyList,
+  PyOpaque,
+  PyTuple,
+  pickleOps,
+  scanPickle,
+  unpickle,
+  type PyValue,
+  type UnpickleOptions,
 } from '../../../src/model/torch-import/pickle.ts';
 import { ZipArchive, bufferSource } from '../../../src/model/torch-import/zip.ts';
 import { FIXTURES, P, pk } from './helpers.ts';
@@ -52,8 +62,13 @@ t.test('containers, marks and the memo', async (t) => {
   t.same(plain(load(pk(P.mark, P.int(1), P.int(2), P.int(3), P.int(4), P.tuple, P.stop))), { tuple: [1, 2, 3, 4] });
   t.same(plain(load(pk(P.emptyList, P.int(1), P.append, P.mark, P.int(2), P.int(3), P.appends, P.stop))), [1, 2, 3]);
   t.same(plain(load(pk(P.mark, P.int(7), P.int(8), Buffer.from('l'), P.stop))), [7, 8], 'LIST');
-  t.same(plain(load(pk(P.emptyDict, P.str('a'), P.int(1), P.setitem, P.mark, P.str('b'), P.none, P.int(3), P.str('c'), P.setitems, P.stop))),
-    { dict: [['a', 1], ['b', null], [3, 'c']] });
+  t.same(plain(load(pk(P.emptyDict, P.str('a'), P.int(1), P.setitem, P.mark, P.str('b'), P.none, P.int(3), P.str('c'), P.setitems, P.stop))), {
+    dict: [
+      ['a', 1],
+      ['b', null],
+      [3, 'c'],
+    ],
+  });
   t.same(plain(load(pk(P.mark, P.str('k'), P.int(1), Buffer.from('d'), P.stop))), { dict: [['k', 1]] }, 'DICT');
   // BINPUT/BINGET share one object: the list appended to after being fetched twice.
   const shared = load(pk(P.emptyList, P.put(0), P.get(0), P.tuple2, P.stop)) as PyTuple;
@@ -78,9 +93,41 @@ t.test('streams written by CPython pickle (protocols 2 and 4) read back the same
   };
   const want = {
     dict: [
-      ['a', [1, -2, 255, 256, 65536, -(2 ** 31), 2 ** 31, 2 ** 40, { bigint: (-(2n ** 70n)).toString() }, { bigint: (2n ** 64n).toString() }, 1.5, '-0', null, true, false, 'é✓',
-        { tuple: [1, 2] }, { tuple: [] }, { tuple: [1] }, { tuple: [1, 2, 3] }, { tuple: [1, 2, 3, 4] }]],
-      ['b', { dict: [[1, 'x'], [-3, 'y']] }],
+      [
+        'a',
+        [
+          1,
+          -2,
+          255,
+          256,
+          65536,
+          -(2 ** 31),
+          2 ** 31,
+          2 ** 40,
+          { bigint: (-(2n ** 70n)).toString() },
+          { bigint: (2n ** 64n).toString() },
+          1.5,
+          '-0',
+          null,
+          true,
+          false,
+          'é✓',
+          { tuple: [1, 2] },
+          { tuple: [] },
+          { tuple: [1] },
+          { tuple: [1, 2, 3] },
+          { tuple: [1, 2, 3, 4] },
+        ],
+      ],
+      [
+        'b',
+        {
+          dict: [
+            [1, 'x'],
+            [-3, 'y'],
+          ],
+        },
+      ],
       ['shared', { tuple: [[1], [1]] }],
     ],
   };
@@ -97,29 +144,61 @@ t.test('allowed globals: inert values and TypeScript callables', async (t) => {
   const opts: UnpickleOptions = {
     globals: new Map<string, PyValue>([
       ['m.Tag', new PyGlobal('m.Tag')],
-      ['m.add', new PyCallable('m.add', (args) => {
-        calls++;
-        return (args[0] as number) + (args[1] as number);
-      })],
+      [
+        'm.add',
+        new PyCallable('m.add', (args) => {
+          calls++;
+          return (args[0] as number) + (args[1] as number);
+        }),
+      ],
     ]),
   };
   t.equal(load(pk(P.global('m', 'add'), P.int(2), P.int(3), P.tuple2, P.reduce, P.stop), opts), 5);
   t.equal(calls, 1);
   t.same(plain(load(pk(P.global('m', 'Tag'), P.stop), opts)), { global: 'm.Tag' });
   t.equal(load(pk(P.shortStr('m'), P.shortStr('add'), P.stackGlobal, P.int(1), P.int(1), P.tuple2, P.reduce, P.stop), opts), 2, 'STACK_GLOBAL');
-  t.throws(() => load(pk(P.global('m', 'Tag'), P.emptyTuple, P.reduce, P.stop), opts), /REDUCE calls m\.Tag, which is not an allowed callable/, 'an inert global cannot be called');
+  t.throws(
+    () => load(pk(P.global('m', 'Tag'), P.emptyTuple, P.reduce, P.stop), opts),
+    /REDUCE calls m\.Tag, which is not an allowed callable/,
+    'an inert global cannot be called',
+  );
   t.throws(() => load(pk(P.global('m', 'add'), P.emptyList, P.reduce, P.stop), opts), /not a tuple/);
-  t.throws(() => load(pk(P.global('m', 'add'), P.str('x'), P.tuple1, P.reduce, P.stop), { globals: new Map([['m.add', new PyCallable('m.add', () => { throw new Error('bad x'); })]]) }), /m\.add: bad x/);
+  t.throws(
+    () =>
+      load(pk(P.global('m', 'add'), P.str('x'), P.tuple1, P.reduce, P.stop), {
+        globals: new Map([
+          [
+            'm.add',
+            new PyCallable('m.add', () => {
+              throw new Error('bad x');
+            }),
+          ],
+        ]),
+      }),
+    /m\.add: bad x/,
+  );
 });
 
 t.test('anything off the allow-list is refused before anything is built or called', async (t) => {
   let calls = 0;
   const opts: UnpickleOptions = {
-    globals: new Map<string, PyValue>([['ok.fn', new PyCallable('ok.fn', () => { calls++; return null; })]]),
+    globals: new Map<string, PyValue>([
+      [
+        'ok.fn',
+        new PyCallable('ok.fn', () => {
+          calls++;
+          return null;
+        }),
+      ],
+    ]),
   };
   const cases: [string, Buffer, string][] = [
     ['GLOBAL', pk(P.proto(), P.global('os', 'system'), P.str('touch x'), P.tuple1, P.reduce, P.stop), 'os.system'],
-    ['GLOBAL after an allowed call', pk(P.proto(), P.global('ok', 'fn'), P.emptyTuple, P.reduce, P.global('builtins', 'eval'), P.str('1'), P.tuple1, P.reduce, P.tuple2, P.stop), 'builtins.eval'],
+    [
+      'GLOBAL after an allowed call',
+      pk(P.proto(), P.global('ok', 'fn'), P.emptyTuple, P.reduce, P.global('builtins', 'eval'), P.str('1'), P.tuple1, P.reduce, P.tuple2, P.stop),
+      'builtins.eval',
+    ],
     ['STACK_GLOBAL', pk(P.proto(4), P.shortStr('posix'), P.shortStr('system'), P.stackGlobal, P.str('id'), P.tuple1, P.reduce, P.stop), 'posix.system'],
     ['INST', Buffer.from("(S'id'\nios\nsystem\n."), 'os.system'],
     ['GLOBAL that is never called', pk(P.proto(), P.global('subprocess', 'Popen'), P.stop), 'subprocess.Popen'],
@@ -133,7 +212,20 @@ t.test('anything off the allow-list is refused before anything is built or calle
   t.throws(() => scanPickle(cases[0]![1], opts), PickleSecurityError, 'scanPickle alone refuses');
   // STACK_GLOBAL names come off the stack, so only the run catches them: the allowed call before
   // it has run, the refused one has not.
-  const late = pk(P.proto(4), P.global('ok', 'fn'), P.emptyTuple, P.reduce, P.shortStr('os'), P.shortStr('system'), P.stackGlobal, P.str('id'), P.tuple1, P.reduce, P.tuple2, P.stop);
+  const late = pk(
+    P.proto(4),
+    P.global('ok', 'fn'),
+    P.emptyTuple,
+    P.reduce,
+    P.shortStr('os'),
+    P.shortStr('system'),
+    P.stackGlobal,
+    P.str('id'),
+    P.tuple1,
+    P.reduce,
+    P.tuple2,
+    P.stop,
+  );
   t.throws(() => load(late, opts), { name: 'PickleSecurityError', global: 'os.system' });
   t.equal(calls, 1);
   t.throws(() => load(pk(P.int(1), P.int(2), P.stackGlobal, P.stop)), /STACK_GLOBAL needs two strings/);
@@ -141,7 +233,7 @@ t.test('anything off the allow-list is refused before anything is built or calle
 
 t.test('unsupported opcodes are errors, not fallbacks', async (t) => {
   const opts: UnpickleOptions = { globals: new Map<string, PyValue>([['m.C', new PyGlobal('m.C')]]) };
-  t.throws(() => load(Buffer.from("(im\nC\n."), opts), /INST is not supported/, 'INST of an allowed name');
+  t.throws(() => load(Buffer.from('(im\nC\n.'), opts), /INST is not supported/, 'INST of an allowed name');
   t.throws(() => load(pk(P.global('m', 'C'), P.emptyTuple, Buffer.from([0x81]), P.stop), opts), /NEWOBJ is not supported/);
   t.throws(() => load(pk(P.global('m', 'C'), P.mark, Buffer.from('o'), P.stop), opts), /OBJ is not supported/);
   t.throws(() => load(pk(Buffer.from([0x82, 1]), P.stop)), /EXT1 is not supported/);

@@ -16,7 +16,10 @@ function tensorsOf(d: PyDict): Map<string, TorchTensor> {
 
 function sameValues(t: Test, got: Float32Array, want: number[], what: string): void {
   const bad = want.findIndex((w, i) => !(Math.fround(w) === got[i] || (Number.isNaN(w) && Number.isNaN(got[i]!))));
-  t.ok(got.length === want.length && bad < 0, `${what}: ${got.length} values equal what PyTorch saved${bad >= 0 ? ` (first difference at ${bad}: ${got[bad]} vs ${want[bad]})` : ''}`);
+  t.ok(
+    got.length === want.length && bad < 0,
+    `${what}: ${got.length} values equal what PyTorch saved${bad >= 0 ? ` (first difference at ${bad}: ${got[bad]} vs ${want[bad]})` : ''}`,
+  );
 }
 
 t.test('state-dict fixtures: exactly the float32 values PyTorch saved', async (t) => {
@@ -95,7 +98,13 @@ t.test('tensors.pt: every allowed storage type, views, parameters, shared storag
   t.equal(ts.get('shared_b')!.storageOffset, 16);
   const nested = root.get('nested') as PyDict;
   t.same((nested.get('list') as PyList).items, [1, 2.5, 'three', null]);
-  t.same(((nested.get('int_keys') as PyDict).map), new Map([[0, 'a'], [1, 'b']]));
+  t.same(
+    (nested.get('int_keys') as PyDict).map,
+    new Map([
+      [0, 'a'],
+      [1, 'b'],
+    ]),
+  );
 });
 
 t.test('decodeElements and gatherStrided', async (t) => {
@@ -135,18 +144,56 @@ t.test('hand-written archives: byteorder, _rebuild_from_type_v2, protocol 4', as
 
   // _rebuild_from_type_v2(_rebuild_tensor_v2, torch.Tensor, (storage, 0, (2,), (1,), False, OrderedDict()), {})
   const typed = pk(
-    P.proto(), P.global('torch._tensor', '_rebuild_from_type_v2'),
-    P.mark, P.global('torch._utils', '_rebuild_tensor_v2'), P.global('torch', 'Tensor'),
-    P.mark, P.mark, P.str('storage'), P.global('torch', 'FloatStorage'), P.str('0'), P.str('cpu'), P.int(2), P.tuple, P.persid,
-    P.int(0), P.int(2), P.tuple1, P.int(1), P.tuple1, P.false, P.global('collections', 'OrderedDict'), P.emptyTuple, P.reduce, P.tuple,
-    P.emptyDict, P.tuple, P.reduce, P.stop,
+    P.proto(),
+    P.global('torch._tensor', '_rebuild_from_type_v2'),
+    P.mark,
+    P.global('torch._utils', '_rebuild_tensor_v2'),
+    P.global('torch', 'Tensor'),
+    P.mark,
+    P.mark,
+    P.str('storage'),
+    P.global('torch', 'FloatStorage'),
+    P.str('0'),
+    P.str('cpu'),
+    P.int(2),
+    P.tuple,
+    P.persid,
+    P.int(0),
+    P.int(2),
+    P.tuple1,
+    P.int(1),
+    P.tuple1,
+    P.false,
+    P.global('collections', 'OrderedDict'),
+    P.emptyTuple,
+    P.reduce,
+    P.tuple,
+    P.emptyDict,
+    P.tuple,
+    P.reduce,
+    P.stop,
   );
   const ft = TorchFile.fromBuffer(torchZip(typed, { '0': f32([5, 6]) }), 'typed.pt');
   t.same(Array.from(ft.readFloat32(ft.root as TorchTensor)), [5, 6], '_rebuild_from_type_v2 with torch.Tensor');
   const sub = Buffer.from(typed.toString('latin1').replace('ctorch\nTensor\n', 'cmy\nTensor\n'), 'latin1');
-  t.throws(() => TorchFile.fromBuffer(torchZip(sub, { '0': f32([5, 6]) }), 'sub.pt'), { name: 'PickleSecurityError', global: 'my.Tensor' }, 'a tensor subclass is refused');
+  t.throws(
+    () => TorchFile.fromBuffer(torchZip(sub, { '0': f32([5, 6]) }), 'sub.pt'),
+    { name: 'PickleSecurityError', global: 'my.Tensor' },
+    'a tensor subclass is refused',
+  );
 
-  const p4 = pk(P.proto(4), Buffer.from([0x95, 0, 0, 0, 0, 0, 0, 0, 0]), P.shortStr('collections'), P.memoize, P.shortStr('OrderedDict'), P.memoize, P.stackGlobal, P.emptyTuple, P.reduce, P.stop);
+  const p4 = pk(
+    P.proto(4),
+    Buffer.from([0x95, 0, 0, 0, 0, 0, 0, 0, 0]),
+    P.shortStr('collections'),
+    P.memoize,
+    P.shortStr('OrderedDict'),
+    P.memoize,
+    P.stackGlobal,
+    P.emptyTuple,
+    P.reduce,
+    P.stop,
+  );
   const f4 = TorchFile.fromBuffer(torchZip(p4), 'p4.pt');
   t.equal((f4.root as PyDict).pyType, 'collections.OrderedDict', 'STACK_GLOBAL of an allowed name');
 });
@@ -163,18 +210,73 @@ t.test('broken and foreign files', async (t) => {
     ['no such file', () => TorchFile.open(join(dir, 'nope.pt')), TorchFileError, /cannot open/],
     ['legacy format', () => TorchFile.open(write('legacy.pt', Buffer.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc]))), TorchFileError, /legacy .* format/],
     ['not a zip', () => TorchFile.open(write('text.pt', Buffer.from('hello world, this is not a checkpoint'))), ZipError, /not a zip archive/],
-    ['TorchScript', () => TorchFile.fromBuffer(makeZip([{ name: 'm/constants.pkl', data: Buffer.from('x') }, { name: 'm/code/m.py', data: Buffer.from('x') }])), TorchFileError, /TorchScript archive/],
+    [
+      'TorchScript',
+      () =>
+        TorchFile.fromBuffer(
+          makeZip([
+            { name: 'm/constants.pkl', data: Buffer.from('x') },
+            { name: 'm/code/m.py', data: Buffer.from('x') },
+          ]),
+        ),
+      TorchFileError,
+      /TorchScript archive/,
+    ],
     ['no data.pkl', () => TorchFile.fromBuffer(makeZip([{ name: 'a/b', data: Buffer.from('x') }])), TorchFileError, /no <name>\/data\.pkl/],
-    ['two data.pkl', () => TorchFile.fromBuffer(makeZip([{ name: 'a/data.pkl', data: P.stop }, { name: 'b/data.pkl', data: P.stop }])), TorchFileError, /several data\.pkl/],
-    ['bad byteorder', () => TorchFile.fromBuffer(torchZip(pk(P.none, P.stop), {}, [{ name: 'archive/byteorder', data: Buffer.from('middle') }])), TorchFileError, /byteorder record/],
+    [
+      'two data.pkl',
+      () =>
+        TorchFile.fromBuffer(
+          makeZip([
+            { name: 'a/data.pkl', data: P.stop },
+            { name: 'b/data.pkl', data: P.stop },
+          ]),
+        ),
+      TorchFileError,
+      /several data\.pkl/,
+    ],
+    [
+      'bad byteorder',
+      () => TorchFile.fromBuffer(torchZip(pk(P.none, P.stop), {}, [{ name: 'archive/byteorder', data: Buffer.from('middle') }])),
+      TorchFileError,
+      /byteorder record/,
+    ],
     ['storage entry missing', () => TorchFile.fromBuffer(torchZip(one)), PickleError, /storage 0 has no archive\/data\/0/],
     ['storage size mismatch', () => TorchFile.fromBuffer(torchZip(one, { '0': f32([1, 2, 3]) })), PickleError, /has 12 bytes, float32\[4\] needs 16/],
-    ['view past the storage', () => TorchFile.fromBuffer(torchZip(pk(P.proto(), tensorCall('0', 4, [3], [2]), P.stop), { '0': f32([1, 2, 3, 4]) })), PickleError, /reaches element 4 of a 4-element storage/],
-    ['rank mismatch', () => TorchFile.fromBuffer(torchZip(pk(P.proto(), tensorCall('0', 4, [4], []), P.stop), { '0': f32([1, 2, 3, 4]) })), PickleError, /size has 1 dimensions, stride 0/],
-    ['storage type not allowed', () => TorchFile.fromBuffer(torchZip(pk(P.proto(), tensorCall('0', 4, [4], [1], 0, 'ComplexFloatStorage'), P.stop), { '0': f32([1, 2, 3, 4]) })), PickleSecurityError, /torch\.ComplexFloatStorage/],
-    ['absurd size', () => TorchFile.fromBuffer(torchZip(pk(P.proto(), tensorCall('0', 4, [2 ** 30, 2 ** 30, 2 ** 30], [0, 0, 0]), P.stop), { '0': f32([1, 2, 3, 4]) })), PickleError, /is too large/],
+    [
+      'view past the storage',
+      () => TorchFile.fromBuffer(torchZip(pk(P.proto(), tensorCall('0', 4, [3], [2]), P.stop), { '0': f32([1, 2, 3, 4]) })),
+      PickleError,
+      /reaches element 4 of a 4-element storage/,
+    ],
+    [
+      'rank mismatch',
+      () => TorchFile.fromBuffer(torchZip(pk(P.proto(), tensorCall('0', 4, [4], []), P.stop), { '0': f32([1, 2, 3, 4]) })),
+      PickleError,
+      /size has 1 dimensions, stride 0/,
+    ],
+    [
+      'storage type not allowed',
+      () => TorchFile.fromBuffer(torchZip(pk(P.proto(), tensorCall('0', 4, [4], [1], 0, 'ComplexFloatStorage'), P.stop), { '0': f32([1, 2, 3, 4]) })),
+      PickleSecurityError,
+      /torch\.ComplexFloatStorage/,
+    ],
+    [
+      'absurd size',
+      () => TorchFile.fromBuffer(torchZip(pk(P.proto(), tensorCall('0', 4, [2 ** 30, 2 ** 30, 2 ** 30], [0, 0, 0]), P.stop), { '0': f32([1, 2, 3, 4]) })),
+      PickleError,
+      /is too large/,
+    ],
     ['bad persistent id', () => TorchFile.fromBuffer(torchZip(pk(P.proto(), P.str('x'), P.persid, P.stop))), PickleError, /expected \('storage'/],
-    ['one storage, two dtypes', () => TorchFile.fromBuffer(torchZip(pk(P.proto(), tensorCall('0', 4, [4], [1]), tensorCall('0', 4, [4], [1], 0, 'IntStorage'), P.tuple2, P.stop), { '0': f32([1, 2, 3, 4]) })), PickleError, /used as float32\[4\] and int32\[4\]/],
+    [
+      'one storage, two dtypes',
+      () =>
+        TorchFile.fromBuffer(
+          torchZip(pk(P.proto(), tensorCall('0', 4, [4], [1]), tensorCall('0', 4, [4], [1], 0, 'IntStorage'), P.tuple2, P.stop), { '0': f32([1, 2, 3, 4]) }),
+        ),
+      PickleError,
+      /used as float32\[4\] and int32\[4\]/,
+    ],
   ];
   for (const [what, fn, cls, re] of cases) {
     t.throws(fn, cls as ErrorConstructor, what);

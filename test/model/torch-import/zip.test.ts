@@ -31,7 +31,12 @@ t.test('a real torch.save archive: names, sizes, 64-byte aligned data', async (t
 t.test('stored, deflated, zip64 and commented archives read the same bytes', async (t) => {
   const a = randomBytes(3000);
   const b = Buffer.from('hello '.repeat(500));
-  const entries = [{ name: 'x/a.bin', data: a }, { name: 'x/b.txt', data: b, deflate: true }, { name: 'x/empty', data: Buffer.alloc(0) }, { name: 'x/é', data: Buffer.from('u'), pad: 17 }];
+  const entries = [
+    { name: 'x/a.bin', data: a },
+    { name: 'x/b.txt', data: b, deflate: true },
+    { name: 'x/empty', data: Buffer.alloc(0) },
+    { name: 'x/é', data: Buffer.from('u'), pad: 17 },
+  ];
   const variants: [string, Buffer][] = [
     ['plain', makeZip(entries)],
     ['zip64', makeZip(entries, { zip64: true })],
@@ -80,7 +85,10 @@ t.test('crc32 matches zlib', async (t) => {
 });
 
 t.test('damaged or unsupported archives are refused with ZipError', async (t) => {
-  const good = makeZip([{ name: 'a', data: Buffer.from('abcdef') }, { name: 'b', data: Buffer.from('x'.repeat(100)), deflate: true }]);
+  const good = makeZip([
+    { name: 'a', data: Buffer.from('abcdef') },
+    { name: 'b', data: Buffer.from('x'.repeat(100)), deflate: true },
+  ]);
   const expectZipError = (what: string, fn: () => unknown, re: RegExp): void => {
     t.throws(fn, ZipError, what);
     t.throws(fn, re, what);
@@ -97,7 +105,17 @@ t.test('damaged or unsupported archives are refused with ZipError', async (t) =>
   expectZipError('bad CRC in the directory', () => open(makeZip([{ name: 'a', data: Buffer.from('abc'), crc: 1 }])).read('a'), /CRC-32 mismatch/);
   expectZipError('encrypted', () => open(makeZip([{ name: 'a', data: Buffer.from('abc'), flags: 1 }])).read('a'), /encrypted/);
   expectZipError('bzip2', () => open(makeZip([{ name: 'a', data: Buffer.from('abc'), method: 12 }])).read('a'), /compression method 12 is not supported/);
-  expectZipError('duplicate names', () => open(makeZip([{ name: 'a', data: Buffer.from('1') }, { name: 'a', data: Buffer.from('2') }])), /holds this name twice/);
+  expectZipError(
+    'duplicate names',
+    () =>
+      open(
+        makeZip([
+          { name: 'a', data: Buffer.from('1') },
+          { name: 'a', data: Buffer.from('2') },
+        ]),
+      ),
+    /holds this name twice/,
+  );
   expectZipError('missing entry', () => open(good).read('zzz'), /no entry "zzz"/);
 
   const badLocal = Buffer.from(good);

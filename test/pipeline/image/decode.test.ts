@@ -116,7 +116,11 @@ t.test('PNG variants: palette, 16-bit, alpha, grey', async (t) => {
   const idx = [0, 1, 2, 3, 3, 2, 1, 0];
   const pal = makePng({ width: 4, height: 2, colourType: 3, depth: 8, samples: idx, palette, transparency: [0] });
   const dp = await decodeImage(pal, { channels: 3 });
-  t.same(Array.from(dp.data), idx.flatMap((i) => palette[i]), 'palette (with a transparent entry) -> its RGB');
+  t.same(
+    Array.from(dp.data),
+    idx.flatMap((i) => palette[i]),
+    'palette (with a transparent entry) -> its RGB',
+  );
 
   const s16 = [0x1234, 0x80ff, 0xffff, 0x00ff, 0x7f80, 0x0180];
   const d16 = await decodeImage(makePng({ width: 2, height: 1, colourType: 2, depth: 16, samples: s16 }), { channels: 3 });
@@ -131,7 +135,11 @@ t.test('PNG variants: palette, 16-bit, alpha, grey', async (t) => {
 
   const greyValues = [0, 17, 128, 255, 3, 99];
   const dg = await decodeImage(makePng({ width: 3, height: 2, colourType: 0, depth: 8, samples: greyValues }), { channels: 3 });
-  t.same(Array.from(dg.data), greyValues.flatMap((v) => [v, v, v]), 'grey -> three equal channels');
+  t.same(
+    Array.from(dg.data),
+    greyValues.flatMap((v) => [v, v, v]),
+    'grey -> three equal channels',
+  );
   const dg1 = await decodeImage(makePng({ width: 3, height: 2, colourType: 0, depth: 8, samples: greyValues }), { channels: 1 });
   t.same(Array.from(dg1.data), greyValues, 'grey stays exact at 1 channel');
   const ga = await decodeImage(makePng({ width: 2, height: 1, colourType: 4, depth: 8, samples: [40, 0, 220, 255] }), { channels: 3 });

@@ -49,7 +49,21 @@ t.test('orientation written by libvips', async (t) => {
 t.test('hand-built APP1 segments, both byte orders', async (t) => {
   t.equal(jpegExifOrientation(withApp1(exif(tiff(true, [[0x0112, 3, 6]])))), 6, 'II, SHORT');
   t.equal(jpegExifOrientation(withApp1(exif(tiff(false, [[0x0112, 3, 8]])))), 8, 'MM, SHORT');
-  t.equal(jpegExifOrientation(withApp1(exif(tiff(false, [[0x010f, 2, 0], [0x0110, 2, 0], [0x0112, 3, 3]])))), 3, 'after other tags');
+  t.equal(
+    jpegExifOrientation(
+      withApp1(
+        exif(
+          tiff(false, [
+            [0x010f, 2, 0],
+            [0x0110, 2, 0],
+            [0x0112, 3, 3],
+          ]),
+        ),
+      ),
+    ),
+    3,
+    'after other tags',
+  );
   t.equal(jpegExifOrientation(withApp1(exif(tiff(true, [[0x0112, 4, 5]])))), 5, 'LONG tolerated');
   // An XMP APP1 in front of the EXIF APP1 must not hide it.
   const xmp = Buffer.from('http://ns.adobe.com/xap/1.0/\0<x/>', 'latin1');

@@ -84,49 +84,59 @@ function cropOf(box: [number, number, number, number]): CropRect {
   return { x: box[0], y: box[1], width: box[2] - box[0], height: box[3] - box[1] };
 }
 
-t.test('agreement with PIL and a numpy area reference', { skip: python === null ? 'python3 with PIL and numpy not found (checked python3 and /usr/bin/python3)' : false }, async (t) => {
-  const exe = python as string;
-  const rgb = randomImage(256, 192, 3, 21);
-  const grey = randomImage(130, 90, 1, 22);
+t.test(
+  'agreement with PIL and a numpy area reference',
+  { skip: python === null ? 'python3 with PIL and numpy not found (checked python3 and /usr/bin/python3)' : false },
+  async (t) => {
+    const exe = python as string;
+    const rgb = randomImage(256, 192, 3, 21);
+    const grey = randomImage(130, 90, 1, 22);
 
-  t.test('integer factors equal PIL Image.reduce within 1', async (t) => {
-    for (const f of [2, 4]) {
-      const ours = resize(rgb, 256 / f, 192 / f);
-      t.ok(maxAbsDiff(ours.data, reference(exe, rgb, { op: 'reduce', factor: f })) <= 1, `RGB reduce(${f})`);
-    }
-    const g = resize(grey, 65, 45);
-    t.ok(maxAbsDiff(g.data, reference(exe, grey, { op: 'reduce', factor: 2 })) <= 1, 'grey reduce(2)');
-    const viaBox = reference(exe, rgb, { op: 'box', outWidth: 64, outHeight: 48 });
-    t.ok(maxAbsDiff(resize(rgb, 64, 48).data, viaBox) <= 1, 'RGB resize(BOX) at 4x');
-  });
+    t.test('integer factors equal PIL Image.reduce within 1', async (t) => {
+      for (const f of [2, 4]) {
+        const ours = resize(rgb, 256 / f, 192 / f);
+        t.ok(maxAbsDiff(ours.data, reference(exe, rgb, { op: 'reduce', factor: f })) <= 1, `RGB reduce(${f})`);
+      }
+      const g = resize(grey, 65, 45);
+      t.ok(maxAbsDiff(g.data, reference(exe, grey, { op: 'reduce', factor: 2 })) <= 1, 'grey reduce(2)');
+      const viaBox = reference(exe, rgb, { op: 'box', outWidth: 64, outHeight: 48 });
+      t.ok(maxAbsDiff(resize(rgb, 64, 48).data, viaBox) <= 1, 'RGB resize(BOX) at 4x');
+    });
 
-  t.test('integer-ratio crop box equals PIL resize(BOX, box=...) within 1', async (t) => {
-    const box: [number, number, number, number] = [8, 4, 8 + 120, 4 + 90];
-    const ours = resize(rgb, 40, 30, cropOf(box));
-    t.ok(maxAbsDiff(ours.data, reference(exe, rgb, { op: 'box', outWidth: 40, outHeight: 30, box })) <= 1);
-  });
+    t.test('integer-ratio crop box equals PIL resize(BOX, box=...) within 1', async (t) => {
+      const box: [number, number, number, number] = [8, 4, 8 + 120, 4 + 90];
+      const ours = resize(rgb, 40, 30, cropOf(box));
+      t.ok(maxAbsDiff(ours.data, reference(exe, rgb, { op: 'box', outWidth: 40, outHeight: 30, box })) <= 1);
+    });
 
-  t.test('fractional ratios equal the exact-area reference within 1', async (t) => {
-    const photo = photoLike(500, 375);
-    const noisy = randomImage(500, 375, 3, 23);
-    for (const [name, img] of [['photo-like', photo], ['noise', noisy]] as const) {
-      const ours = resize(img, 64, 48);
-      t.ok(maxAbsDiff(ours.data, reference(exe, img, { op: 'area', outWidth: 64, outHeight: 48 })) <= 1, `${name} 500x375 -> 64x48`);
-    }
-    const box: [number, number, number, number] = [62.5, 10.25, 62.5 + 301.3, 10.25 + 250.7];
-    const ours = resize(noisy, 37, 29, cropOf(box));
-    t.ok(maxAbsDiff(ours.data, reference(exe, noisy, { op: 'area', outWidth: 37, outHeight: 29, box })) <= 1, 'fractional crop');
-    // PIL's BOX differs from exact area only at fractional edges: on a smooth image, slightly.
-    const pilBox = reference(exe, photo, { op: 'box', outWidth: 64, outHeight: 48 });
-    t.ok(maxAbsDiff(resize(photo, 64, 48).data, pilBox) <= 8, `max diff ${maxAbsDiff(resize(photo, 64, 48).data, pilBox)}: ` +  'close to PIL BOX on a photo-like image');
-  });
+    t.test('fractional ratios equal the exact-area reference within 1', async (t) => {
+      const photo = photoLike(500, 375);
+      const noisy = randomImage(500, 375, 3, 23);
+      for (const [name, img] of [
+        ['photo-like', photo],
+        ['noise', noisy],
+      ] as const) {
+        const ours = resize(img, 64, 48);
+        t.ok(maxAbsDiff(ours.data, reference(exe, img, { op: 'area', outWidth: 64, outHeight: 48 })) <= 1, `${name} 500x375 -> 64x48`);
+      }
+      const box: [number, number, number, number] = [62.5, 10.25, 62.5 + 301.3, 10.25 + 250.7];
+      const ours = resize(noisy, 37, 29, cropOf(box));
+      t.ok(maxAbsDiff(ours.data, reference(exe, noisy, { op: 'area', outWidth: 37, outHeight: 29, box })) <= 1, 'fractional crop');
+      // PIL's BOX differs from exact area only at fractional edges: on a smooth image, slightly.
+      const pilBox = reference(exe, photo, { op: 'box', outWidth: 64, outHeight: 48 });
+      t.ok(
+        maxAbsDiff(resize(photo, 64, 48).data, pilBox) <= 8,
+        `max diff ${maxAbsDiff(resize(photo, 64, 48).data, pilBox)}: ` + 'close to PIL BOX on a photo-like image',
+      );
+    });
 
-  t.test('upscaling equals PIL BILINEAR within 1', async (t) => {
-    const small = randomImage(16, 12, 3, 24);
-    t.ok(maxAbsDiff(resize(small, 64, 48).data, reference(exe, small, { op: 'bilinear', outWidth: 64, outHeight: 48 })) <= 1, '16x12 -> 64x48');
-    t.ok(maxAbsDiff(resize(small, 37, 29).data, reference(exe, small, { op: 'bilinear', outWidth: 37, outHeight: 29 })) <= 1, '16x12 -> 37x29');
-    const box: [number, number, number, number] = [2.5, 1.25, 2.5 + 10, 1.25 + 7.5];
-    const ours = resize(small, 64, 64, cropOf(box));
-    t.ok(maxAbsDiff(ours.data, reference(exe, small, { op: 'bilinear', outWidth: 64, outHeight: 64, box })) <= 1, 'fractional crop box');
-  });
-});
+    t.test('upscaling equals PIL BILINEAR within 1', async (t) => {
+      const small = randomImage(16, 12, 3, 24);
+      t.ok(maxAbsDiff(resize(small, 64, 48).data, reference(exe, small, { op: 'bilinear', outWidth: 64, outHeight: 48 })) <= 1, '16x12 -> 64x48');
+      t.ok(maxAbsDiff(resize(small, 37, 29).data, reference(exe, small, { op: 'bilinear', outWidth: 37, outHeight: 29 })) <= 1, '16x12 -> 37x29');
+      const box: [number, number, number, number] = [2.5, 1.25, 2.5 + 10, 1.25 + 7.5];
+      const ours = resize(small, 64, 64, cropOf(box));
+      t.ok(maxAbsDiff(ours.data, reference(exe, small, { op: 'bilinear', outWidth: 64, outHeight: 64, box })) <= 1, 'fractional crop box');
+    });
+  },
+);

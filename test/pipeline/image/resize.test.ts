@@ -141,7 +141,7 @@ t.test('repeated calls (weight-table cache) give identical results', async (t) =
   const src = randomImage(50, 37, 3, 5);
   const first = list(resize(src, 13, 9));
   // Push well over the cache capacity through, then ask again.
-  for (let n = 1; n <= 100; n++) resize(src, n % 50 + 1, 9);
+  for (let n = 1; n <= 100; n++) resize(src, (n % 50) + 1, 9);
   t.same(list(resize(src, 13, 9)), first);
 });
 

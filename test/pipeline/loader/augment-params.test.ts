@@ -20,7 +20,11 @@ t.test('random resized crops stay inside the image, within the scale and ratio r
 t.test('deterministic in (seed, epoch, index); differs when any changes', async (t) => {
   const a = randomResizedCrop(1, 2, 3, 64, 64, DEFAULT_AUGMENT);
   t.same(randomResizedCrop(1, 2, 3, 64, 64, DEFAULT_AUGMENT), a);
-  const others = [randomResizedCrop(2, 2, 3, 64, 64, DEFAULT_AUGMENT), randomResizedCrop(1, 3, 3, 64, 64, DEFAULT_AUGMENT), randomResizedCrop(1, 2, 4, 64, 64, DEFAULT_AUGMENT)];
+  const others = [
+    randomResizedCrop(2, 2, 3, 64, 64, DEFAULT_AUGMENT),
+    randomResizedCrop(1, 3, 3, 64, 64, DEFAULT_AUGMENT),
+    randomResizedCrop(1, 2, 4, 64, 64, DEFAULT_AUGMENT),
+  ];
   for (const o of others) t.notSame(o, a);
 });
 

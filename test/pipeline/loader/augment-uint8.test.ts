@@ -11,14 +11,38 @@ const box = (x: number, y: number, width: number, height: number, flip = false):
 
 t.test('roundToByte: to nearest, ties to even, clamped', async (t) => {
   const cases: [number, number][] = [
-    [0, 0], [0.5, 0], [1.5, 2], [2.5, 2], [3.5, 4], [254.5, 254], [253.5, 254], [0.49999997, 0], [1.4999999, 1],
-    [1.5000001, 2], [254.99, 255], [255.4, 255], [300, 255], [-0.2, 0], [-7, 0], [NaN, 0], [Infinity, 255],
+    [0, 0],
+    [0.5, 0],
+    [1.5, 2],
+    [2.5, 2],
+    [3.5, 4],
+    [254.5, 254],
+    [253.5, 254],
+    [0.49999997, 0],
+    [1.4999999, 1],
+    [1.5000001, 2],
+    [254.99, 255],
+    [255.4, 255],
+    [300, 255],
+    [-0.2, 0],
+    [-7, 0],
+    [NaN, 0],
+    [Infinity, 255],
   ];
   for (const [v, want] of cases) t.equal(roundToByte(v), want, `${v} -> ${want}`);
 });
 
 /** Both implementations into one padded buffer each; checks nothing lands outside the slot. */
-function both(res: number, c: number, src: Uint8Array, w: number, h: number, b: CropBox, wa = new WasmAugmenter(res, c), ts = new Uint8Augmenter(res, c)): [Uint8Array, Uint8Array] {
+function both(
+  res: number,
+  c: number,
+  src: Uint8Array,
+  w: number,
+  h: number,
+  b: CropBox,
+  wa = new WasmAugmenter(res, c),
+  ts = new Uint8Augmenter(res, c),
+): [Uint8Array, Uint8Array] {
   const n = c * res * res;
   const a = new Uint8Array(n + 6).fill(0xee);
   const s = new Uint8Array(new SharedArrayBuffer(n + 6)).fill(0xee);
@@ -54,7 +78,13 @@ t.test('hand-computed: identity, flip, exact ties rounded to even', async (t) =>
   t.same([...b], [...a]);
 });
 
-interface Case { w: number; h: number; c: number; res: number; n: number }
+interface Case {
+  w: number;
+  h: number;
+  c: number;
+  res: number;
+  n: number;
+}
 const CASES: Case[] = [
   { w: 64, h: 64, c: 3, res: 64, n: 150 },
   { w: 64, h: 48, c: 3, res: 64, n: 150 },

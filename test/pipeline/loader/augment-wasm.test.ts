@@ -18,9 +18,7 @@ function randomImage(rng: Rng, n: number): Uint8Array {
 }
 
 /** Runs both implementations into one SharedArrayBuffer batch; returns the max abs difference. */
-function compare(
-  js: Augmenter, wa: WasmAugmenter, src: Uint8Array, w: number, h: number, box: CropBox, norm: Normalisation,
-): number {
+function compare(js: Augmenter, wa: WasmAugmenter, src: Uint8Array, w: number, h: number, box: CropBox, norm: Normalisation): number {
   const n = js.channels * js.res * js.res;
   const a = new Float32Array(n + 5).fill(-999);
   const b = new Float32Array(new SharedArrayBuffer((n + 5) * 4)).fill(-999);
@@ -67,7 +65,7 @@ for (const k of CASES) {
     for (let i = 0; i < k.n; i++) {
       const src = randomImage(rng, k.w * k.h * k.c);
       let box: CropBox;
-      if (i % 4 === 3) box = { ...centerCrop(k.w, k.h, [1, 0.875, 0.5, 0.3][i % 16 >> 2]!), flip: (i & 8) !== 0 };
+      if (i % 4 === 3) box = { ...centerCrop(k.w, k.h, [1, 0.875, 0.5, 0.3][(i % 16) >> 2]!), flip: (i & 8) !== 0 };
       else box = randomResizedCrop(7, 1, i, k.w, k.h, DEFAULT_AUGMENT);
       if (box.flip) flips++;
       worst = Math.max(worst, compare(js, wa, src, k.w, k.h, box, norm));
@@ -84,7 +82,14 @@ for (const k of CASES) {
 
 t.test('whole image, every flip, every channel count 1..4, including 1-pixel axes', async (t) => {
   const rng = new Rng(5);
-  for (const [w, h] of [[1, 1], [1, 5], [6, 1], [2, 2], [3, 3], [5, 8]] as const) {
+  for (const [w, h] of [
+    [1, 1],
+    [1, 5],
+    [6, 1],
+    [2, 2],
+    [3, 3],
+    [5, 8],
+  ] as const) {
     for (let c = 1; c <= 4; c++) {
       for (const res of [1, 2, 3, 4, 5, 7]) {
         const norm = normalisation(Array(c).fill(10), Array(c).fill(3));
@@ -103,7 +108,14 @@ t.test('one augmenter reused across sizes grows its memory and stays correct', a
   const js = new Augmenter(64, 3);
   const wa = new WasmAugmenter(64, 3);
   const rng = new Rng(9);
-  const sizes = [[64, 48], [500, 375], [64, 64], [1024, 768], [32, 32], [500, 375]] as const;
+  const sizes = [
+    [64, 48],
+    [500, 375],
+    [64, 64],
+    [1024, 768],
+    [32, 32],
+    [500, 375],
+  ] as const;
   let worst = 0;
   for (const [w, h] of sizes) {
     const src = randomImage(rng, w * h * 3);
@@ -163,7 +175,15 @@ t.test('crop boxes hanging off the image give what Augmenter gives (edge clampin
 const identity1 = normalisation([0], [1]);
 const box = (x: number, y: number, width: number, height: number, flip = false): CropBox => ({ x, y, width, height, flip });
 
-function run(src: number[], w: number, h: number, c: number, res: number, b: CropBox, norm = c === 1 ? identity1 : normalisation([0, 0, 0], [1, 1, 1])): number[] {
+function run(
+  src: number[],
+  w: number,
+  h: number,
+  c: number,
+  res: number,
+  b: CropBox,
+  norm = c === 1 ? identity1 : normalisation([0, 0, 0], [1, 1, 1]),
+): number[] {
   const out = new Float32Array(c * res * res + 2).fill(-999);
   new WasmAugmenter(res, c).run(Uint8Array.from(src), w, h, b, norm, out, 1);
   t.equal(out[0], -999, 'nothing written before the offset');

@@ -6,7 +6,15 @@ import { encodeNpy } from '../../../src/pipeline/webdataset/codecs.ts';
 const identity1 = normalisation([0], [1]);
 const box = (x: number, y: number, width: number, height: number, flip = false) => ({ x, y, width, height, flip });
 
-function run(src: number[], w: number, h: number, c: number, res: number, b: ReturnType<typeof box>, norm = c === 1 ? identity1 : normalisation([0, 0, 0], [1, 1, 1])): number[] {
+function run(
+  src: number[],
+  w: number,
+  h: number,
+  c: number,
+  res: number,
+  b: ReturnType<typeof box>,
+  norm = c === 1 ? identity1 : normalisation([0, 0, 0], [1, 1, 1]),
+): number[] {
   const out = new Float32Array(c * res * res + 2).fill(-999);
   new Augmenter(res, c).run(Uint8Array.from(src), w, h, b, norm, out, 1);
   t.equal(out[0], -999, 'nothing written before the offset');

@@ -13,7 +13,17 @@ import { tempDir } from '../../helpers/tmp.ts';
 const dir = tempDir(t);
 const pristine = join(dir, 'pristine');
 await runShardJob(openSynthetic({ count: 120, numClasses: 4, width: 8, height: 8, seed: 2 }), {
-  out: pristine, res: 8, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 40, workers: 1, seed: 2, split: 'train', valFraction: 0, command: 't',
+  out: pristine,
+  res: 8,
+  resize: 'max-side',
+  encoding: 'raw',
+  quality: 90,
+  samplesPerShard: 40,
+  workers: 1,
+  seed: 2,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
 });
 let copies = 0;
 /** A fresh copy of the dataset to damage. */
@@ -22,7 +32,13 @@ function copy(): string {
   cpSync(pristine, d, { recursive: true });
   return d;
 }
-const opts = (data: string, o: Partial<LoaderOptions> = {}): LoaderOptions => ({ data: join(data, 'index.json'), batchSize: 40, mode: 'eval', workers: 1, ...o });
+const opts = (data: string, o: Partial<LoaderOptions> = {}): LoaderOptions => ({
+  data: join(data, 'index.json'),
+  batchSize: 40,
+  mode: 'eval',
+  workers: 1,
+  ...o,
+});
 
 t.test('a missing shard (its .idx kept) is an error naming it, at open', async (t) => {
   const d = copy();
@@ -35,7 +51,10 @@ t.test('a truncated shard is an error naming it, with both sizes', async (t) => 
   const path = join(d, 'train-000002.tar');
   const size = statSync(path).size;
   truncateSync(path, Math.floor(size / 2));
-  await t.rejects(Loader.open(opts(d)), new RegExp(`train-000002\\.tar: shard is ${Math.floor(size / 2)} bytes, .*index\\.json says ${size}: truncated, overwritten or from another dataset`));
+  await t.rejects(
+    Loader.open(opts(d)),
+    new RegExp(`train-000002\\.tar: shard is ${Math.floor(size / 2)} bytes, .*index\\.json says ${size}: truncated, overwritten or from another dataset`),
+  );
 });
 
 t.test('a shard overwritten in place (same size) fails --verify; without it, every sample is replaced and counted', async (t) => {
@@ -43,7 +62,10 @@ t.test('a shard overwritten in place (same size) fails --verify; without it, eve
   const path = join(d, 'train-000000.tar');
   const size = statSync(path).size;
   writeFileSync(path, Buffer.alloc(size, 0x41));
-  await t.rejects(Loader.open(opts(d, { verify: true })), /train-000000\.tar: md5 [0-9a-f]{32} does not match .*index\.json's [0-9a-f]{32}: the shard is damaged or was replaced/);
+  await t.rejects(
+    Loader.open(opts(d, { verify: true })),
+    /train-000000\.tar: md5 [0-9a-f]{32} does not match .*index\.json's [0-9a-f]{32}: the shard is damaged or was replaced/,
+  );
   const md5 = readIndex(d).shardlist[0]!.md5sum;
   t.match(md5, /^[0-9a-f]{32}$/);
   // Sizes match, so without --verify the damage shows as undecodable samples: replaced, counted.
@@ -58,8 +80,11 @@ t.test('a shard overwritten in place (same size) fails --verify; without it, eve
   const r = loader.replaced();
   // Every sample of the damaged shard, and replacements that happened to come from it too.
   t.ok(r.count >= 40, `${r.count} replacements`);
-  t.same(new Set(r.samples.map((s) => s.key)).size >= 40, true, 'each of the shard\'s 40 samples among them');
-  t.ok(r.samples.every((s) => s.shard === path), 'all named by the damaged shard');
+  t.same(new Set(r.samples.map((s) => s.key)).size >= 40, true, "each of the shard's 40 samples among them");
+  t.ok(
+    r.samples.every((s) => s.shard === path),
+    'all named by the damaged shard',
+  );
 });
 
 t.test('an index that lists no shards is an error, not an empty run', async (t) => {

@@ -13,9 +13,29 @@ import { tempDir } from '../../helpers/tmp.ts';
 const dir = tempDir(t);
 const data = join(dir, 'ds');
 await runShardJob(openSynthetic({ count: 150, numClasses: 5, width: 16, height: 12, seed: 8 }), {
-  out: data, res: 16, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 60, workers: 1, seed: 8, split: 'train', valFraction: 0, command: 't',
+  out: data,
+  res: 16,
+  resize: 'max-side',
+  encoding: 'raw',
+  quality: 90,
+  samplesPerShard: 60,
+  workers: 1,
+  seed: 8,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
 });
-const opts = (o: Partial<LoaderOptions> = {}): LoaderOptions => ({ data, batchSize: 32, mode: 'train', seed: 2, workers: 2, taskRows: 8, res: 16, frameDtype: 'uint8', ...o });
+const opts = (o: Partial<LoaderOptions> = {}): LoaderOptions => ({
+  data,
+  batchSize: 32,
+  mode: 'train',
+  seed: 2,
+  workers: 2,
+  taskRows: 8,
+  res: 16,
+  frameDtype: 'uint8',
+  ...o,
+});
 
 async function frames(o: LoaderOptions, epoch: number): Promise<Buffer[]> {
   const loader = await Loader.open(o);
@@ -64,7 +84,10 @@ t.test('uint8 frames: dtype, statistics, one byte a pixel, same samples and labe
 t.test('uint8 frames are deterministic whatever the workers and task size, and resume exactly', async (t) => {
   const a = await frames(opts({ workers: 1, taskRows: 32 }), 2);
   const b = await frames(opts({ workers: 2, taskRows: 5 }), 2);
-  t.same(a.map((x) => x.toString('hex')), b.map((x) => x.toString('hex')));
+  t.same(
+    a.map((x) => x.toString('hex')),
+    b.map((x) => x.toString('hex')),
+  );
   const loader = await Loader.open(opts());
   t.teardown(() => loader.close());
   const tail: string[] = [];
@@ -72,7 +95,10 @@ t.test('uint8 frames are deterministic whatever the workers and task size, and r
     tail.push(Buffer.from(x.frame).toString('hex'));
     x.release();
   }
-  t.same(tail, a.slice(2).map((x) => x.toString('hex')));
+  t.same(
+    tail,
+    a.slice(2).map((x) => x.toString('hex')),
+  );
   t.match(loader.describe(), /3x16x16 uint8/);
   const f32 = await Loader.open(opts({ frameDtype: 'float32' }));
   t.teardown(() => f32.close());

@@ -14,14 +14,31 @@ import { tempDir } from '../../helpers/tmp.ts';
 const dir = tempDir(t);
 const data = join(dir, 'ds');
 await runShardJob(openSynthetic({ count: 300, numClasses: 7, width: 16, height: 12, seed: 5 }), {
-  out: data, res: 16, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 70, workers: 2, seed: 5, split: 'train', valFraction: 0, command: 't',
+  out: data,
+  res: 16,
+  resize: 'max-side',
+  encoding: 'raw',
+  quality: 90,
+  samplesPerShard: 70,
+  workers: 2,
+  seed: 5,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
 });
 const stored = await readDataset(data);
 const byKey = new Map(stored.map((s) => [s.key, s]));
 
 const opts = (o: Partial<LoaderOptions> = {}): LoaderOptions => ({ data, batchSize: 64, mode: 'train', seed: 9, workers: 2, taskRows: 16, res: 16, ...o });
 
-interface Seen { step: number; epoch: number; n: number; keys: string[]; labels: number[]; frame: Buffer }
+interface Seen {
+  step: number;
+  epoch: number;
+  n: number;
+  keys: string[];
+  labels: number[];
+  frame: Buffer;
+}
 
 async function collect(loader: Loader, epoch: number, start = 0, delayMs = 0): Promise<Seen[]> {
   const out: Seen[] = [];
@@ -38,13 +55,20 @@ t.test('train epoch follows the plan: right samples, right labels, each once, in
   t.teardown(() => loader.close());
   t.equal(loader.stepsPerEpoch(), 4, 'floor(300 / 64)');
   const seen = await collect(loader, 0);
-  t.same(seen.map((s) => s.step), [0, 1, 2, 3]);
+  t.same(
+    seen.map((s) => s.step),
+    [0, 1, 2, 3],
+  );
   const keys = seen.flatMap((s) => s.keys);
   t.equal(new Set(keys).size, 256, 'no sample twice in an epoch');
   for (const s of seen) {
     const expected = [...batchIndices(loader.plan, 0, s.step)].map((i) => stored[i]!.key);
     t.same(s.keys, expected, `batch ${s.step} holds the planned samples`);
-    t.same(s.labels, s.keys.map((k) => byKey.get(k)!.label), `batch ${s.step} labels`);
+    t.same(
+      s.labels,
+      s.keys.map((k) => byKey.get(k)!.label),
+      `batch ${s.step} labels`,
+    );
   }
 });
 
@@ -67,7 +91,17 @@ t.test('eval at stored size is the exact normalised pixels in C,H,W order', asyn
   // 1:1 path: a dataset of 16x16 images read at res 16 with a full centre crop is the identity.
   const square = join(dir, 'square');
   await runShardJob(openSynthetic({ count: 20, numClasses: 3, width: 16, height: 16, seed: 2 }), {
-    out: square, res: 16, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 20, workers: 1, seed: 2, split: 'train', valFraction: 0, command: 't',
+    out: square,
+    res: 16,
+    resize: 'max-side',
+    encoding: 'raw',
+    quality: 90,
+    samplesPerShard: 20,
+    workers: 1,
+    seed: 2,
+    split: 'train',
+    valFraction: 0,
+    command: 't',
   });
   const px = new Map((await readDataset(square)).map((s) => [s.key, s.pixels!]));
   const sq = readIndex(square);
@@ -76,10 +110,12 @@ t.test('eval at stored size is the exact normalised pixels in C,H,W order', asyn
   for await (const b of l2.epoch(0)) {
     for (let r = 0; r < b.n; r++) {
       const hwc = px.get(b.keys[r]!)!;
-      for (let c = 0; c < 3; c++) for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) {
-        const want = (hwc[(y * 16 + x) * 3 + c]! - (sq['mean'] as number[])[c]!) / (sq['std'] as number[])[c]!;
-        worst = Math.max(worst, Math.abs(b.images[r * 768 + c * 256 + y * 16 + x]! - want));
-      }
+      for (let c = 0; c < 3; c++)
+        for (let y = 0; y < 16; y++)
+          for (let x = 0; x < 16; x++) {
+            const want = (hwc[(y * 16 + x) * 3 + c]! - (sq['mean'] as number[])[c]!) / (sq['std'] as number[])[c]!;
+            worst = Math.max(worst, Math.abs(b.images[r * 768 + c * 256 + y * 16 + x]! - want));
+          }
     }
     b.release();
   }
@@ -91,10 +127,18 @@ t.test('deterministic whatever the worker count and task size; another seed diff
   const a = await Loader.open(opts({ workers: 1, taskRows: 64 }));
   const b = await Loader.open(opts({ workers: 2, taskRows: 7 }));
   const c = await Loader.open(opts({ seed: 10 }));
-  t.teardown(async () => { await a.close(); await b.close(); await c.close(); });
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+    await c.close();
+  });
   const fa = await collect(a, 1);
   const fb = await collect(b, 1);
-  t.same(fa.map((s) => s.frame.toString('hex')), fb.map((s) => s.frame.toString('hex')), 'byte-identical frames');
+  t.same(
+    fa.map((s) => s.frame.toString('hex')),
+    fb.map((s) => s.frame.toString('hex')),
+    'byte-identical frames',
+  );
   t.notSame((await collect(c, 1))[0]!.keys, fa[0]!.keys);
 });
 
@@ -103,7 +147,10 @@ t.test('resume at (epoch, step) yields exactly the tail of an uninterrupted epoc
   t.teardown(() => loader.close());
   const full = await collect(loader, 3);
   const resumed = await collect(loader, 3, 2);
-  t.same(resumed.map((s) => s.frame.toString('hex')), full.slice(2).map((s) => s.frame.toString('hex')));
+  t.same(
+    resumed.map((s) => s.frame.toString('hex')),
+    full.slice(2).map((s) => s.frame.toString('hex')),
+  );
 });
 
 t.test('a slow consumer gets every batch, in order, intact (backpressure)', async (t) => {
@@ -111,7 +158,10 @@ t.test('a slow consumer gets every batch, in order, intact (backpressure)', asyn
   t.teardown(() => loader.close());
   const fast = await collect(loader, 4);
   const slow = await collect(loader, 4, 0, 30);
-  t.same(slow.map((s) => s.frame.toString('hex')), fast.map((s) => s.frame.toString('hex')));
+  t.same(
+    slow.map((s) => s.frame.toString('hex')),
+    fast.map((s) => s.frame.toString('hex')),
+  );
 });
 
 t.test('breaking out of an epoch leaves the loader usable', async (t) => {
@@ -122,8 +172,14 @@ t.test('breaking out of an epoch leaves the loader usable', async (t) => {
     break;
   }
   const next = await collect(loader, 1);
-  t.same(next.map((s) => s.step), [0, 1, 2, 3]);
-  t.same(next.map((s) => s.epoch), [1, 1, 1, 1]);
+  t.same(
+    next.map((s) => s.step),
+    [0, 1, 2, 3],
+  );
+  t.same(
+    next.map((s) => s.epoch),
+    [1, 1, 1, 1],
+  );
 });
 
 t.test('frames decode with an independent msgpack decoder', async (t) => {
@@ -149,7 +205,17 @@ t.test('frames decode with an independent msgpack decoder', async (t) => {
 t.test('a corrupt sample is replaced deterministically, counted and logged with shard and key', async (t) => {
   const bad = join(dir, 'bad');
   await runShardJob(openSynthetic({ count: 100, numClasses: 4, width: 8, height: 8, seed: 1 }), {
-    out: bad, res: 8, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 100, workers: 1, seed: 1, split: 'train', valFraction: 0, command: 't',
+    out: bad,
+    res: 8,
+    resize: 'max-side',
+    encoding: 'raw',
+    quality: 90,
+    samplesPerShard: 100,
+    workers: 1,
+    seed: 1,
+    split: 'train',
+    valFraction: 0,
+    command: 't',
   });
   // Overwrite sample 000000010's npy magic in place.
   const idx = readFileSync(join(bad, 'train-000000.idx'), 'utf8').split('\n')[11]!.split(' ');
@@ -159,7 +225,14 @@ t.test('a corrupt sample is replaced deterministically, counted and logged with 
   closeSync(fd);
   const logged: string[] = [];
   const run = async (): Promise<Seen[]> => {
-    const l = await Loader.open({ data: bad, batchSize: 100, mode: 'eval', workers: 2, taskRows: 10, onCorrupt: (c) => logged.push(`${c.shard.split('/').pop()}#${c.key}: ${c.reason}`) });
+    const l = await Loader.open({
+      data: bad,
+      batchSize: 100,
+      mode: 'eval',
+      workers: 2,
+      taskRows: 10,
+      onCorrupt: (c) => logged.push(`${c.shard.split('/').pop()}#${c.key}: ${c.reason}`),
+    });
     const s = await collect(l, 0);
     t.equal(l.corruptCount, 1);
     await l.close();
@@ -175,10 +248,16 @@ t.test('a corrupt sample is replaced deterministically, counted and logged with 
 t.test('a crashed worker task is re-run: no sample lost or duplicated', async (t) => {
   const ref = await Loader.open(opts());
   const crashy = await Loader.open(opts({ crashOnceAtRow: 32 }));
-  t.teardown(async () => { await ref.close(); await crashy.close(); });
+  t.teardown(async () => {
+    await ref.close();
+    await crashy.close();
+  });
   const want = await collect(ref, 2);
   const got = await collect(crashy, 2);
-  t.same(got.map((s) => s.frame.toString('hex')), want.map((s) => s.frame.toString('hex')));
+  t.same(
+    got.map((s) => s.frame.toString('hex')),
+    want.map((s) => s.frame.toString('hex')),
+  );
 });
 
 t.test('shards over http are cached locally and read by offset', async (t) => {
@@ -199,10 +278,16 @@ t.test('shards over http are cached locally and read by offset', async (t) => {
   const cacheDir = join(dir, 'cache');
   const remote = await Loader.open(opts({ data: url, cacheDir, mode: 'eval' }));
   const local = await Loader.open(opts({ mode: 'eval' }));
-  t.teardown(async () => { await remote.close(); await local.close(); });
+  t.teardown(async () => {
+    await remote.close();
+    await local.close();
+  });
   const r = await collect(remote, 0);
   const l = await collect(local, 0);
-  t.same(r.map((s) => s.labels), l.map((s) => s.labels));
+  t.same(
+    r.map((s) => s.labels),
+    l.map((s) => s.labels),
+  );
   await t.rejects(Loader.open(opts({ data: `http://127.0.0.1:${port}/missing.tar`, cacheDir })), /404/);
 });
 
@@ -223,7 +308,11 @@ t.test('the next epoch produced ahead is exactly what a fresh loader gives; unus
   const again = (await collect(loader, 0)).map((s) => s.frame.toString('hex'));
   for (const e of [0, 1, 2]) {
     const fresh = await Loader.open(opts());
-    t.same((await collect(fresh, e)).map((s) => s.frame.toString('hex')), seq[e], `epoch ${e}`);
+    t.same(
+      (await collect(fresh, e)).map((s) => s.frame.toString('hex')),
+      seq[e],
+      `epoch ${e}`,
+    );
     await fresh.close();
   }
   t.same(again, seq[0]);
@@ -232,12 +321,22 @@ t.test('the next epoch produced ahead is exactly what a fresh loader gives; unus
 t.test('eval order with train transforms: each epoch is another random view of the same images', async (t) => {
   const tta = await Loader.open(opts({ mode: 'eval', transform: 'train', batchSize: 100 }));
   const plain = await Loader.open(opts({ mode: 'eval', batchSize: 100 }));
-  t.teardown(async () => { await tta.close(); await plain.close(); });
+  t.teardown(async () => {
+    await tta.close();
+    await plain.close();
+  });
   const v0 = await collect(tta, 0);
   const v1 = await collect(tta, 1);
   const p = await collect(plain, 0);
-  t.same(v0.map((s) => s.keys), p.map((s) => s.keys), 'same images in the same order');
-  t.same(v1.map((s) => s.keys), p.map((s) => s.keys));
+  t.same(
+    v0.map((s) => s.keys),
+    p.map((s) => s.keys),
+    'same images in the same order',
+  );
+  t.same(
+    v1.map((s) => s.keys),
+    p.map((s) => s.keys),
+  );
   t.not(v0[0]!.frame.toString('hex'), v1[0]!.frame.toString('hex'), 'another view per epoch');
   t.not(v0[0]!.frame.toString('hex'), p[0]!.frame.toString('hex'), 'random crops, not the centre crop');
 });

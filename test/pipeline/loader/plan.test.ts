@@ -58,7 +58,10 @@ t.test('eval: sequential, every sample exactly once across ranks, last batch kep
     const rc = cfg({ mode: 'eval', batchSize: 100, world: 3, rank: r });
     for (let s = 0; s < stepsPerEpoch(rc); s++) seen.push(...batchIndices(rc, 0, s));
   }
-  t.same(seen.sort((a, b) => a - b), Array.from({ length: 1003 }, (_, i) => i));
+  t.same(
+    seen.sort((a, b) => a - b),
+    Array.from({ length: 1003 }, (_, i) => i),
+  );
 });
 
 t.test('bad configurations are clear errors', async (t) => {

@@ -18,9 +18,18 @@ const f64 = (v: number): number[] => {
 
 function header(n: number, o: Partial<FrameHeader> = {}): FrameHeader {
   return {
-    epoch: 2, step: 17, rank: 0, world: 1, n, channels: 3, height: 2, width: 2,
+    epoch: 2,
+    step: 17,
+    rank: 0,
+    world: 1,
+    n,
+    channels: 3,
+    height: 2,
+    width: 2,
     keys: Array.from({ length: n }, (_, i) => `s${i}`),
-    dtype: 'uint8', mean: [127.5, 0, 255], std: [63.75, 1, 300],
+    dtype: 'uint8',
+    mean: [127.5, 0, 255],
+    std: [63.75, 1, 300],
     ...o,
   };
 }
@@ -42,12 +51,39 @@ t.test('uint8 layout byte by byte: dtype, mean and std entries, 1-byte image sec
   t.same(writeFrameHeader(target, h), layout);
   const prefix = [
     0x8d, // fixmap, 13 entries
-    ...fixstr('epoch'), 2, ...fixstr('step'), 17, ...fixstr('rank'), 0, ...fixstr('world'), 1,
-    ...fixstr('shape'), 0x94, 2, 3, 2, 2,
-    ...fixstr('dtype'), ...fixstr('uint8'),
-    ...fixstr('mean'), 0x93, ...f64(127.5), 0x00, 0xcc, 0xff,
-    ...fixstr('std'), 0x93, ...f64(63.75), 0x01, 0xcd, 0x01, 0x2c,
-    ...fixstr('keys'), 0x92, ...fixstr('a'), ...fixstr('bb'),
+    ...fixstr('epoch'),
+    2,
+    ...fixstr('step'),
+    17,
+    ...fixstr('rank'),
+    0,
+    ...fixstr('world'),
+    1,
+    ...fixstr('shape'),
+    0x94,
+    2,
+    3,
+    2,
+    2,
+    ...fixstr('dtype'),
+    ...fixstr('uint8'),
+    ...fixstr('mean'),
+    0x93,
+    ...f64(127.5),
+    0x00,
+    0xcc,
+    0xff,
+    ...fixstr('std'),
+    0x93,
+    ...f64(63.75),
+    0x01,
+    0xcd,
+    0x01,
+    0x2c,
+    ...fixstr('keys'),
+    0x92,
+    ...fixstr('a'),
+    ...fixstr('bb'),
   ];
   const pad0 = (64 - ((prefix.length + 6 + 2 + 7 + 5) % 64)) % 64;
   const labelsOffset = prefix.length + 6 + 2 + pad0 + 7 + 5;
@@ -56,8 +92,14 @@ t.test('uint8 layout byte by byte: dtype, mean and std entries, 1-byte image sec
   t.equal(layout.labelsOffset, labelsOffset);
   t.equal(layout.imagesOffset, imagesOffset);
   t.equal(layout.totalBytes, imagesOffset + 2 * 3 * 2 * 2, 'one byte per pixel');
-  t.same([...target.subarray(0, labelsOffset)], [...prefix, ...fixstr('_pad0'), 0xc4, pad0, ...new Array<number>(pad0).fill(0), ...fixstr('labels'), 0xc6, ...be32(8)]);
-  t.same([...target.subarray(labelsOffset + 8, imagesOffset)], [...fixstr('_pad1'), 0xc4, pad1, ...new Array<number>(pad1).fill(0), ...fixstr('images'), 0xc6, ...be32(24)]);
+  t.same(
+    [...target.subarray(0, labelsOffset)],
+    [...prefix, ...fixstr('_pad0'), 0xc4, pad0, ...new Array<number>(pad0).fill(0), ...fixstr('labels'), 0xc6, ...be32(8)],
+  );
+  t.same(
+    [...target.subarray(labelsOffset + 8, imagesOffset)],
+    [...fixstr('_pad1'), 0xc4, pad1, ...new Array<number>(pad1).fill(0), ...fixstr('images'), 0xc6, ...be32(24)],
+  );
   t.same([...target.subarray(imagesOffset)], new Array<number>(24 + 8).fill(0xaa), 'image payload and tail untouched');
   t.end();
 });
@@ -75,7 +117,12 @@ t.test('float32 stays the default: no dtype given and dtype float32 write the sa
 
 t.test('alignment and maxFrameBytes hold for uint8 frames of many shapes and statistics', (t) => {
   let checked = 0;
-  const statSets: [number[], number[]][] = [[[0], [1]], [[127.5], [63.75]], [[-1e300], [1e-300]], [[123.675], [58.395]]];
+  const statSets: [number[], number[]][] = [
+    [[0], [1]],
+    [[127.5], [63.75]],
+    [[-1e300], [1e-300]],
+    [[123.675], [58.395]],
+  ];
   for (const n of [0, 1, 3, 17, 256, 1000]) {
     for (const c of [1, 3, 4]) {
       for (const [m, s] of statSets) {
@@ -92,7 +139,8 @@ t.test('alignment and maxFrameBytes hold for uint8 frames of many shapes and sta
           if (max < l.totalBytes) t.fail(`maxFrameBytes ${max} < ${l.totalBytes}: ${what}`);
           const { buf, images } = makeFrame(h);
           const f = readFrame(buf);
-          if (f.dtype !== 'uint8' || f.images.length !== images.length || Buffer.compare(Buffer.from(f.images), Buffer.from(images)) !== 0) t.fail(`round trip: ${what}`);
+          if (f.dtype !== 'uint8' || f.images.length !== images.length || Buffer.compare(Buffer.from(f.images), Buffer.from(images)) !== 0)
+            t.fail(`round trip: ${what}`);
           if (f.dtype === 'uint8' && (f.mean.join() !== mean.join() || f.std.join() !== std.join())) t.fail(`stats: ${what}`);
           if (frameLength(buf) !== l.totalBytes) t.fail(`frameLength: ${what}`);
           checked++;
@@ -101,8 +149,11 @@ t.test('alignment and maxFrameBytes hold for uint8 frames of many shapes and sta
     }
   }
   t.ok(checked >= 144, `${checked} layouts checked`);
-  t.ok(maxFrameBytes({ n: 64, channels: 3, height: 8, width: 8, maxKeyBytes: 9, dtype: 'uint8' }) <
-    maxFrameBytes({ n: 64, channels: 3, height: 8, width: 8, maxKeyBytes: 9 }), 'a uint8 slot is smaller');
+  t.ok(
+    maxFrameBytes({ n: 64, channels: 3, height: 8, width: 8, maxKeyBytes: 9, dtype: 'uint8' }) <
+      maxFrameBytes({ n: 64, channels: 3, height: 8, width: 8, maxKeyBytes: 9 }),
+    'a uint8 slot is smaller',
+  );
   t.end();
 });
 
@@ -152,7 +203,11 @@ t.test('invalid uint8 headers and documents are refused', (t) => {
   t.throws(() => readFrame(pack(noMean)), { name: 'FrameError', code: 'invalid', message: /needs "mean"/ });
   t.throws(() => readFrame(pack({ ...doc, std: [1, 0, 1] })), { name: 'FrameError', code: 'invalid', message: /"std"/ });
   t.throws(() => readFrame(pack({ ...doc, mean: [1, 'x', 1] })), { name: 'FrameError', code: 'invalid', message: /"mean"/ });
-  t.throws(() => readFrame(pack({ ...doc, images: new Uint8Array(2 * 12 * 4) })), { name: 'FrameError', code: 'invalid', message: /shape needs 24/ }, 'float-sized section');
+  t.throws(
+    () => readFrame(pack({ ...doc, images: new Uint8Array(2 * 12 * 4) })),
+    { name: 'FrameError', code: 'invalid', message: /shape needs 24/ },
+    'float-sized section',
+  );
   t.end();
 });
 

@@ -3,15 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pack, unpack, unpackMultiple } from 'msgpackr';
 import t from 'tap';
-import {
-  FrameError,
-  frameLayout,
-  frameLength,
-  maxFrameBytes,
-  readFrame,
-  writeFrameHeader,
-  type FrameHeader,
-} from '../../../src/pipeline/ring/frame.ts';
+import { FrameError, frameLayout, frameLength, maxFrameBytes, readFrame, writeFrameHeader, type FrameHeader } from '../../../src/pipeline/ring/frame.ts';
 import { findPython, runPython } from '../../helpers/python.ts';
 import { tempDir } from '../../helpers/tmp.ts';
 
@@ -21,7 +13,14 @@ const be32 = (v: number): number[] => [(v >>> 24) & 0xff, (v >>> 16) & 0xff, (v 
 
 function header(n: number, o: Partial<FrameHeader> = {}): FrameHeader {
   return {
-    epoch: 2, step: 17, rank: 0, world: 1, n, channels: 3, height: 2, width: 2,
+    epoch: 2,
+    step: 17,
+    rank: 0,
+    world: 1,
+    n,
+    channels: 3,
+    height: 2,
+    width: 2,
     keys: Array.from({ length: n }, (_, i) => `s${i}`),
     ...o,
   };
@@ -51,13 +50,27 @@ t.test('layout byte by byte for a small frame', (t) => {
   // The expected document, derived here independently of the implementation.
   const prefix = [
     0x8b, // fixmap, 11 entries
-    ...fixstr('epoch'), 0x02,
-    ...fixstr('step'), 0xcc, 200,
-    ...fixstr('rank'), 0x01,
-    ...fixstr('world'), 0x04,
-    ...fixstr('shape'), 0x94, 2, 3, 2, 2,
-    ...fixstr('dtype'), ...fixstr('float32'),
-    ...fixstr('keys'), 0x92, ...fixstr('a'), ...fixstr('bb'),
+    ...fixstr('epoch'),
+    0x02,
+    ...fixstr('step'),
+    0xcc,
+    200,
+    ...fixstr('rank'),
+    0x01,
+    ...fixstr('world'),
+    0x04,
+    ...fixstr('shape'),
+    0x94,
+    2,
+    3,
+    2,
+    2,
+    ...fixstr('dtype'),
+    ...fixstr('float32'),
+    ...fixstr('keys'),
+    0x92,
+    ...fixstr('a'),
+    ...fixstr('bb'),
   ];
   const pad0 = (64 - ((prefix.length + 6 + 2 + 7 + 5) % 64)) % 64;
   const labelsOffset = prefix.length + 6 + 2 + pad0 + 7 + 5;
@@ -68,11 +81,7 @@ t.test('layout byte by byte for a small frame', (t) => {
   t.equal(layout.totalBytes, imagesOffset + 2 * 3 * 2 * 2 * 4);
   t.equal(layout.headerBytes, layout.totalBytes - 8 - 96);
 
-  const expectHead = [
-    ...prefix,
-    ...fixstr('_pad0'), 0xc4, pad0, ...new Array<number>(pad0).fill(0),
-    ...fixstr('labels'), 0xc6, ...be32(8),
-  ];
+  const expectHead = [...prefix, ...fixstr('_pad0'), 0xc4, pad0, ...new Array<number>(pad0).fill(0), ...fixstr('labels'), 0xc6, ...be32(8)];
   t.same([...target.subarray(0, labelsOffset)], expectHead, 'map header, small entries, pad0, labels bin32 header');
   t.same([...target.subarray(labelsOffset, labelsOffset + 8)], new Array<number>(8).fill(0xaa), 'labels payload untouched');
   const expectMid = [...fixstr('_pad1'), 0xc4, pad1, ...new Array<number>(pad1).fill(0), ...fixstr('images'), 0xc6, ...be32(96)];
@@ -93,8 +102,31 @@ t.test('meta makes a 12-entry map, placed before the padding', (t) => {
 });
 
 t.test('meta numbers at every encoding boundary size and round-trip exactly', (t) => {
-  const values = [0, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, -1, -32, -33, -128, -129,
-    -32768, -32769, -(2 ** 31), -(2 ** 31) - 1, 0.1, -2.5, Infinity, 1e300];
+  const values = [
+    0,
+    127,
+    128,
+    255,
+    256,
+    65535,
+    65536,
+    2 ** 32 - 1,
+    2 ** 32,
+    2 ** 53 - 1,
+    -1,
+    -32,
+    -33,
+    -128,
+    -129,
+    -32768,
+    -32769,
+    -(2 ** 31),
+    -(2 ** 31) - 1,
+    0.1,
+    -2.5,
+    Infinity,
+    1e300,
+  ];
   const meta = Object.fromEntries(values.map((v, i) => [`v${i}`, v]));
   const h = header(1, { meta: { ...meta, long: 'é'.repeat(200), yes: true, no: false } });
   const { buf } = makeFrame(h); // writeFrameHeader checks its own layout prediction
@@ -152,8 +184,11 @@ t.test('the paper-scale batch (65,536 x 3 x 64 x 64 float32, 3.2 GB) fits bin32 
   t.equal(l.labelsOffset % 64, 0);
   t.equal(l.totalBytes, l.imagesOffset + 3_221_225_472);
   t.ok(maxFrameBytes({ n, channels: 3, height: 64, width: 64, maxKeyBytes: 24 }) >= l.totalBytes);
-  t.throws(() => frameLayout(header(n * 2, { channels: 3, height: 64, width: 64, keys: new Array<string>(n * 2).fill('k') })),
-    { name: 'FrameError', code: 'invalid' }, 'a section over 4 GiB is refused');
+  t.throws(
+    () => frameLayout(header(n * 2, { channels: 3, height: 64, width: 64, keys: new Array<string>(n * 2).fill('k') })),
+    { name: 'FrameError', code: 'invalid' },
+    'a section over 4 GiB is refused',
+  );
   t.end();
 });
 
@@ -170,7 +205,10 @@ t.test('msgpackr decodes a frame independently', (t) => {
   t.same(doc.keys, h.keys);
   t.ok(Buffer.from(doc.labels as Uint8Array).equals(bytesOf(labels)), 'labels bytes');
   t.ok(Buffer.from(doc.images as Uint8Array).equals(bytesOf(images)), 'images bytes');
-  t.ok((doc._pad0 as Uint8Array).every((b) => b === 0), 'padding is zeros');
+  t.ok(
+    (doc._pad0 as Uint8Array).every((b) => b === 0),
+    'padding is zeros',
+  );
   t.end();
 });
 
@@ -178,8 +216,16 @@ t.test('readFrame reads frames written by msgpackr (other key order, bin8, unali
   const labels = new Int32Array([7, -1]);
   const images = new Float32Array(2 * 1 * 2 * 1).map((_, i) => i + 0.25);
   const buf = pack({
-    images: Buffer.from(images.buffer), labels: Buffer.from(labels.buffer),
-    keys: ['x', 'y'], dtype: 'float32', shape: [2, 1, 2, 1], world: 1, rank: 0, step: 5, epoch: 1, extra: [1, { a: null }],
+    images: Buffer.from(images.buffer),
+    labels: Buffer.from(labels.buffer),
+    keys: ['x', 'y'],
+    dtype: 'float32',
+    shape: [2, 1, 2, 1],
+    world: 1,
+    rank: 0,
+    step: 5,
+    epoch: 1,
+    extra: [1, { a: null }],
   });
   const f = readFrame(new Uint8Array(buf));
   t.same([...f.labels], [7, -1]);
@@ -193,8 +239,7 @@ t.test('readFrame round trip: zero-copy when aligned, a copy otherwise', (t) => 
   const h = header(4, { meta: { note: 'ok' } });
   const { buf, labels, images } = makeFrame(h, 5);
   const f = readFrame(buf);
-  t.same({ ...f, labels: [...f.labels], images: [...f.images], layout: undefined },
-    { ...h, labels: [...labels], images: [...images], layout: undefined });
+  t.same({ ...f, labels: [...f.labels], images: [...f.images], layout: undefined }, { ...h, labels: [...labels], images: [...images], layout: undefined });
   t.equal(f.images.buffer, buf.buffer, 'images alias the frame bytes');
   t.equal(f.labels.buffer, buf.buffer, 'labels alias the frame bytes');
   t.equal(f.images.byteOffset, f.layout.imagesOffset);
@@ -279,7 +324,11 @@ t.test('frameLength walks back-to-back frames', (t) => {
   }
   t.equal(off, all.length);
   t.same(steps, [17, 18, 19]);
-  t.same(unpackMultiple(all).map((d) => (d as { step: number }).step), [17, 18, 19], 'msgpackr agrees');
+  t.same(
+    unpackMultiple(all).map((d) => (d as { step: number }).step),
+    [17, 18, 19],
+    'msgpackr agrees',
+  );
   t.end();
 });
 
@@ -339,7 +388,10 @@ print(json.dumps(out))
     t.same(g.labels, [...labels]);
     t.equal(g.first, images[0]);
     t.equal(g.last, images.at(-1));
-    t.equal(g.sum, images.reduce((s, v) => s + v, 0));
+    t.equal(
+      g.sum,
+      images.reduce((s, v) => s + v, 0),
+    );
   });
   t.end();
 });
@@ -357,7 +409,10 @@ sys.stdout.buffer.write(msgpack.packb(doc, use_bin_type=True))
   const f = readFrame(bytes);
   t.equal(f.step, 2 ** 33, 'uint64 within 2^53 decodes');
   t.same([...f.labels], [5, -6]);
-  t.same([...f.images], Array.from({ length: 24 }, (_, i) => i / 8));
+  t.same(
+    [...f.images],
+    Array.from({ length: 24 }, (_, i) => i / 8),
+  );
   t.same(f.meta, { from: 'python', x: 1.5 });
   t.equal(frameLength(bytes), bytes.length);
   t.end();

@@ -125,7 +125,11 @@ for (const slow of [false, true]) {
   t.test(`two worker producers, ${slow ? 'slow' : 'fast'} consumer on the main thread: 200 batches through 3 slots`, async (t) => {
     const r = await twoProducers(slow);
     t.same(r.messages, [{ done: 0 }, { done: 1 }], 'both producers finished without error');
-    t.same(r.seqs, Array.from({ length: r.COUNT }, (_, i) => i), 'every sequence exactly once, in order');
+    t.same(
+      r.seqs,
+      Array.from({ length: r.COUNT }, (_, i) => i),
+      'every sequence exactly once, in order',
+    );
     t.same(r.problems, [], 'contents intact');
     t.match(r.stats, { cursor: r.COUNT, published: r.COUNT, released: r.COUNT, failed: 0, states: ['free', 'free', 'free'] });
   });
@@ -134,7 +138,9 @@ for (const slow of [false, true]) {
 t.test('main-thread producer, blocking consumer in a worker', async (t) => {
   const COUNT = 200;
   const ring = Ring.create({ slots: 3, slotBytes: SLOT_BYTES });
-  const consumer = finished(worker(`
+  const consumer = finished(
+    worker(
+      `
     const seqs = [];
     const problems = [];
     for (let k = 0; k < workerData.count; k++) {
@@ -145,12 +151,20 @@ t.test('main-thread producer, blocking consumer in a worker', async (t) => {
       v.release();
     }
     parentPort.postMessage({ seqs, problems });
-  `, ring.buffers, { count: COUNT }), ring);
+  `,
+      ring.buffers,
+      { count: COUNT },
+    ),
+    ring,
+  );
   const scratch = new Float32Array(N * C * H * W);
   for (let seq = 0; seq < COUNT; seq++) content.writeBatch(await ring.acquire(seq), writeFrameHeader, scratch);
   const [msg, ...rest] = await consumer;
   t.same(rest, []);
-  t.same(msg!.seqs, Array.from({ length: COUNT }, (_, i) => i));
+  t.same(
+    msg!.seqs,
+    Array.from({ length: COUNT }, (_, i) => i),
+  );
   t.same(msg!.problems, []);
 });
 
@@ -160,7 +174,9 @@ t.test('close() in one thread wakes waiters blocked in others', async (t) => {
   ring.tryAcquire(0);
   const blocked = [
     finished(worker(`parentPort.postMessage({ ready: 1 }); try { ring.nextSync(); } catch (e) { parentPort.postMessage({ caught: e.name }); }`, ring.buffers)),
-    finished(worker(`parentPort.postMessage({ ready: 1 }); try { ring.acquireSync(1); } catch (e) { parentPort.postMessage({ caught: e.name }); }`, ring.buffers)),
+    finished(
+      worker(`parentPort.postMessage({ ready: 1 }); try { ring.acquireSync(1); } catch (e) { parentPort.postMessage({ caught: e.name }); }`, ring.buffers),
+    ),
   ];
   const mainWait = ring.next();
   // A worker closes the ring: the main thread's Atomics.waitAsync wakes too.

@@ -2,14 +2,7 @@
 // "Still pending" is checked by letting the event loop turn a few times, never by a clock.
 import t from 'tap';
 import { frameLayout, readFrame, writeFrameHeader } from '../../../src/pipeline/ring/frame.ts';
-import {
-  Ring,
-  RingClosedError,
-  RingSlotError,
-  RingStateError,
-  RingTimeoutError,
-  type RingWriteSlot,
-} from '../../../src/pipeline/ring/ring.ts';
+import { Ring, RingClosedError, RingSlotError, RingStateError, RingTimeoutError, type RingWriteSlot } from '../../../src/pipeline/ring/ring.ts';
 
 type Tracked<T> = { state: 'pending' | 'fulfilled' | 'rejected'; value?: T; error?: unknown };
 
@@ -81,8 +74,11 @@ t.test('batches come out in sequence order whatever order they complete in', asy
   const v2 = await ring.next();
   t.equal(v2.seq, 2);
   t.equal(readFrame(v2.bytes).images[7], 2.5);
-  t.equal(v2.bytes.length, frameLayout({ epoch: 0, step: 2, rank: 0, world: 1, n: 2, channels: 1, height: 2, width: 2, keys: ['a', 'b'] }).totalBytes,
-    'the view is exactly the published frame');
+  t.equal(
+    v2.bytes.length,
+    frameLayout({ epoch: 0, step: 2, rank: 0, world: 1, n: 2, channels: 1, height: 2, width: 2, keys: ['a', 'b'] }).totalBytes,
+    'the view is exactly the published frame',
+  );
   v2.release();
   t.same(ring.stats(), { cursor: 3, published: 3, released: 3, failed: 0, closed: false, states: ['free', 'free', 'free'], seqs: ring.stats().seqs });
 });
@@ -138,7 +134,10 @@ t.test('a failed sequence reaches the consumer as RingSlotError, then the ring m
   const s0 = await ring.acquire(0);
   fill(await ring.acquire(1));
   s0.fail(7);
-  const err = await ring.next().then(() => null, (e: unknown) => e);
+  const err = await ring.next().then(
+    () => null,
+    (e: unknown) => e,
+  );
   t.type(err, RingSlotError);
   t.equal((err as RingSlotError).seq, 0);
   t.equal((err as RingSlotError).code, 7);

@@ -15,13 +15,31 @@ const root = new URL('../../../', import.meta.url).pathname;
 const dir = tempDir(t, 'smlp-serve-');
 const data = join(dir, 'ds');
 await runShardJob(openSynthetic({ count: 150, numClasses: 6, width: 8, height: 8, seed: 3 }), {
-  out: data, res: 8, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 60, workers: 1, seed: 3, split: 'train', valFraction: 0, command: 't',
+  out: data,
+  res: 8,
+  resize: 'max-side',
+  encoding: 'raw',
+  quality: 90,
+  samplesPerShard: 60,
+  workers: 1,
+  seed: 3,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
 });
 
 const WORLD = 2;
 const B = 10;
 const opts = (rank: number, o: Partial<LoaderOptions> = {}): LoaderOptions => ({
-  data, batchSize: B, mode: 'train', seed: 4, rank, world: WORLD, workers: 1, slots: 4, ...o,
+  data,
+  batchSize: B,
+  mode: 'train',
+  seed: 4,
+  rank,
+  world: WORLD,
+  workers: 1,
+  slots: 4,
+  ...o,
 });
 // 150 samples / (10 x 2) = 7 steps per epoch per rank.
 const STEPS = 7;
@@ -45,7 +63,10 @@ for (const r of [0, 1]) for (const e of [0, 1]) ref.set(`${r}:${e}`, await refer
 
 type Tap = { teardown(fn: () => unknown): void };
 let sockN = 0;
-async function startServer(t: Tap, o: { ranks?: number[]; epochs?: number; window?: number; tcp?: boolean; loader?: Partial<LoaderOptions> } = {}): Promise<{ server: FrameServer; ep: string }> {
+async function startServer(
+  t: Tap,
+  o: { ranks?: number[]; epochs?: number; window?: number; tcp?: boolean; loader?: Partial<LoaderOptions> } = {},
+): Promise<{ server: FrameServer; ep: string }> {
   const sources = await Promise.all((o.ranks ?? [0, 1]).map((r) => Loader.open(opts(r, o.loader))));
   const bind = o.tcp ? 'tcp://127.0.0.1:*' : `ipc://${join(dir, `s${sockN++}.sock`)}`;
   const server = await FrameServer.start({ bind: [bind], sources, window: o.window ?? 2, epochs: o.epochs ?? 2 });
@@ -68,7 +89,7 @@ async function take(c: ServeClient, n: number): Promise<ServedFrame[]> {
   return out;
 }
 
-t.test('a consumer gets its rank\'s frames byte for byte, with end_epoch and end', async (t) => {
+t.test("a consumer gets its rank's frames byte for byte, with end_epoch and end", async (t) => {
   const { ep } = await startServer(t);
   const c = client(t, ep);
   const ready = await c.hello({ rank: 1, world: 2, batch_size: B, seed: 4, mode: 'train' });
@@ -89,7 +110,10 @@ t.test('a consumer gets its rank\'s frames byte for byte, with end_epoch and end
   t.same(seen, [...steps(0), 'end_epoch', ...steps(1), 'end_epoch', 'end']);
   const expected = [...ref.get('1:0')!, ...ref.get('1:1')!];
   t.equal(frames.length, expected.length);
-  t.ok(frames.every((f, i) => f.equals(expected[i]!)), 'every frame equals the in-process ring frame');
+  t.ok(
+    frames.every((f, i) => f.equals(expected[i]!)),
+    'every frame equals the in-process ring frame',
+  );
 });
 
 t.test('restart from a position: exactly the frames from there, whatever was in flight', async (t) => {
@@ -97,7 +121,10 @@ t.test('restart from a position: exactly the frames from there, whatever was in 
   const a = new ServeClient(ep, { receiveTimeoutMs: 20_000 });
   await a.hello({ rank: 0, epoch: 0, step: 0 });
   const got = await take(a, 2);
-  t.same(got.map((f) => f.info.step), [0, 1]);
+  t.same(
+    got.map((f) => f.info.step),
+    [0, 1],
+  );
   // Die with a window's worth of frames queued or on the wire, unacknowledged.
   a.close();
   const b = client(t, ep);
@@ -105,7 +132,10 @@ t.test('restart from a position: exactly the frames from there, whatever was in 
   t.match(ready, { epoch: 0, step: 2 });
   const rest = await take(b, STEPS - 2 + STEPS);
   const expected = [...ref.get('0:0')!.slice(2), ...ref.get('0:1')!];
-  t.ok(rest.every((f, i) => f.bytes.equals(expected[i]!)), 'frames (0,2).. (1,6) exactly, none lost or repeated');
+  t.ok(
+    rest.every((f, i) => f.bytes.equals(expected[i]!)),
+    'frames (0,2).. (1,6) exactly, none lost or repeated',
+  );
   t.ok(server.heldFrames <= 3, 'only the window is held');
 });
 
@@ -137,7 +167,10 @@ t.test('the same consumer can re-position: stale frames are acked and dropped', 
   await take(c, 1);
   await c.hello({ rank: 1, epoch: 0, step: 5 });
   const got = await take(c, 3);
-  t.same(got.map((f) => `${f.info.epoch}:${f.info.step}`), ['0:5', '0:6', '1:0']);
+  t.same(
+    got.map((f) => `${f.info.epoch}:${f.info.step}`),
+    ['0:5', '0:6', '1:0'],
+  );
   t.ok(got[2]!.bytes.equals(ref.get('1:1')![0]!));
 });
 
@@ -197,7 +230,10 @@ t.test('garbage and invalid requests get clear errors; the server keeps serving'
   await t.rejects(big.receive(), 'no answer to a 1 MiB request');
   big.close();
   const rest = await take(good, STEPS - 1);
-  t.ok(rest.every((f, i) => f.bytes.equals(ref.get('1:0')![i + 1]!)), 'the good consumer was not disturbed');
+  t.ok(
+    rest.every((f, i) => f.bytes.equals(ref.get('1:0')![i + 1]!)),
+    'the good consumer was not disturbed',
+  );
   t.equal(server.sessionCount, 1, 'no state kept for the bad peers');
 });
 
@@ -220,7 +256,10 @@ t.test('memory stays bounded: a consumer that stops reading holds at most its wi
   t.equal(server.sessionCount, 1);
   for (const d of idle) d.close();
   const got = await take(slow, 3);
-  t.same(got.map((f) => f.info.step), [0, 1, 2]);
+  t.same(
+    got.map((f) => f.info.step),
+    [0, 1, 2],
+  );
 });
 
 t.test('tcp loopback works the same', async (t) => {

@@ -29,7 +29,9 @@ function digest(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const f of readdirSync(dir).sort()) {
     if (f.startsWith('.')) continue;
-    out[f] = createHash('md5').update(readFileSync(join(dir, f))).digest('hex');
+    out[f] = createHash('md5')
+      .update(readFileSync(join(dir, f)))
+      .digest('hex');
   }
   return out;
 }
@@ -38,11 +40,23 @@ t.test('writes every item once, in shards of the requested size, with a wids ind
   const out = tempDir(t);
   const summary = await runShardJob(synth(), base(out));
   t.equal(summary.state, 'fresh');
-  t.same(readdirSync(out).sort(), ['errors.jsonl', 'index.json', 'train-000000.idx', 'train-000000.tar', 'train-000001.idx', 'train-000001.tar', 'train-000002.idx', 'train-000002.tar']);
+  t.same(readdirSync(out).sort(), [
+    'errors.jsonl',
+    'index.json',
+    'train-000000.idx',
+    'train-000000.tar',
+    'train-000001.idx',
+    'train-000001.tar',
+    'train-000002.idx',
+    'train-000002.tar',
+  ]);
   const index = readIndex(out);
   t.equal(index['__kind__'], 'wids-shard-index-v1');
   t.equal(index['wids_version'], 1);
-  t.same(index.shardlist.map((s) => s.nsamples), [40, 40, 20]);
+  t.same(
+    index.shardlist.map((s) => s.nsamples),
+    [40, 40, 20],
+  );
   for (const s of index.shardlist) {
     const bytes = readFileSync(join(out, s.url));
     t.equal(s.filesize, bytes.length, `${s.url} filesize`);
@@ -57,7 +71,10 @@ t.test('writes every item once, in shards of the requested size, with a wids ind
   const samples = await readDataset(out);
   t.equal(samples.length, 100);
   // Keys are the positions in the shuffled order, so they run 0..99 across the shards.
-  t.same(samples.map((s) => Number(s.key)), Array.from({ length: 100 }, (_, i) => i));
+  t.same(
+    samples.map((s) => Number(s.key)),
+    Array.from({ length: 100 }, (_, i) => i),
+  );
   t.same(samples[0]!.exts, ['cls', 'npy']);
   // Shuffled: the first shard mixes classes rather than holding one.
   t.ok(new Set(samples.slice(0, 40).map((s) => s.label)).size === 5, 'first shard holds all classes');
@@ -119,7 +136,10 @@ t.test('resumes from complete shards and ends byte-identical to an uninterrupted
     /interrupted/,
   );
   t.notOk(existsSync(join(out, 'index.json')), 'no index before the job completes');
-  t.notOk(readdirSync(out).some((f) => f.includes('.tmp')), 'no temporary file left behind');
+  t.notOk(
+    readdirSync(out).some((f) => f.includes('.tmp')),
+    'no temporary file left behind',
+  );
   t.ok(existsSync(join(out, 'train-000000.tar')), 'first shard completed before the interruption');
   let processed = 0;
   const summary = await runShardJob(synth(), { ...base(out), onProgress: (p) => (processed = p.done) });
@@ -194,12 +214,20 @@ t.test('temporaries of a killed run are removed by the rerun, which ends byte-id
   await runShardJob(synth(), base(ref));
   const out = tempDir(t);
   const controller = new AbortController();
-  await t.rejects(runShardJob(synth(), { ...base(out), workers: 1, signal: controller.signal, onProgress: (p) => p.done >= 48 && controller.abort() }), /interrupted/);
+  await t.rejects(
+    runShardJob(synth(), { ...base(out), workers: 1, signal: controller.signal, onProgress: (p) => p.done >= 48 && controller.abort() }),
+    /interrupted/,
+  );
   // What a kill -9 in the middle of writes leaves behind.
-  for (const f of ['train-000001.tar.tmp', 'train-000001.idx.tmp', '.errors.jsonl.tmp-123-abc1', '.partial/.train-000001.tar.json.tmp-99-zz9']) writeFileSync(join(out, f), 'half');
+  for (const f of ['train-000001.tar.tmp', 'train-000001.idx.tmp', '.errors.jsonl.tmp-123-abc1', '.partial/.train-000001.tar.json.tmp-99-zz9'])
+    writeFileSync(join(out, f), 'half');
   writeFileSync(join(out, 'notes.txt'), 'mine');
   await runShardJob(synth(), base(out));
-  t.same(readdirSync(out).filter((f) => f.includes('.tmp')), [], 'no temporaries left');
+  t.same(
+    readdirSync(out).filter((f) => f.includes('.tmp')),
+    [],
+    'no temporaries left',
+  );
   t.notOk(existsSync(join(out, '.partial')), 'the job state (and its temporaries) gone once complete');
   t.ok(existsSync(join(out, 'notes.txt')), "other people's files are left alone");
   rmSync(join(out, 'notes.txt'));

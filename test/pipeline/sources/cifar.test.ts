@@ -42,7 +42,19 @@ t.test('CIFAR-10 tarball: train batches, class names, planes -> HWC', async (t) 
   const test = await openCifar(top, { variant: 'cifar10', split: 'test' });
   t.equal(test.count, 2, 'folder input, test split');
   const out = join(dir, 'out');
-  await runShardJob(src, { out, res: 64, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 100, workers: 1, seed: 0, split: 'train', valFraction: 0, command: 't' });
+  await runShardJob(src, {
+    out,
+    res: 64,
+    resize: 'max-side',
+    encoding: 'raw',
+    quality: 90,
+    samplesPerShard: 100,
+    workers: 1,
+    seed: 0,
+    split: 'train',
+    valFraction: 0,
+    command: 't',
+  });
   const samples = await readDataset(out);
   t.equal(samples.length, 15);
   for (const s of samples) {
@@ -65,7 +77,19 @@ t.test('CIFAR-100: fine labels by default, coarse on request; center-crop upscal
   t.same([...(await coarse.load([0, 1, 2, 3])).pixels!.labels], [0, 1, 2, 3]);
   t.equal(coarse.classes[3], 'c3');
   const out = join(dir, 'out');
-  await runShardJob(fine, { out, res: 64, resize: 'center-crop', encoding: 'raw', quality: 90, samplesPerShard: 100, workers: 1, seed: 0, split: 'train', valFraction: 0, command: 't' });
+  await runShardJob(fine, {
+    out,
+    res: 64,
+    resize: 'center-crop',
+    encoding: 'raw',
+    quality: 90,
+    samplesPerShard: 100,
+    workers: 1,
+    seed: 0,
+    split: 'train',
+    valFraction: 0,
+    command: 't',
+  });
   const samples = await readDataset(out);
   t.same(samples[0]!.shape, [64, 64, 3]);
 });

@@ -28,7 +28,7 @@ t.test('parses header dims and data, gzipped or not', async (t) => {
     t.same(src.classes, ['0', '1', '2', '3']);
     const loaded = await src.load([5, 0]);
     t.same([...loaded.pixels!.labels], [1, 0]);
-    t.same([...loaded.pixels!.sourceIndex], [5, 0], "source positions kept for error reports");
+    t.same([...loaded.pixels!.sourceIndex], [5, 0], 'source positions kept for error reports');
     t.same([...loaded.payload!.subarray(0, 12)], [...f.pixels.subarray(60, 72)], 'item 5 pixels first');
   }
 });
@@ -37,7 +37,19 @@ t.test('idx -> shards keeps images 1-channel, unresized, pixel-exact', async (t)
   const dir = tempDir(t);
   const f = fixture(dir, 10, true);
   const out = join(dir, 'out');
-  await runShardJob(await openIdx(f.images, f.labels), { out, res: 64, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 4, workers: 1, seed: 0, split: 'train', valFraction: 0, command: 't' });
+  await runShardJob(await openIdx(f.images, f.labels), {
+    out,
+    res: 64,
+    resize: 'max-side',
+    encoding: 'raw',
+    quality: 90,
+    samplesPerShard: 4,
+    workers: 1,
+    seed: 0,
+    split: 'train',
+    valFraction: 0,
+    command: 't',
+  });
   const samples = await readDataset(out);
   t.equal(samples.length, 10);
   t.equal(readIndex(out)['channels'], 1);

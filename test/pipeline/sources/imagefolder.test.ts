@@ -7,7 +7,19 @@ import { colourImage, writeFile } from '../../helpers/fixtures.ts';
 import { readDataset, readIndex } from '../../helpers/read-shards.ts';
 import { tempDir } from '../../helpers/tmp.ts';
 
-const opts = (out: string) => ({ out, res: 8, resize: 'max-side' as const, encoding: 'raw' as const, quality: 90, samplesPerShard: 100, workers: 2, seed: 1, split: 'train', valFraction: 0, command: 't' });
+const opts = (out: string) => ({
+  out,
+  res: 8,
+  resize: 'max-side' as const,
+  encoding: 'raw' as const,
+  quality: 90,
+  samplesPerShard: 100,
+  workers: 2,
+  seed: 1,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
+});
 
 t.test('classes are sorted folder names; nested and every format read; hidden files ignored', async (t) => {
   const root = tempDir(t);
@@ -50,7 +62,10 @@ t.test('bad files are skipped, recorded in errors.jsonl, and the job continues',
   t.equal(summary.errors, 4);
   const samples = await readDataset(out);
   t.equal(samples.length, 1, 'only the good image is written');
-  const errors = readFileSync(join(out, 'errors.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { file: string; reason: string; shard: string });
+  const errors = readFileSync(join(out, 'errors.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { file: string; reason: string; shard: string });
   t.same(errors.map((e) => e.file.split('/').pop()).sort(), ['empty.jpg', 'notes.txt', 'random.png', 'truncated.jpg']);
   for (const e of errors) {
     t.ok(e.reason.length > 3, `reason given for ${e.file}: ${e.reason}`);
@@ -64,7 +79,11 @@ t.test('bad files are skipped, recorded in errors.jsonl, and the job continues',
 t.test('fixed class list; folders outside it are reported; --min-per-class drops rare classes', async (t) => {
   const root = tempDir(t);
   const img = await colourImage(4, 4, [9, 9, 9], 'png');
-  for (const [cls, n] of [['a', 1], ['b', 3], ['c', 2]] as const) {
+  for (const [cls, n] of [
+    ['a', 1],
+    ['b', 3],
+    ['c', 2],
+  ] as const) {
     for (let i = 0; i < n; i++) writeFile(join(root, cls, `${i}.png`), img);
   }
   const fixed = await openImageFolder(root, { classes: ['c', 'b'] });

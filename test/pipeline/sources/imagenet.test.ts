@@ -28,7 +28,19 @@ t.test('ImageNet-21k: synset tars and folders mixed, sorted synsets, --min-per-c
   t.equal(src.count, 5);
   t.match(src.listingErrors, [{ file: join(root, 'n03000000.tar'), reason: /1 images < --min-per-class 2/ }]);
   const out = join(root, 'out');
-  await runShardJob(src, { out, res: 8, resize: 'max-side', encoding: 'raw', quality: 90, samplesPerShard: 3, workers: 2, seed: 0, split: 'train', valFraction: 0, command: 't' });
+  await runShardJob(src, {
+    out,
+    res: 8,
+    resize: 'max-side',
+    encoding: 'raw',
+    quality: 90,
+    samplesPerShard: 3,
+    workers: 2,
+    seed: 0,
+    split: 'train',
+    valFraction: 0,
+    command: 't',
+  });
   const samples = await readDataset(out);
   t.equal(samples.length, 5);
   for (const s of samples) {
@@ -44,18 +56,40 @@ t.test('ImageNet val: labels from LOC_val_solution.csv or "<file> <synset>" line
   writeFile(join(root, 'val', 'ILSVRC2012_val_00000001.JPEG'), img);
   writeFile(join(root, 'val', 'ILSVRC2012_val_00000002.JPEG'), img);
   writeFile(join(root, 'val', 'ILSVRC2012_val_00000003.JPEG'), img);
-  writeFile(join(root, 'LOC_val_solution.csv'), 'ImageId,PredictionString\nILSVRC2012_val_00000001,n09000000 1 2 3 4 n09000000 5 6 7 8\nILSVRC2012_val_00000002,n01000000 1 2 3 4\n');
+  writeFile(
+    join(root, 'LOC_val_solution.csv'),
+    'ImageId,PredictionString\nILSVRC2012_val_00000001,n09000000 1 2 3 4 n09000000 5 6 7 8\nILSVRC2012_val_00000002,n01000000 1 2 3 4\n',
+  );
   const src = await openImageNet(join(root, 'val'), { labels: join(root, 'LOC_val_solution.csv') });
   t.same(src.classes, ['n01000000', 'n09000000']);
   t.equal(src.count, 2);
-  t.same((await src.load([0, 1])).items.map((i) => i.label), [1, 0]);
+  t.same(
+    (await src.load([0, 1])).items.map((i) => i.label),
+    [1, 0],
+  );
   t.match(src.listingErrors, [{ reason: /no entry in the labels file/ }]);
   const byName = parseLabels('ILSVRC2012_val_00000003.JPEG n05000000\n# comment\n', 'l.txt');
   t.same([...byName.entries()], [['ILSVRC2012_val_00000003', 'n05000000']]);
   t.throws(() => parseLabels('only-one-token\n', 'l.txt'), /l\.txt: line 1: expected/);
   const fixed = await openImageNet(join(root, 'val'), { labels: join(root, 'LOC_val_solution.csv'), classes: ['n01000000', 'n05000000', 'n09000000'] });
-  t.same((await fixed.load([0, 1])).items.map((i) => i.label), [2, 0], 'labels follow the given class list');
+  t.same(
+    (await fixed.load([0, 1])).items.map((i) => i.label),
+    [2, 0],
+    'labels follow the given class list',
+  );
   const out = join(root, 'out');
-  await runShardJob(src, { out, res: 8, resize: 'max-side', encoding: 'jpeg', quality: 90, samplesPerShard: 3, workers: 1, seed: 0, split: 'val', valFraction: 0, command: 't' });
+  await runShardJob(src, {
+    out,
+    res: 8,
+    resize: 'max-side',
+    encoding: 'jpeg',
+    quality: 90,
+    samplesPerShard: 3,
+    workers: 1,
+    seed: 0,
+    split: 'val',
+    valFraction: 0,
+    command: 't',
+  });
   t.equal((await readDataset(out)).length, 2);
 });

@@ -9,7 +9,19 @@ import { colourImage, rawTar, writeFile } from '../../helpers/fixtures.ts';
 import { readDataset, readIndex } from '../../helpers/read-shards.ts';
 import { tempDir } from '../../helpers/tmp.ts';
 
-const opts = (out: string) => ({ out, res: 8, resize: 'max-side' as const, encoding: 'raw' as const, quality: 90, samplesPerShard: 7, workers: 2, seed: 0, split: 'train', valFraction: 0, command: 't' });
+const opts = (out: string) => ({
+  out,
+  res: 8,
+  resize: 'max-side' as const,
+  encoding: 'raw' as const,
+  quality: 90,
+  samplesPerShard: 7,
+  workers: 2,
+  seed: 0,
+  split: 'train',
+  valFraction: 0,
+  command: 't',
+});
 
 t.test('re-shards our own shards through the index: same images, new resolution', async (t) => {
   const dir = tempDir(t);
@@ -23,10 +35,17 @@ t.test('re-shards our own shards through the index: same images, new resolution'
   const before = await readDataset(first);
   const after = await readDataset(second);
   t.equal(after.length, 20);
-  t.same(after.map((s) => s.label), before.map((s) => s.label), 'order and labels kept');
+  t.same(
+    after.map((s) => s.label),
+    before.map((s) => s.label),
+    'order and labels kept',
+  );
   t.same(after[0]!.shape, [8, 8, 3]);
   t.same(readIndex(second)['classes'], readIndex(first)['classes']);
-  t.same(readIndex(second).shardlist.map((s) => s.nsamples), [7, 7, 6]);
+  t.same(
+    readIndex(second).shardlist.map((s) => s.nsamples),
+    [7, 7, 6],
+  );
 });
 
 t.test('reads foreign shards by brace pattern: jpg members, uppercase extensions, label from cls', async (t) => {
@@ -34,7 +53,10 @@ t.test('reads foreign shards by brace pattern: jpg members, uppercase extensions
   for (let s = 0; s < 2; s++) {
     const entries = [];
     for (let i = 0; i < 3; i++) {
-      entries.push({ name: `img${s}${i}.JPG`, data: await colourImage(12, 6, [200, 10 * i, 0], 'jpeg') }, { name: `img${s}${i}.cls`, data: encodeCls(s * 3 + i) });
+      entries.push(
+        { name: `img${s}${i}.JPG`, data: await colourImage(12, 6, [200, 10 * i, 0], 'jpeg') },
+        { name: `img${s}${i}.cls`, data: encodeCls(s * 3 + i) },
+      );
     }
     writeFile(join(dir, `foreign-${String(s).padStart(2, '0')}.tar`), rawTar(entries));
   }
@@ -43,7 +65,10 @@ t.test('reads foreign shards by brace pattern: jpg members, uppercase extensions
   const out = join(dir, 'out');
   await runShardJob(src, { ...opts(out), samplesPerShard: 4 });
   const samples = await readDataset(out);
-  t.same(samples.map((s) => s.label), [0, 1, 2, 3, 4, 5]);
+  t.same(
+    samples.map((s) => s.label),
+    [0, 1, 2, 3, 4, 5],
+  );
   t.same(samples[0]!.shape, [4, 8, 3]);
   t.same(readIndex(out)['classes'], ['0', '1', '2', '3', '4', '5'], 'class names made from the labels seen');
 });
@@ -72,9 +97,19 @@ t.test('bad samples are skipped and listed in errors.jsonl, as every other sourc
   const summary = await runShardJob(await openWebDataset([join(dir, 'mixed.tar')]), opts(out));
   t.equal(summary.errors, 4);
   const samples = await readDataset(out);
-  t.same(samples.map((s) => s.label), [1, 3], 'the good samples, in order');
-  const errors = readFileSync(join(out, 'errors.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { file: string; reason: string });
-  t.same(errors.map((e) => e.file.replace(/^.*#/, '')), ['b', 'c', 'd', 'e']);
+  t.same(
+    samples.map((s) => s.label),
+    [1, 3],
+    'the good samples, in order',
+  );
+  const errors = readFileSync(join(out, 'errors.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { file: string; reason: string });
+  t.same(
+    errors.map((e) => e.file.replace(/^.*#/, '')),
+    ['b', 'c', 'd', 'e'],
+  );
   t.match(errors[0]!.reason, /no image member/);
   t.match(errors[1]!.reason, /no image member .*links carry no data/);
   t.match(errors[2]!.reason, /class label "cat" is not an integer/);

@@ -22,7 +22,14 @@ t.test('cls: decimal ASCII without newline; decoding is Python int()', async (t)
   t.equal(text(encodeCls(-1)), '-1');
   t.throws(() => encodeCls(1.5), { name: 'SampleFormatError' });
   t.throws(() => encodeCls(Number.NaN), { name: 'SampleFormatError' });
-  for (const [s, n] of [['7', 7], [' 42\n', 42], ['\t-3 ', -3], ['+5', 5], ['1_000', 1000], ['007', 7]] as const) {
+  for (const [s, n] of [
+    ['7', 7],
+    [' 42\n', 42],
+    ['\t-3 ', -3],
+    ['+5', 5],
+    ['1_000', 1000],
+    ['007', 7],
+  ] as const) {
     t.equal(decodeCls(Buffer.from(s)), n, JSON.stringify(s));
   }
   for (const s of ['', '1.5', 'abc', '1 2', '0x10', '_1', '1__0', '99999999999999999999']) {
@@ -82,7 +89,7 @@ t.test('decodeNpy rejects what it cannot represent', async (t) => {
   t.throws(() => decodeNpy(npy.subarray(0, 40), where), { name: 'SampleFormatError', message: /truncated .npy header/ });
   t.throws(() => decodeNpy(Buffer.from('PK\x03\x04 not npy'), where), { name: 'SampleFormatError', message: /bad magic/ });
   const fortran = Buffer.from(npy);
-  fortran.write("True ", fortran.indexOf('False'), 'latin1');
+  fortran.write('True ', fortran.indexOf('False'), 'latin1');
   t.throws(() => decodeNpy(fortran), { name: 'SampleFormatError', message: /Fortran/ });
   const obj = Buffer.from(npy);
   obj.write("|O1'", obj.indexOf('|u1'), 'latin1');

@@ -49,10 +49,10 @@ t.test('fileOffsets shifts relative encodeSample locations', async (t) => {
   t.throws(() => encodeDaliIndex([]), { name: 'WebDatasetError' });
   t.throws(() => encodeDaliIndex([{ members: [] }]), { name: 'WebDatasetError' });
   t.throws(() => encodeDaliIndex([a], 100), { name: 'WebDatasetError', message: /multiple of 512/ });
-  t.throws(
-    () => encodeDaliIndex([{ members: [{ ext: 'cls', name: 'a b.cls', headerOffset: 0, dataOffset: 512, size: 1 }] }]),
-    { name: 'WebDatasetError', message: /whitespace/ },
-  );
+  t.throws(() => encodeDaliIndex([{ members: [{ ext: 'cls', name: 'a b.cls', headerOffset: 0, dataOffset: 512, size: 1 }] }]), {
+    name: 'WebDatasetError',
+    message: /whitespace/,
+  });
 });
 
 t.test('parseDaliIndex reads v1.1 and rejects malformed files with a line number', async (t) => {

@@ -61,7 +61,11 @@ t.test('gzip is detected by magic bytes, whatever the name', async (t) => {
   const expected = JSON.parse(readFileSync(join(FIXTURES, 'python-mixed.expected.json'), 'utf8')) as Record<string, { __key__: string }[]>;
   const got: string[] = [];
   for await (const s of readShard(join(FIXTURES, 'python-mixed-gnu.tar.gz'))) got.push(s.__key__);
-  t.strictSame(got, expected['python-mixed-gnu.tar.gz']!.map((s) => s.__key__), 'Python-written GNU tar, gzipped');
+  t.strictSame(
+    got,
+    expected['python-mixed-gnu.tar.gz']!.map((s) => s.__key__),
+    'Python-written GNU tar, gzipped',
+  );
   const broken = gzipSync(shard0).subarray(0, 300); // cut mid-stream: zlib reports it
   writeFileSync(join(dir, 'broken.tar.gz'), broken);
   await t.rejects(keys(readShard(join(dir, 'broken.tar.gz'))), { name: 'UrlError', url: join(dir, 'broken.tar.gz'), message: /gzip/ });

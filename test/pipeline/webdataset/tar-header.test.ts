@@ -1,12 +1,5 @@
 import t from 'tap';
-import {
-  BLOCK,
-  DEFAULT_MTIME,
-  RECORD,
-  decodeHeader,
-  encodeHeader,
-  paddedSize,
-} from '../../../src/pipeline/webdataset/tar-header.ts';
+import { BLOCK, DEFAULT_MTIME, RECORD, decodeHeader, encodeHeader, paddedSize } from '../../../src/pipeline/webdataset/tar-header.ts';
 
 const ascii = (b: Uint8Array, start: number, len: number): string => Buffer.from(b.subarray(start, start + len)).toString('latin1');
 
@@ -34,11 +27,17 @@ t.test('encodeHeader writes every ustar field as tarfile does', async (t) => {
   t.equal(ascii(h, 124, 12), '00000002322\0', 'size 1234 in 11 octal digits');
   t.equal(ascii(h, 136, 12), (1700000000).toString(8).padStart(11, '0') + '\0', 'mtime');
   t.equal(ascii(h, 156, 1), '0', 'typeflag regular file');
-  t.ok(h.subarray(157, 257).every((b) => b === 0), 'empty linkname');
+  t.ok(
+    h.subarray(157, 257).every((b) => b === 0),
+    'empty linkname',
+  );
   t.equal(ascii(h, 257, 8), 'ustar\x0000', 'POSIX magic + version');
   t.equal(ascii(h, 265, 32), 'bigdata'.padEnd(32, '\0'), 'uname');
   t.equal(ascii(h, 297, 32), 'bigdata'.padEnd(32, '\0'), 'gname');
-  t.ok(h.subarray(329, 512).every((b) => b === 0), 'devmajor/devminor/prefix/padding are NUL');
+  t.ok(
+    h.subarray(329, 512).every((b) => b === 0),
+    'devmajor/devminor/prefix/padding are NUL',
+  );
   const sum = checksumOf(h);
   t.equal(ascii(h, 148, 8), sum.toString(8).padStart(6, '0') + '\0 ', 'checksum "%06o\\0 "');
 });
@@ -46,8 +45,14 @@ t.test('encodeHeader writes every ustar field as tarfile does', async (t) => {
 t.test('encodeHeader honours overrides and writes into a buffer at an offset', async (t) => {
   const out = new Uint8Array(2048).fill(0xaa);
   encodeHeader({ name: 'x.bin', size: 0, mode: 0o100644, uid: 1000, gid: 100, uname: 'me', gname: 'us', typeflag: '5', mtime: 7 }, out, 1024);
-  t.ok(out.subarray(0, 1024).every((b) => b === 0xaa), 'bytes before untouched');
-  t.ok(out.subarray(1536).every((b) => b === 0xaa), 'bytes after untouched');
+  t.ok(
+    out.subarray(0, 1024).every((b) => b === 0xaa),
+    'bytes before untouched',
+  );
+  t.ok(
+    out.subarray(1536).every((b) => b === 0xaa),
+    'bytes after untouched',
+  );
   const h = out.subarray(1024, 1536);
   t.equal(ascii(h, 100, 8), '0000644\0', 'mode masked to 0o7777 like tarfile');
   t.equal(ascii(h, 108, 8), '0001750\0');

@@ -41,8 +41,14 @@ t.test('encodeSample lays members out in sorted extension order in one buffer', 
     t.equal(h.mtime, 42);
     t.strictSame(out.subarray(m.dataOffset, m.dataOffset + m.size), members[m.ext as keyof typeof members]);
   }
-  t.ok(out.subarray(512 + 1, 1024).every((b) => b === 0), 'padding is zero');
-  t.ok(out.subarray(3072 + 513).every((b) => b === 0), 'trailing padding is zero');
+  t.ok(
+    out.subarray(512 + 1, 1024).every((b) => b === 0),
+    'padding is zero',
+  );
+  t.ok(
+    out.subarray(3072 + 513).every((b) => b === 0),
+    'trailing padding is zero',
+  );
 });
 
 t.test('encodeSample validates keys and extensions, naming the key', async (t) => {
@@ -119,7 +125,10 @@ t.test('TarWriter writes atomically with md5, size and absolute locations', asyn
   t.equal(file.length % 10240, 0, 'whole records');
   t.equal(r.md5, createHash('md5').update(file).digest('hex'), 'incremental md5 equals md5 of the file');
   for (const m of [...a, ...b]) t.equal(decodeHeader(file, m.headerOffset)?.name, m.name);
-  t.ok(file.subarray(4608).every((x) => x === 0), 'end of archive is zeros');
+  t.ok(
+    file.subarray(4608).every((x) => x === 0),
+    'end of archive is zeros',
+  );
   await t.rejects(w.write({ key: 's3', members: { cls: Uint8Array.of(1) } }), { message: /after close/ });
   await t.rejects(w.close(), { message: /twice/ });
 });
@@ -136,9 +145,7 @@ t.test('TarWriter keeps call order when writes are not awaited', async (t) => {
   let expectOffset = 0;
   const misplaced: number[] = [];
   for (const [i, m] of locs.entries()) {
-    const ok =
-      m.headerOffset === expectOffset &&
-      Buffer.from(file.subarray(m.dataOffset, m.dataOffset + m.size)).equals(Buffer.from(bytes(100 + i * 7, i)));
+    const ok = m.headerOffset === expectOffset && Buffer.from(file.subarray(m.dataOffset, m.dataOffset + m.size)).equals(Buffer.from(bytes(100 + i * 7, i)));
     if (!ok) misplaced.push(i);
     expectOffset += 512 + Math.ceil(m.size / 512) * 512;
   }

@@ -46,7 +46,16 @@ t.test('validation names the file and the bad field, on read and on write', asyn
     [{ ...index(), wids_version: 2 }, /wids_version must be 1/],
     [{ ...index(), shardlist: {} }, /shardlist must be an array/],
     [{ ...index(), shardlist: [{ nsamples: 3 }] }, /shardlist\[0\]\.url must be a non-empty string/],
-    [{ ...index(), shardlist: [{ url: 'a.tar', nsamples: 1 }, { url: 'b.tar', nsamples: -1 }] }, /shardlist\[1\]\.nsamples must be a non-negative integer/],
+    [
+      {
+        ...index(),
+        shardlist: [
+          { url: 'a.tar', nsamples: 1 },
+          { url: 'b.tar', nsamples: -1 },
+        ],
+      },
+      /shardlist\[1\]\.nsamples must be a non-negative integer/,
+    ],
     [{ ...index(), shardlist: [{ url: 'a.tar', nsamples: '7' }] }, /shardlist\[0\]\.nsamples/],
     [{ ...index(), shardlist: [{ url: 'a.tar', nsamples: 1, filesize: 1.5 }] }, /shardlist\[0\]\.filesize/],
     [{ ...index(), shardlist: [{ url: 'a.tar', nsamples: 1, md5sum: 'xyz' }] }, /shardlist\[0\]\.md5sum/],
@@ -72,7 +81,11 @@ t.test('relative URLs resolve against base, else the index folder', async (t) =>
     await writeWidsIndex(path, index(extra));
     return (await readWidsIndex(path)).resolvedUrls;
   };
-  t.strictSame(await write('a.json', { base: '../shards' }), [join(dir, 'res', 'shards', 'train-000000.tar'), join(dir, 'res', 'shards', 'train-000001.tar')], 'relative base');
+  t.strictSame(
+    await write('a.json', { base: '../shards' }),
+    [join(dir, 'res', 'shards', 'train-000000.tar'), join(dir, 'res', 'shards', 'train-000001.tar')],
+    'relative base',
+  );
   t.strictSame(await write('b.json', { base: '/data/x' }), ['/data/x/train-000000.tar', '/data/x/train-000001.tar'], 'absolute base');
   t.strictSame(
     await write('c.json', { base: 'https://cdn.example.com/ds/v1' }),
@@ -80,7 +93,13 @@ t.test('relative URLs resolve against base, else the index folder', async (t) =>
     'URL base is a directory with or without a trailing slash, as in wids urlmerge',
   );
   t.strictSame(
-    await write('d.json', { shardlist: [{ url: '/abs/s.tar', nsamples: 1 }, { url: 'http://h/s.tar', nsamples: 1 }, { url: 'sub/../s.tar', nsamples: 1 }] }),
+    await write('d.json', {
+      shardlist: [
+        { url: '/abs/s.tar', nsamples: 1 },
+        { url: 'http://h/s.tar', nsamples: 1 },
+        { url: 'sub/../s.tar', nsamples: 1 },
+      ],
+    }),
     ['/abs/s.tar', 'http://h/s.tar', join(sub, 's.tar')],
     'absolute paths and URLs are kept',
   );

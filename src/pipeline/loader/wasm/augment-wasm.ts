@@ -35,14 +35,39 @@ interface Exports {
   memory: WasmMemory;
   __heap_base: { value: number };
   run(
-    res: number, C: number, src: number, W: number, H: number, r0: number, r1: number,
-    bx: number, by: number, bw: number, bh: number, flip: number,
-    norm: number, out: number, scratch: number, scratchCap: number,
+    res: number,
+    C: number,
+    src: number,
+    W: number,
+    H: number,
+    r0: number,
+    r1: number,
+    bx: number,
+    by: number,
+    bw: number,
+    bh: number,
+    flip: number,
+    norm: number,
+    out: number,
+    scratch: number,
+    scratchCap: number,
   ): number;
   run_u8(
-    res: number, C: number, src: number, W: number, H: number, r0: number, r1: number,
-    bx: number, by: number, bw: number, bh: number, flip: number,
-    out: number, scratch: number, scratchCap: number,
+    res: number,
+    C: number,
+    src: number,
+    W: number,
+    H: number,
+    r0: number,
+    r1: number,
+    bx: number,
+    by: number,
+    bw: number,
+    bh: number,
+    flip: number,
+    out: number,
+    scratch: number,
+    scratchCap: number,
   ): number;
 }
 
@@ -81,7 +106,10 @@ export class WasmAugmenter implements ImageAugmenter {
   private outView!: Float32Array;
   private outBytes!: Uint8Array;
 
-  constructor(readonly res: number, readonly channels: number) {
+  constructor(
+    readonly res: number,
+    readonly channels: number,
+  ) {
     if (!Number.isInteger(res) || res < 1) throw new RangeError(`res must be a positive integer, got ${res}`);
     if (!Number.isInteger(channels) || channels < 1 || channels > WASM_MAX_CHANNELS) {
       throw new RangeError(`WasmAugmenter supports 1..${WASM_MAX_CHANNELS} channels, got ${channels}`);
@@ -151,15 +179,40 @@ export class WasmAugmenter implements ImageAugmenter {
       this.copyRows(src, rowBytes, r0, r1, box.width);
       const rc = u8
         ? this.ex.run_u8(
-          this.res, C, this.srcPtr, width, height, r0, r1,
-          box.x, box.y, box.width, box.height, box.flip ? 1 : 0,
-          this.outPtr, this.scratchPtr, this.scratchCap,
-        )
+            this.res,
+            C,
+            this.srcPtr,
+            width,
+            height,
+            r0,
+            r1,
+            box.x,
+            box.y,
+            box.width,
+            box.height,
+            box.flip ? 1 : 0,
+            this.outPtr,
+            this.scratchPtr,
+            this.scratchCap,
+          )
         : this.ex.run(
-          this.res, C, this.srcPtr, width, height, r0, r1,
-          box.x, box.y, box.width, box.height, box.flip ? 1 : 0,
-          this.normPtr, this.outPtr, this.scratchPtr, this.scratchCap,
-        );
+            this.res,
+            C,
+            this.srcPtr,
+            width,
+            height,
+            r0,
+            r1,
+            box.x,
+            box.y,
+            box.width,
+            box.height,
+            box.flip ? 1 : 0,
+            this.normPtr,
+            this.outPtr,
+            this.scratchPtr,
+            this.scratchCap,
+          );
       if (rc === 0) return;
       if (rc > 0) {
         this.scratchCap = align16(rc + 4096);
