@@ -56,4 +56,6 @@ export interface CorruptSample {
 
 export interface LoadTaskResult {
   corrupt: CorruptSample[];
+  /** The task could not fill its rows (too many bad samples in a row); its slot is not published. */
+  failure?: string;
 }

@@ -130,8 +130,11 @@ export default async function loadTask(task: LoadTask): Promise<LoadTaskResult> 
           reason: (err as Error).message,
           replacement,
         });
-        if (attempt + 1 >= MAX_REPLACEMENTS)
-          throw new Error(`sample ${index}: ${MAX_REPLACEMENTS} replacements in a row failed; last: ${(err as Error).message}`);
+        // A task that cannot fill its rows says so in its result: a rejection of the task means
+        // the thread died (the loader re-runs it), never a data problem.
+        if (attempt + 1 >= MAX_REPLACEMENTS) {
+          return { corrupt, failure: `sample ${index}: ${MAX_REPLACEMENTS} replacements in a row failed; last: ${(err as Error).message}` };
+        }
         candidate = replacement;
       }
     }

@@ -223,6 +223,9 @@ export class Loader implements DataFeed {
     try {
       for (let step = startStep; step < steps; step++) {
         const view = await this.ring.next().catch((err: unknown) => {
+          // A failed slot was taken (and released) by the ring: it is consumed, or drain() below
+          // would wait forever for a frame that never comes.
+          if (err instanceof RingSlotError) run.consumed++;
           throw err instanceof RingSlotError && this.failure ? this.failure : err;
         });
         run.consumed++;
@@ -383,19 +386,22 @@ export class Loader implements DataFeed {
   /** Runs a task; a crashed thread's task is simply run again (it writes the same bytes). */
   private async runTask(task: LoadTask): Promise<void> {
     for (let attempt = 0; ; attempt++) {
+      let result: LoadTaskResult;
       try {
-        const result = (await this.pool.run(task)) as LoadTaskResult;
-        for (const c of result.corrupt) {
-          this.corruptCount++;
-          if (this.corrupt.length < 1000) this.corrupt.push(c);
-          this.o.onCorrupt?.(c);
-        }
-        return;
+        result = (await this.pool.run(task)) as LoadTaskResult;
       } catch (err) {
+        // The task reports data problems in its result, so a rejection is a thread that died.
         if (this.closed) throw new LoaderError('loader closed');
-        const crashed = /exited|terminated|worker/i.test(String((err as Error).message)) && !(err as Error).message.includes('replacements');
-        if (!crashed || attempt + 1 >= TASK_RETRIES) throw err;
+        if (attempt + 1 >= TASK_RETRIES) throw err;
+        continue;
       }
+      for (const c of result.corrupt) {
+        this.corruptCount++;
+        if (this.corrupt.length < 1000) this.corrupt.push(c);
+        this.o.onCorrupt?.(c);
+      }
+      if (result.failure) throw new LoaderError(result.failure);
+      return;
     }
   }
 

@@ -118,3 +118,20 @@ t.test('one undecodable sample is replaced, named by shard and key', async (t) =
   t.match(r.samples[0], { shard: path, key: '000000045' });
   t.match(r.samples[0]!.reason, /npy|magic|not/i);
 });
+
+t.test('a task that cannot fill its rows fails the epoch with a LoaderError (not retried as a crash, no hang)', async (t) => {
+  const d = copy();
+  for (const f of ['train-000000.tar', 'train-000001.tar', 'train-000002.tar']) {
+    const p = join(d, f);
+    writeFileSync(p, Buffer.alloc(statSync(p).size, 0x43));
+  }
+  const loader = await Loader.open(opts(d));
+  t.teardown(() => loader.close());
+  await t.rejects(
+    (async () => {
+      for await (const b of loader.epoch(0)) b.release();
+    })(),
+    { name: 'LoaderError', message: /sample \d+: 16 replacements in a row failed; last: label is not a decimal integer/ },
+  );
+  t.ok(loader.replaced().count >= 16, 'every attempt counted');
+});
