@@ -136,6 +136,11 @@ export function progressPrinter(stream: NodeJS.WriteStream | null | undefined, q
   if (stream === null || quiet) return undefined;
   let line: ProgressLine | null = null;
   return (e) => {
+    if (e.kind === 'epoch-start') {
+      // The epoch's rate counts from its start, not from its first update.
+      line = new ProgressLine(stream ?? process.stderr);
+      return;
+    }
     if (e.kind === 'epoch-end') {
       line?.done();
       line = null;

@@ -51,6 +51,7 @@ export interface UpdateInfo {
 
 export type ProgressEvent =
   | { kind: 'update'; epoch: number; epochs: number; done: number; total: number; loss: number; lr: number; stallPct: number }
+  | { kind: 'epoch-start'; epoch: number }
   | { kind: 'epoch-end'; epoch: number };
 
 export type StopReason = 'completed' | 'max-steps' | 'interrupted';
@@ -204,6 +205,7 @@ async function trainEpoch(run: TrainRun, rl: RunLog, feed: DataFeed): Promise<St
   const epochSamples = run.stepsPerEpoch * microBatchSize(o);
   // The state as of the last update boundary: what a checkpoint taken now must describe.
   let boundary = snapshot(run, p);
+  rl.runtime.onProgress?.({ kind: 'epoch-start', epoch: p.epoch });
   const it = feed.epoch(p.epoch, p.step)[Symbol.asyncIterator]();
   let pending: Promise<IteratorResult<Batch>> | null = it.next();
   let stop: StopReason | null = null;

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { EXIT } from '../../src/cli/command.ts';
-import { runTrainCli, type MakeFeeds, type TrainIo } from '../../src/cli/train-main.ts';
+import { progressPrinter, runTrainCli, type MakeFeeds, type TrainIo } from '../../src/cli/train-main.ts';
 import type { TrainFlags } from '../../src/cli/train-flags.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { feedsFor } from '../train/helpers.ts';
@@ -123,4 +123,18 @@ t.test('one writer per --out: a second train into a folder being written is refu
   t.notOk(existsSync(`${out}.lock`), 'the lock is released at the end');
   const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
   t.equal(metrics.filter((l) => l.includes('"type":"summary"')).length, 1, 'one run wrote the folder');
+});
+
+t.test('the progress line of each epoch counts its rate from the epoch start', async (t) => {
+  const events: string[] = [];
+  const stream = { isTTY: true, write: (s: string) => events.push(s) } as unknown as NodeJS.WriteStream;
+  const print = progressPrinter(stream, false)!;
+  print({ kind: 'epoch-start', epoch: 0 });
+  await new Promise((r) => setTimeout(r, 50));
+  print({ kind: 'update', epoch: 0, epochs: 1, done: 10, total: 100, loss: 1, lr: 1e-3, stallPct: 0 });
+  print({ kind: 'epoch-end', epoch: 0 });
+  // 10 images in >= 50 ms: at most 200 images/s (a line created at the update would say millions).
+  const rate = Number(/ (\d[\d,]*) img\/s/.exec(events.join(''))![1]!.replace(/,/g, ''));
+  t.ok(rate <= 200, `${rate} img/s`);
+  t.equal(progressPrinter(stream, true), undefined, '--quiet: no printer');
 });
