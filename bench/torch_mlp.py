@@ -6,58 +6,21 @@ webgpu backend: plain fp32 there (TF32 off, so tensor cores do not change the ar
 import argparse
 import json
 import math
-import re
+import os
+import sys
 import time
 
 import torch
 from torch import nn
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "pytorch"))
+from mlp_model import build as _build  # noqa: E402
+
 
 def build(arch: str, dim_in: int, classes: int) -> nn.Module:
-    m = re.fullmatch(r"([BS])_(\d+)-Wi_(\d+)(?:-Ex_(\d+))?", arch)
-    if not m:
-        raise SystemExit(f"bad --arch {arch!r}: expected B_<depth>-Wi_<width> or S_<depth>-Wi_<width>")
-    kind, depth, width = m.group(1), int(m.group(2)), int(m.group(3))
-    ex = int(m.group(4) or 4)
-
-    if kind == "B":
-        class Block(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.block = nn.Sequential(nn.Linear(width, ex * width), nn.GELU(), nn.Linear(ex * width, width))
-
-            def forward(self, x):
-                return self.block(x)
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.linear_in = nn.Linear(dim_in, width)
-                self.linear_out = nn.Linear(width, classes)
-                self.blocks = nn.ModuleList([Block() for _ in range(depth)])
-                self.layernorms = nn.ModuleList([nn.LayerNorm(width) for _ in range(depth)])
-
-            def forward(self, x):
-                x = self.linear_in(x)
-                for b, n in zip(self.blocks, self.layernorms):
-                    x = x + b(n(x))
-                return self.linear_out(x)
-    else:
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.linear_in = nn.Linear(dim_in, width)
-                self.linear_out = nn.Linear(width, classes)
-                self.layers = nn.ModuleList([nn.Linear(width, width) for _ in range(depth - 1)])
-                self.layernorms = nn.ModuleList([nn.LayerNorm(width) for _ in range(depth - 1)])
-
-            def forward(self, x):
-                z = self.linear_in(x)
-                for layer, norm in zip(self.layers, self.layernorms):
-                    z = layer(nn.functional.gelu(norm(z)))
-                return self.linear_out(z)
-
-    return Net()
+    """The reference MLP of `arch` (examples/pytorch/mlp_model.py, the one definition the examples,
+    this benchmark and the interop tests share)."""
+    return _build(arch, dim_in, classes)[0]
 
 
 def forward_macs(model: nn.Module) -> int:

@@ -134,6 +134,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
   const data = str(raw, 'data');
   if (data === undefined) throw new UsageError('required: the dataset index (index.json)', 'data');
   const real = str(raw, 'real');
+  const normalize = normalizeRequest(raw);
   const out = str(raw, 'out');
   return {
     help: false,
@@ -156,7 +157,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
       quiet: Boolean(raw['quiet']),
       frameDtype: oneOf(raw, 'frame-dtype', FRAME_DTYPE_CHOICES, 'auto'),
-      ...(normalizeRequest(raw) ? { normalize: normalizeRequest(raw)! } : {}),
+      ...(normalize ? { normalize } : {}),
     },
   };
 }

@@ -405,6 +405,8 @@ async function finish(run: TrainRun, rl: RunLog, stop: StopReason): Promise<Trai
   }
   const seconds = (performance.now() - rl.t0) / 1000;
   const compute = computeFields(p.samplesSeen, run.flopsPerSample);
+  const replacedTrain = replacedSummary(rl.feeds.train);
+  const replacedVal = replacedSummary(rl.feeds.val);
   const summary: TrainSummary = {
     arch: config.arch,
     params: model.numParams,
@@ -425,14 +427,7 @@ async function finish(run: TrainRun, rl: RunLog, stop: StopReason): Promise<Trai
     modelDir,
     resumedFrom: run.resumedFrom,
     out: o.out,
-    ...(replacedSummary(rl.feeds.train) || replacedSummary(rl.feeds.val)
-      ? {
-          replaced: {
-            ...(replacedSummary(rl.feeds.train) ? { train: replacedSummary(rl.feeds.train)! } : {}),
-            ...(replacedSummary(rl.feeds.val) ? { val: replacedSummary(rl.feeds.val)! } : {}),
-          },
-        }
-      : {}),
+    ...(replacedTrain || replacedVal ? { replaced: { ...(replacedTrain ? { train: replacedTrain } : {}), ...(replacedVal ? { val: replacedVal } : {}) } } : {}),
     ...(finetune
       ? {
           finetune: {
