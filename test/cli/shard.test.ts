@@ -105,7 +105,18 @@ t.test('one writer per output folder: a second shard run into it is refused with
 // Root writes through permission bits, so as root the check runs as "nobody" through setpriv.
 const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 const asRoot = process.getuid?.() === 0;
-const noDrop = asRoot && !setpriv ? 'running as root without setpriv: cannot drop privileges for a permission test' : false;
+/** Whether "nobody" can read the checkout (a clone inside a private 0700 folder cannot be). */
+function nobodyReads(): boolean {
+  const probe = join(root, 'node_modules', 'tsx', 'package.json');
+  return spawnSync(setpriv!, ['--reuid=65534', '--regid=65534', '--clear-groups', '/bin/sh', '-c', 'test -r "$0"', probe]).status === 0;
+}
+const noDrop = !asRoot
+  ? false
+  : !setpriv
+    ? 'running as root without setpriv: cannot drop privileges for a permission test'
+    : !nobodyReads()
+      ? 'running as root in a checkout that an unprivileged user cannot read (a private parent folder): cannot drop privileges for a permission test'
+      : false;
 
 t.test('a read-only output folder is an error naming it (run as an unprivileged user)', { skip: noDrop }, async (t) => {
   const dir = tempDir(t);
