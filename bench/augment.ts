@@ -1,4 +1,4 @@
-// Micro-benchmark of the per-image augment kernel, JS Augmenter vs WasmAugmenter, one JSON line
+// Micro-benchmark of the per-image resampling kernel, TypeScript Resampler vs WasmResampler, one JSON line
 // per (case, impl):
 //   node --import tsx bench/augment.ts [--seconds S] [--repeats N] [--case NAME]
 // Random-resized crops (torchvision defaults, flip on) of random images into a batch in a
@@ -7,9 +7,12 @@
 // noisy machines only ever make a run slower). images_per_sec is for one JS thread. The -uint8
 // rows write rounded uint8 pixels (uint8 frames) instead of normalised float32.
 import { parseArgs } from 'node:util';
-import { Augmenter, normalisation } from '../src/pipeline/loader/augment.ts';
-import { DEFAULT_AUGMENT, randomResizedCrop, type CropBox } from '../src/pipeline/loader/augment-params.ts';
-import { WasmAugmenter, wasmAugmentModule, type ImageAugmenter } from '../src/pipeline/loader/wasm/augment-wasm.ts';
+import type { CropBox } from '../src/pipeline/augment/crop-box.ts';
+import { normalisation } from '../src/pipeline/augment/normalisation.ts';
+import { randomResizedCrop } from '../src/pipeline/augment/random-resized-crop.ts';
+import { Resampler, type ImageResampler, type ResampleTarget } from '../src/pipeline/augment/resample.ts';
+import { PRETRAIN_AUGMENT } from '../src/pipeline/augment/settings.ts';
+import { WasmResampler, wasmResampleModule } from '../src/pipeline/augment/wasm/resample-wasm.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -53,20 +56,19 @@ function fixture(k: Case): { images: Uint8Array[]; boxes: CropBox[] } {
     return seed >>> 24;
   };
   const images = Array.from({ length: IMAGES }, () => Uint8Array.from({ length: k.width * k.height * k.channels }, rand));
-  const boxes = Array.from({ length: BOXES }, (_, i) => randomResizedCrop(7, 0, i, k.width, k.height, DEFAULT_AUGMENT));
+  const boxes = Array.from({ length: BOXES }, (_, i) => randomResizedCrop(7, 0, i, k.width, k.height, PRETRAIN_AUGMENT));
   return { images, boxes };
 }
 
 /** Images per second over at least `seconds`, after a warm-up. */
-function time(aug: ImageAugmenter, k: Case, fx: ReturnType<typeof fixture>, out: Float32Array | Uint8Array, seconds: number): { rate: number; n: number } {
+function time(aug: ImageResampler, k: Case, fx: ReturnType<typeof fixture>, out: ResampleTarget, seconds: number): { rate: number; n: number } {
   const norm = k.channels === 3 ? normalisation([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]) : normalisation([33.3], [78.6]);
   const per = k.channels * k.res * k.res;
+  // uint8 targets hold pixels: no normalisation (the loader passes none for uint8 frames).
+  const outNorm = out instanceof Float32Array ? norm : undefined;
   let i = 0;
   const step = (count: number): void => {
-    for (let j = 0; j < count; j++, i++) {
-      if (out instanceof Uint8Array) aug.runUint8(fx.images[i % IMAGES]!, k.width, k.height, fx.boxes[i % BOXES]!, out, (i % BATCH) * per);
-      else aug.run(fx.images[i % IMAGES]!, k.width, k.height, fx.boxes[i % BOXES]!, norm, out, (i % BATCH) * per);
-    }
+    for (let j = 0; j < count; j++, i++) aug.run(fx.images[i % IMAGES]!, k.width, k.height, fx.boxes[i % BOXES]!, out, (i % BATCH) * per, outNorm);
   };
   step(200);
   const chunk = 200;
@@ -81,17 +83,17 @@ function time(aug: ImageAugmenter, k: Case, fx: ReturnType<typeof fixture>, out:
   return { rate: n / elapsed, n };
 }
 
-if (!wasmAugmentModule()) process.stderr.write('WebAssembly SIMD unavailable: wasm rows skipped\n');
+if (!wasmResampleModule()) process.stderr.write('WebAssembly SIMD unavailable: wasm rows skipped\n');
 for (const k of CASES) {
   if (opts.case && opts.case !== k.name) continue;
   const fx = fixture(k);
   const out = new Float32Array(new SharedArrayBuffer(BATCH * k.channels * k.res * k.res * 4));
-  const outU8 = new Uint8Array(new SharedArrayBuffer(BATCH * k.channels * k.res * k.res));
-  const impls: Array<[string, ImageAugmenter]> = [
-    ['js', new Augmenter(k.res, k.channels)],
-    ['js-uint8', new Augmenter(k.res, k.channels)],
+  const outU8 = new Uint8ClampedArray(new SharedArrayBuffer(BATCH * k.channels * k.res * k.res));
+  const impls: Array<[string, ImageResampler]> = [
+    ['js', new Resampler(k.res, k.channels)],
+    ['js-uint8', new Resampler(k.res, k.channels)],
   ];
-  if (wasmAugmentModule()) impls.push(['wasm', new WasmAugmenter(k.res, k.channels)], ['wasm-uint8', new WasmAugmenter(k.res, k.channels)]);
+  if (wasmResampleModule()) impls.push(['wasm', new WasmResampler(k.res, k.channels)], ['wasm-uint8', new WasmResampler(k.res, k.channels)]);
   const best = new Map<string, { rate: number; n: number }>();
   for (let r = 0; r < REPEATS; r++) {
     for (const [name, aug] of impls) {

@@ -12,8 +12,9 @@ import { FRAME_DTYPE_CHOICES, FRAME_DTYPE_HELP, type FrameDtypeChoice } from '..
 import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from '../train/predict.ts';
 import { loadPretrained, resolvePretrained } from '../train/pretrained.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
-import type { CropSpec, OpenEvalFeed } from './feeds.ts';
-import { FINETUNE_DEFAULTS } from './finetune-main.ts';
+import type { AugmentSettings } from '../pipeline/augment/settings.ts';
+import type { OpenEvalFeed } from './feeds.ts';
+import { cropFlags, FINETUNE_DEFAULTS } from './finetune-main.ts';
 import {
   MAX_WORKERS,
   NORMALIZE_SPEC,
@@ -21,7 +22,6 @@ import {
   normalizeRequest,
   num,
   oneOf,
-  pair,
   parseFlags,
   positiveInt,
   str,
@@ -38,7 +38,7 @@ export interface EvalOptions {
   batchSize: number;
   /** Test-time augmentation views; 0 = none. */
   tta: number;
-  crop: CropSpec;
+  crop: AugmentSettings;
   seed: number;
   real?: string;
   out?: string;
@@ -143,10 +143,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       data,
       batchSize: num(raw, 'batch-size', EVAL_DEFAULTS.batchSize, positiveInt),
       tta: num(raw, 'tta', EVAL_DEFAULTS.tta, nonNegInt),
-      crop: {
-        scale: pair(raw, 'crop-scale', EVAL_DEFAULTS.crop.scale, (lo, hi) => (lo > 0 && lo <= hi && hi <= 1 ? null : 'need 0 < LO <= HI <= 1')),
-        ratio: pair(raw, 'crop-ratio', EVAL_DEFAULTS.crop.ratio, (lo, hi) => (lo > 0 && lo <= hi ? null : 'need 0 < LO <= HI')),
-      },
+      crop: cropFlags(raw, EVAL_DEFAULTS.crop),
       seed: num(raw, 'seed', EVAL_DEFAULTS.seed, nonNegInt),
       ...(real !== undefined ? { real } : {}),
       ...(out !== undefined ? { out } : {}),
@@ -293,7 +290,7 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
         views: tta.views,
         crop_scale: o.crop.scale,
         crop_ratio: o.crop.ratio,
-        flip: true,
+        flip: o.crop.flip,
         seed: o.seed,
         loss: round(tta.loss),
         top1: round(tta.top1, 4),

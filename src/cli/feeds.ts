@@ -2,7 +2,7 @@
 // Loader.open that fix the order, the transform and the resolution. The loader upscales
 // datasets stored smaller than `res`. Here the layers meet: the pipeline's loader implements the
 // shared DataFeed contract that the trainer consumes.
-import type { TrainAugment } from '../pipeline/loader/augment-params.ts';
+import type { AugmentSettings } from '../pipeline/augment/settings.ts';
 import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
 import { readModelConfig } from '../model/checkpoint.ts';
 import { resolveCheckpoint } from '../train/checkpoint.ts';
@@ -12,20 +12,11 @@ import { resolveFrameDtype, type FrameDtypeChoice } from '../train/frame-dtype.t
 import type { TrainFeeds } from '../train/train.ts';
 import type { TrainFlags } from './train-flags.ts';
 
-export interface CropSpec {
-  scale: [number, number];
-  ratio: [number, number];
-}
-
-/** Pre-training crops (torchvision's RandomResizedCrop defaults, as the paper). */
-export const PRETRAIN_CROP: CropSpec = { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] };
-
 /**
- * Training (random resized crops with `crop`, flips) and validation (centre crop) feeds at `res`
- * (default: the training data's resolution; validation follows the training feed's).
+ * Training (`augment`: random resized crops and flips) and validation (centre crop) feeds at
+ * `res` (default: the training data's resolution; validation follows the training feed's).
  */
-export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, crop: CropSpec, log?: (line: string) => void): Promise<TrainFeeds> {
-  const augment: TrainAugment = { scale: crop.scale, ratio: crop.ratio, flip: true };
+export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, augment: AugmentSettings, log?: (line: string) => void): Promise<TrainFeeds> {
   // After backend selection: 'auto' follows the active backend.
   const common = { seed: opts.seed, workers: opts.workers, verify: opts.verify, frameDtype: resolveFrameDtype(opts.frameDtype) };
   const normalize = trainNormalize(opts);
@@ -86,8 +77,8 @@ export interface EvalFeedOptions {
   workers: number;
   /** Crop seed of the test-time views. */
   seed: number;
-  /** null: centre crop (the evaluation transform); else random resized crops + flips, view v = epoch v. */
-  views: CropSpec | null;
+  /** null: centre crop (the evaluation transform); else the train transform, view v = epoch v. */
+  views: AugmentSettings | null;
   /** Absent or auto: by the active backend. */
   frameDtype?: FrameDtypeChoice;
 }
@@ -106,5 +97,5 @@ export const openEvalFeed: OpenEvalFeed = (o) =>
     verify: o.verify ?? false,
     frameDtype: resolveFrameDtype(o.frameDtype),
     ...(o.normalize ? { normalize: o.normalize } : {}),
-    ...(o.views ? { transform: 'train' as const, augment: { scale: o.views.scale, ratio: o.views.ratio, flip: true } } : { transform: 'eval' as const }),
+    ...(o.views ? { transform: 'train' as const, augment: o.views } : { transform: 'eval' as const }),
   });

@@ -7,8 +7,8 @@ import { FRAME_DTYPE_HELP } from '../train/frame-dtype.ts';
 import { resolvePretrained } from '../train/pretrained.ts';
 import type { TrainFeeds } from '../train/train.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
-import type { CropSpec } from './feeds.ts';
-import { MAX_WORKERS, nonNeg, num, oneOf, pair, str, type OptionSpec } from './flags.ts';
+import { FINETUNE_AUGMENT, ratioProblem, scaleProblem, type AugmentSettings } from '../pipeline/augment/settings.ts';
+import { MAX_WORKERS, nonNeg, num, oneOf, pair, str, type OptionSpec, type Raw } from './flags.ts';
 import { COMMAND_DEFAULTS, optimisationHelp, parseTrainArgsWith, type CommandDefaults, type TrainFlags } from './train-flags.ts';
 import { defaultIo, dryRunReport, parseCommandLine, trainLocked, withFeeds, type TrainIo } from './train-main.ts';
 
@@ -18,7 +18,7 @@ import { defaultIo, dryRunReport, parseCommandLine, trainLocked, withFeeds, type
  * fine-tuning (the reference's finetune parser defaults it to 0), nor weight decay (0 there);
  * constant lr, as the reference's default scheduler.
  */
-export const FINETUNE_DEFAULTS: CommandDefaults & { bodyLrMult: number; crop: CropSpec } = {
+export const FINETUNE_DEFAULTS: CommandDefaults & { bodyLrMult: number; crop: AugmentSettings } = {
   ...DEFAULTS,
   backend: 'auto',
   optimizer: 'sgd',
@@ -33,13 +33,13 @@ export const FINETUNE_DEFAULTS: CommandDefaults & { bodyLrMult: number; crop: Cr
   schedule: 'none',
   warmup: 0,
   bodyLrMult: 0.1,
-  crop: { scale: [0.4, 1], ratio: [1, 1] },
+  crop: FINETUNE_AUGMENT,
 };
 
 export interface FinetuneOptions extends TrainFlags {
   finetune: FinetuneSpec;
-  /** Training crops (random resized crop area and aspect ranges). */
-  crop: CropSpec;
+  /** Training crops (random resized crop area and aspect ranges) and flips. */
+  crop: AugmentSettings;
   /** --arch as given (it must match the checkpoint); TrainFlags.arch becomes the checkpoint's. */
   archOption?: string;
   outGiven: boolean;
@@ -91,6 +91,11 @@ Exit status: 0 done, 1 failure (e.g. no model at --checkpoint, data with other c
 checkpoint's), 2 usage error, 130 interrupted.
 `;
 
+/** --crop-scale and --crop-ratio over `defaults` (finetune, and eval's TTA views); flips stay on. */
+export function cropFlags(raw: Raw, defaults: AugmentSettings): AugmentSettings {
+  return { scale: pair(raw, 'crop-scale', defaults.scale, scaleProblem), ratio: pair(raw, 'crop-ratio', defaults.ratio, ratioProblem), flip: defaults.flip };
+}
+
 export type ParsedFinetuneArgs = { help: true } | { help: false; options: FinetuneOptions };
 
 export function parseFinetuneArgs(argv: readonly string[]): ParsedFinetuneArgs {
@@ -103,10 +108,7 @@ export function parseFinetuneArgs(argv: readonly string[]): ParsedFinetuneArgs {
   const mode = oneOf(raw, 'mode', FINETUNE_MODES, 'full');
   if (raw['body-lr-mult'] !== undefined && mode !== 'full') throw new UsageError('applies to --mode full only (linear trains the head alone)', 'body-lr-mult');
   const bodyLrMult = num(raw, 'body-lr-mult', FINETUNE_DEFAULTS.bodyLrMult, nonNeg);
-  const crop: CropSpec = {
-    scale: pair(raw, 'crop-scale', FINETUNE_DEFAULTS.crop.scale, (lo, hi) => (lo > 0 && lo <= hi && hi <= 1 ? null : 'need 0 < LO <= HI <= 1')),
-    ratio: pair(raw, 'crop-ratio', FINETUNE_DEFAULTS.crop.ratio, (lo, hi) => (lo > 0 && lo <= hi ? null : 'need 0 < LO <= HI')),
-  };
+  const crop = cropFlags(raw, FINETUNE_DEFAULTS.crop);
   const archOption = str(raw, 'arch');
   return {
     help: false,

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { runShardJob } from '../pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../pipeline/sources/synthetic.ts';
 import { assertSingleProcess } from '../shared/launcher-env.ts';
-import { openTrainFeeds, PRETRAIN_CROP } from './feeds.ts';
+import { PRETRAIN_AUGMENT } from '../pipeline/augment/settings.ts';
+import { openTrainFeeds } from './feeds.ts';
 import { runTrainCli, type MakeFeeds } from './train-main.ts';
 
 const DEFAULT_DATA = 'shards/synthetic-default';
@@ -51,7 +52,7 @@ async function ensureDefaultData(): Promise<void> {
   });
 }
 
-const makeFeeds: MakeFeeds = (opts) => openTrainFeeds(opts, opts.res, PRETRAIN_CROP, opts.quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
+const makeFeeds: MakeFeeds = (opts) => openTrainFeeds(opts, opts.res, PRETRAIN_AUGMENT, opts.quiet ? undefined : (line) => process.stderr.write(`${line}\n`));
 
 // The TypeScript trainer has no data-parallel support yet: several launched copies would each
 // train alone on the whole dataset.

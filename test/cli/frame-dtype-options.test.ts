@@ -4,7 +4,8 @@ import t from 'tap';
 import { runShardJob } from '../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../src/pipeline/sources/synthetic.ts';
 import { parseEvalArgs } from '../../src/cli/eval-main.ts';
-import { openEvalFeed, openTrainFeeds, PRETRAIN_CROP } from '../../src/cli/feeds.ts';
+import { openEvalFeed, openTrainFeeds } from '../../src/cli/feeds.ts';
+import { PRETRAIN_AUGMENT } from '../../src/pipeline/augment/settings.ts';
 import { parseFinetuneArgs } from '../../src/cli/finetune-main.ts';
 import { HELP, parseTrainArgs, type TrainFlags } from '../../src/cli/train-flags.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -64,7 +65,7 @@ t.test('the feeds: auto follows the active backend (cpu: float32), an explicit u
     ]);
     if (parsed.help) throw new Error('unexpected help');
     const o: TrainFlags = parsed.options;
-    const feeds = await openTrainFeeds(o, undefined, PRETRAIN_CROP);
+    const feeds = await openTrainFeeds(o, undefined, PRETRAIN_AUGMENT);
     const evalFeed = await openEvalFeed({ data: index, batchSize: 8, res: 8, workers: 1, seed: 0, views: null, frameDtype });
     const got: string[] = [];
     try {

@@ -8,7 +8,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { runEvalCli } from '../../src/cli/eval-main.ts';
-import { openEvalFeed, openTrainFeeds, PRETRAIN_CROP } from '../../src/cli/feeds.ts';
+import { openEvalFeed, openTrainFeeds } from '../../src/cli/feeds.ts';
+import { PRETRAIN_AUGMENT } from '../../src/pipeline/augment/settings.ts';
 import { runFinetuneCli } from '../../src/cli/finetune-main.ts';
 import { runTrainCli } from '../../src/cli/train-main.ts';
 import { loadModel, saveModel } from '../../src/model/checkpoint.ts';
@@ -78,7 +79,7 @@ t.test('pre-trained: val top-1 during training = eval = PyTorch; config.json rec
   const c = captureIo();
   const code = await runTrainCli(
     ['--data', TRAIN, '--val', VAL, '--epochs', '3', '--lr', '3e-3', '--out', out, ...COMMON],
-    (o) => openTrainFeeds(o, o.res, PRETRAIN_CROP),
+    (o) => openTrainFeeds(o, o.res, PRETRAIN_AUGMENT),
     c,
   );
   t.equal(code, 0, c.err.join(''));

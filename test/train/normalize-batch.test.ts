@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
-import { normalisation } from '../../src/pipeline/loader/augment.ts';
+import { normalisation } from '../../src/pipeline/augment/normalisation.ts';
 import { Loader, type LoaderOptions } from '../../src/pipeline/loader/loader.ts';
 import { runShardJob } from '../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../src/pipeline/sources/synthetic.ts';

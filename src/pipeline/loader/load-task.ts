@@ -2,14 +2,14 @@
 // batch frame at `frameOffset` in the ring's shared memory. Plain data: the samples, the epoch
 // (augmentation parameters derive from it), and where the sections are.
 import type { FrameDtype } from '../ring/frame.ts';
-import type { TrainAugment } from './augment-params.ts';
+import type { AugmentSettings } from '../augment/settings.ts';
 import type { SampleTableBuffers } from './sample-table.ts';
 
 export interface LoaderFormat {
   res: number;
   channels: 1 | 3;
   mode: 'train' | 'eval';
-  augment: TrainAugment;
+  augment: AugmentSettings;
   /** Eval crop: the centred square of this fraction of the shorter side. */
   evalCropFraction: number;
   seed: number;

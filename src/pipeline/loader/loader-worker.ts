@@ -5,9 +5,11 @@ import { workerData } from 'node:worker_threads';
 import { decodeImage, decodeJpegSync } from '../image/decode.ts';
 import type { RawImage } from '../image/types.ts';
 import { hash32 } from '../../shared/random.ts';
-import { centerCrop, randomResizedCrop } from './augment-params.ts';
-import { normalisation } from './augment.ts';
-import { createAugmenter } from './wasm/augment-wasm.ts';
+import { centerCrop } from '../augment/center-crop.ts';
+import { createResampler } from '../augment/create-resampler.ts';
+import { normalisation } from '../augment/normalisation.ts';
+import { randomResizedCrop } from '../augment/random-resized-crop.ts';
+import type { ResampleTarget } from '../augment/resample.ts';
 import type { CorruptSample, LoadTask, LoadTaskResult, LoaderWorkerData } from './load-task.ts';
 import { SampleTable } from './sample-table.ts';
 import { parseNpyImage } from '../image/npy-image.ts';
@@ -20,9 +22,10 @@ const ring = Ring.attach({ data: data.ring, control: data.ringControl });
 const remaining = new Int32Array(data.remaining);
 const table = new SampleTable(data.table);
 const format = data.format;
-const norm = normalisation(format.mean, format.std);
-// WebAssembly SIMD kernel (4.5-5x the JS loop, bench/augment.ts); JS where wasm is unavailable.
-const augmenter = createAugmenter(format.res, format.channels);
+// uint8 frames hold pixels: their consumer normalises.
+const norm = format.dtype === 'uint8' ? undefined : normalisation(format.mean, format.std);
+// WebAssembly SIMD kernel (bench/augment.ts); TypeScript where wasm is unavailable. Same bits.
+const resampler = createResampler(format.res, format.channels);
 const chw = format.channels * format.res * format.res;
 const fds = new Map<number, number>();
 let readBuf = Buffer.allocUnsafe(1 << 16);
@@ -84,7 +87,7 @@ async function decode(i: number, bytes: Uint8Array): Promise<RawImage> {
   return decodeImage(bytes, { channels: format.channels, file: table.key(i) });
 }
 
-async function fill(i: number, epoch: number, images: Float32Array | Uint8Array, labels: Int32Array, row: number): Promise<void> {
+async function fill(i: number, epoch: number, images: ResampleTarget, labels: Int32Array, row: number): Promise<void> {
   const { label, image } = readSample(i);
   const lab = parseLabel(label);
   const img = await decode(i, image);
@@ -93,8 +96,7 @@ async function fill(i: number, epoch: number, images: Float32Array | Uint8Array,
     format.mode === 'train'
       ? randomResizedCrop(format.seed, epoch, i, img.width, img.height, format.augment)
       : centerCrop(img.width, img.height, format.evalCropFraction);
-  if (images instanceof Uint8Array) augmenter.runUint8(img.data, img.width, img.height, box, images, row * chw);
-  else augmenter.run(img.data, img.width, img.height, box, norm, images, row * chw);
+  resampler.run(img.data, img.width, img.height, box, images, row * chw, norm);
   labels[row] = lab;
 }
 
@@ -106,9 +108,10 @@ export default async function loadTask(task: LoadTask): Promise<LoadTaskResult> 
   // counting down) must not write into a slot that may hold a later batch by now.
   if (ring.seqOf(task.slotIndex) !== task.seq || Atomics.load(remaining, task.slotIndex) <= 0) return { corrupt: [] };
   const n = task.indices.length;
+  // A uint8 slot is written through a Uint8ClampedArray: the store rounds as the kernel does.
   const images =
     format.dtype === 'uint8'
-      ? new Uint8Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw, n * chw)
+      ? new Uint8ClampedArray(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw, n * chw)
       : new Float32Array(data.ring, task.frameOffset + task.imagesOffset + task.rowStart * chw * 4, n * chw);
   const labels = new Int32Array(data.ring, task.frameOffset + task.labelsOffset + task.rowStart * 4, n);
   const corrupt: CorruptSample[] = [];

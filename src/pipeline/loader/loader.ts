@@ -6,7 +6,7 @@ import { Piscina } from 'piscina';
 import type { Batch, DataFeed, DatasetInfo, FeedNormalization, ReplacedSamples } from '../../shared/data-feed.ts';
 import { maxFrameBytes, writeFrameHeader, type FrameDtype, type FrameLayout } from '../ring/frame.ts';
 import { Ring, RingClosedError, RingSlotError, type RingWriteSlot } from '../ring/ring.ts';
-import { DEFAULT_AUGMENT, type TrainAugment } from './augment-params.ts';
+import { checkAugment, PRETRAIN_AUGMENT, type AugmentSettings } from '../augment/settings.ts';
 import { openDataset, type OpenedDataset } from './dataset.ts';
 import type { CorruptSample, LoadTask, LoadTaskResult, LoaderFormat, LoaderWorkerData } from './load-task.ts';
 import { batchIndices, batchRows, checkPlan, stepsPerEpoch, type PlanConfig, type PlanMode } from './plan.ts';
@@ -36,7 +36,8 @@ export interface LoaderOptions {
   taskRows?: number;
   /** Output resolution (default: the dataset's; smaller stored images are upscaled). */
   res?: number;
-  augment?: TrainAugment;
+  /** Train transform settings (default: pre-training's); AugmentSettingsError when unusable. */
+  augment?: AugmentSettings;
   /** Train order without augmentation (centre crop, no flip): the trainer's --no-augment. */
   noAugment?: boolean;
   /**
@@ -141,7 +142,7 @@ export class Loader implements DataFeed {
       res,
       channels: dataset.channels,
       mode: o.noAugment ? 'eval' : (o.transform ?? o.mode),
-      augment: o.augment ?? DEFAULT_AUGMENT,
+      augment: checkAugment(o.augment ?? PRETRAIN_AUGMENT),
       evalCropFraction: o.evalCropFraction ?? 1,
       seed: this.plan.seed,
       mean: stats.mean,

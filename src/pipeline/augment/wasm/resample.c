@@ -1,31 +1,31 @@
-// WebAssembly SIMD (simd128, f32x4) port of Augmenter.run (../augment.ts) and AxisTable
+// WebAssembly SIMD (simd128, f32x4) version of Resampler.run (../resample.ts) and AxisTable
 // (../../image/axis-table.ts): crop box -> separable res x res resample (area weights when shrinking,
-// 2-tap bilinear when enlarging), optional horizontal flip, per-channel v * scale + bias, float32
-// planar C,H,W. run_u8 is the same up to the vertical pass, then rounds (ties to even) and clamps
-// to uint8 C,H,W instead of normalising: the consumer normalises on its device.
+// 2-tap bilinear when enlarging), optional horizontal flip, then either per-channel v * scale + bias
+// as float32 planar C,H,W, or (no normalisation given) the values rounded (ties to even) and
+// clamped to uint8 C,H,W: uint8 frames, whose consumer normalises on its device.
 //
 // README
 //   Build (Debian bookworm: apt-get install -y clang lld; clang 14 is enough):
-//     sh src/pipeline/loader/wasm/build.sh
+//     sh src/pipeline/augment/wasm/build.sh
 //   which runs
 //     clang --target=wasm32 -O3 -msimd128 -mbulk-memory -ffp-contract=off -nostdlib \
 //       -Wl,--no-entry -Wl,--stack-first -Wl,-z,stack-size=65536 \
 //       -Wl,--export=__heap_base -Wl,--initial-memory=1048576 \
-//       -o src/pipeline/loader/wasm/augment.wasm src/pipeline/loader/wasm/augment.c
-//   The .wasm is committed; nothing compiles it at npm ci or run time. augment-wasm.ts loads it
+//       -o src/pipeline/augment/wasm/resample.wasm src/pipeline/augment/wasm/resample.c
+//   The .wasm is committed; nothing compiles it at npm ci or run time. resample-wasm.ts loads it
 //   synchronously and owns the linear memory layout (this file only sees pointers).
 //
 // Numerics: the axis tables are computed in double exactly as AxisTable does (same operations in
 // the same order, stored to float32), so start/count/weights are bit-identical to the JS ones.
-// The passes use float32 arithmetic where the JS uses double and rounds once per stored value, so
-// results differ from Augmenter by a few float32 ulps (~1e-6 after ImageNet normalisation).
+// The passes use float32 arithmetic, and Resampler repeats each operation in the same order, so
+// both give the same bits for both output types.
 //
 // Horizontal pass (first, on uint8 source rows): output columns go in groups of four (one f32x4).
 // For a group whose four source spans fit in one 16-byte window (always true when enlarging, and
 // for mild shrinking), one unaligned v128.load per tap plus an i8x16.swizzle per channel gathers
 // the four pixels' bytes straight into zero-extended i32 lanes; wider groups (strong shrinking)
 // gather lane by lane. Flip is folded into the per-group tables. The vertical pass then runs on
-// planar float rows, fully contiguous, with the normalisation folded in as JS does.
+// planar float rows, fully contiguous, with the normalisation folded in as Resampler does.
 #include <stdint.h>
 #include <wasm_simd128.h>
 
@@ -178,7 +178,8 @@ static inline __attribute__((always_inline)) void hpass(const int C, const int K
 
 // Four float32 values -> four bytes: round to nearest, ties to even (f32x4.nearest, IEEE's
 // default rounding, numpy's rint), then saturate to 0..255 (NaN -> 0) through the narrowing
-// conversions. The TypeScript reference (augment-uint8.ts) rounds exactly the same way.
+// conversions. The TypeScript reference (a Uint8ClampedArray store in resample.ts) rounds exactly
+// the same way.
 static inline void store_u8x4(uint8_t *o, v128_t v) {
   v128_t i = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(v));
   v128_t s = wasm_i16x8_narrow_i32x4(i, i);
@@ -198,24 +199,17 @@ static inline __attribute__((always_inline)) int run_impl(int res, int C, const 
 
 /**
  * One image. `src` points at row r0 of the HWC uint8 image (rows r0..r1 are present, followed by
- * at least (stride + 2) * C + 32 readable bytes). norm = scale[C], bias[C]. Writes C*res*res floats
- * to `out` (plus up to 3 floats of slack after them). Returns 0 when done; > 0: scratch needs that
- * many bytes (nothing written); -1: the rows read fall outside [r0, r1); -2: the crop reads outside
- * the image.
+ * at least (stride + 2) * C + 32 readable bytes). With norm = scale[C], bias[C]: writes C*res*res
+ * normalised floats to `out` (plus up to 3 floats of slack after them); with norm = 0 (NULL):
+ * C*res*res uint8 pixels (plus up to 3 bytes of slack), the resampled values rounded and clamped.
+ * Returns 0 when done; > 0: scratch needs that many bytes (nothing written); -1: the rows read
+ * fall outside [r0, r1); -2: the crop reads outside the image.
  */
-__attribute__((export_name("run"))) int run(int res, int C, const uint8_t *src, int W, int H, int r0, int r1, double bx,
-                                            double by, double bw, double bh, int flip, const float *norm, float *out,
-                                            uint8_t *scratch, int scratchCap) {
-  return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, norm, out, scratch, scratchCap, 0);
-}
-
-/**
- * As run, but writes C*res*res uint8 pixels (plus up to 3 bytes of slack) to `out`: the resampled
- * values rounded and clamped, not normalised (no `norm`).
- */
-__attribute__((export_name("run_u8"))) int run_u8(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
-                                                  double bx, double by, double bw, double bh, int flip, uint8_t *out,
-                                                  uint8_t *scratch, int scratchCap) {
+__attribute__((export_name("resample"))) int resample(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
+                                                      double bx, double by, double bw, double bh, int flip, const float *norm,
+                                                      void *out, uint8_t *scratch, int scratchCap) {
+  // Two inlined copies, each with its output stage fixed at compile time.
+  if (norm) return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, norm, out, scratch, scratchCap, 0);
   return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, 0, out, scratch, scratchCap, 1);
 }
 

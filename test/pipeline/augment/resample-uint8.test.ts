@@ -1,15 +1,18 @@
-// The uint8 output of the augmentation: the WebAssembly kernel's run_u8 against the TypeScript
-// reference byte for byte, the rounding rule, and the distance to the float32 (normalised) path.
+// uint8 targets (uint8 frames): the WebAssembly kernel against the TypeScript one byte for byte,
+// the rounding rule, and the distance to the float32 (normalised) output.
 import t from 'tap';
-import { Augmenter, normalisation } from '../../../src/pipeline/loader/augment.ts';
-import { DEFAULT_AUGMENT, centerCrop, randomResizedCrop, type CropBox } from '../../../src/pipeline/loader/augment-params.ts';
-import { Uint8Augmenter, roundToByte } from '../../../src/pipeline/loader/augment-uint8.ts';
-import { WasmAugmenter } from '../../../src/pipeline/loader/wasm/augment-wasm.ts';
+import { centerCrop } from '../../../src/pipeline/augment/center-crop.ts';
+import type { CropBox } from '../../../src/pipeline/augment/crop-box.ts';
+import { normalisation } from '../../../src/pipeline/augment/normalisation.ts';
+import { randomResizedCrop } from '../../../src/pipeline/augment/random-resized-crop.ts';
+import { Resampler } from '../../../src/pipeline/augment/resample.ts';
+import { PRETRAIN_AUGMENT } from '../../../src/pipeline/augment/settings.ts';
+import { WasmResampler } from '../../../src/pipeline/augment/wasm/resample-wasm.ts';
 import { Rng } from '../../../src/shared/random.ts';
 
 const box = (x: number, y: number, width: number, height: number, flip = false): CropBox => ({ x, y, width, height, flip });
 
-t.test('roundToByte: to nearest, ties to even, clamped', async (t) => {
+t.test('a Uint8ClampedArray store rounds as the kernel: to nearest, ties to even, clamped', async (t) => {
   const cases: [number, number][] = [
     [0, 0],
     [0.5, 0],
@@ -29,10 +32,14 @@ t.test('roundToByte: to nearest, ties to even, clamped', async (t) => {
     [NaN, 0],
     [Infinity, 255],
   ];
-  for (const [v, want] of cases) t.equal(roundToByte(v), want, `${v} -> ${want}`);
+  const cell = new Uint8ClampedArray(1);
+  for (const [v, want] of cases) {
+    cell[0] = v;
+    t.equal(cell[0], want, `${v} -> ${want}`);
+  }
 });
 
-/** Both implementations into one padded buffer each; checks nothing lands outside the slot. */
+/** Both kernels into one padded buffer each; checks nothing lands outside the slot. */
 function both(
   res: number,
   c: number,
@@ -40,14 +47,14 @@ function both(
   w: number,
   h: number,
   b: CropBox,
-  wa = new WasmAugmenter(res, c),
-  ts = new Uint8Augmenter(res, c),
-): [Uint8Array, Uint8Array] {
+  wa = new WasmResampler(res, c),
+  ts = new Resampler(res, c),
+): [Uint8ClampedArray, Uint8ClampedArray] {
   const n = c * res * res;
-  const a = new Uint8Array(n + 6).fill(0xee);
-  const s = new Uint8Array(new SharedArrayBuffer(n + 6)).fill(0xee);
+  const a = new Uint8ClampedArray(n + 6).fill(0xee);
+  const s = new Uint8ClampedArray(new SharedArrayBuffer(n + 6)).fill(0xee);
   ts.run(src, w, h, b, a, 3);
-  wa.runUint8(src, w, h, b, s, 3);
+  wa.run(src, w, h, b, s, 3);
   for (const out of [a, s]) {
     if (out[2] !== 0xee || out[n + 3] !== 0xee) throw new Error('wrote outside its slot');
   }
@@ -62,10 +69,9 @@ t.test('hand-computed: identity, flip, exact ties rounded to even', async (t) =>
   [a, b] = both(2, 1, Uint8Array.from([0, 100, 200, 40]), 2, 2, box(0, 0, 2, 2, true));
   t.same([...a], [100, 0, 40, 200]);
   t.same([...b], [...a]);
-  // 4x1 -> 2x1 area average: (1+2)/2 = 1.5 -> 2, (2+3)/2... row [1, 2, 3, 4]: 1.5 -> 2, 3.5 -> 4;
-  // row [2, 3, 5, 6]: 2.5 -> 2 (even), 5.5 -> 6.
+  // 4x2 -> 2x2: vertical is 1:1 (two rows), horizontal averages pairs. Row [1, 2, 3, 4]:
+  // 1.5 -> 2, 3.5 -> 4; row [2, 3, 5, 6]: 2.5 -> 2 (even), 5.5 -> 6.
   [a, b] = both(2, 1, Uint8Array.from([1, 2, 3, 4, 2, 3, 5, 6]), 4, 2, box(0, 0, 4, 2));
-  // 4x2 -> 2x2: vertical is 1:1 (two rows), horizontal averages pairs.
   t.same([...a], [2, 4, 2, 6]);
   t.same([...b], [...a]);
   // Bilinear 2 -> 4 on [0, 10]: 0, 2.5 -> 2, 7.5 -> 8, 10.
@@ -104,10 +110,9 @@ const MEAN = [123.675, 116.28, 103.53, 90];
 const STD = [58.395, 57.12, 57.375, 50];
 
 for (const k of CASES) {
-  t.test(`kernel == TypeScript reference byte for byte, within 0.5/std of float32: ${k.w}x${k.h}x${k.c} -> ${k.res}`, async (t) => {
-    const wa = new WasmAugmenter(k.res, k.c);
-    const ts = new Uint8Augmenter(k.res, k.c);
-    const fallback = new Augmenter(k.res, k.c);
+  t.test(`kernel == TypeScript byte for byte, within 0.5/std of float32: ${k.w}x${k.h}x${k.c} -> ${k.res}`, async (t) => {
+    const wa = new WasmResampler(k.res, k.c);
+    const ts = new Resampler(k.res, k.c);
     const mean = MEAN.slice(0, k.c);
     const std = STD.slice(0, k.c);
     const norm = normalisation(mean, std);
@@ -116,7 +121,6 @@ for (const k of CASES) {
     let worstSteps = 0;
     const n = k.c * k.res * k.res;
     const f32 = new Float32Array(n);
-    const viaFallback = new Uint8Array(n);
     for (let i = 0; i < k.n; i++) {
       const src = new Uint8Array(k.w * k.h * k.c);
       // Half the images smooth (many exact ties: .5 averages of neighbours), half noise.
@@ -124,12 +128,10 @@ for (const k of CASES) {
       else for (let j = 0; j < src.length; j++) src[j] = (j >> 2) & 255;
       let b: CropBox;
       if (i % 4 === 3) b = { ...centerCrop(k.w, k.h, [1, 0.875, 0.5, 0.3][(i >> 2) % 4]!), flip: (i & 8) !== 0 };
-      else b = randomResizedCrop(11, 2, i, k.w, k.h, DEFAULT_AUGMENT);
+      else b = randomResizedCrop(11, 2, i, k.w, k.h, PRETRAIN_AUGMENT);
       const [a, s] = both(k.res, k.c, src, k.w, k.h, b, wa, ts);
       if (Buffer.compare(Buffer.from(a), Buffer.from(s)) !== 0) mismatched++;
-      fallback.runUint8(src, k.w, k.h, b, viaFallback, 0);
-      if (Buffer.compare(Buffer.from(a), Buffer.from(viaFallback)) !== 0) mismatched++;
-      wa.run(src, k.w, k.h, b, norm, f32, 0);
+      wa.run(src, k.w, k.h, b, f32, 0, norm);
       for (let j = 0; j < n; j++) {
         const c = Math.floor(j / (k.res * k.res));
         // Distance in pixel steps between the rounded value and the unrounded resample.
@@ -137,7 +139,7 @@ for (const k of CASES) {
         if (steps > worstSteps) worstSteps = steps;
       }
     }
-    t.equal(mismatched, 0, `${k.n} crops: kernel, reference and Augmenter.runUint8 give the same bytes`);
+    t.equal(mismatched, 0, `${k.n} crops: the kernel and Resampler give the same bytes`);
     // 0.5 steps from rounding plus the float32 error of normalising (a few ulps of 255).
     t.ok(worstSteps <= 0.5 + 1e-4, `uint8 within ${worstSteps.toFixed(6)} pixel steps of float32 (bound 0.5 + 1e-4)`);
   });

@@ -1,10 +1,12 @@
 import t from 'tap';
-import { centerCrop, DEFAULT_AUGMENT, randomResizedCrop } from '../../../src/pipeline/loader/augment-params.ts';
+import { centerCrop } from '../../../src/pipeline/augment/center-crop.ts';
+import { randomResizedCrop } from '../../../src/pipeline/augment/random-resized-crop.ts';
+import { PRETRAIN_AUGMENT } from '../../../src/pipeline/augment/settings.ts';
 
 t.test('random resized crops stay inside the image, within the scale and ratio ranges', async (t) => {
   let flips = 0;
   for (let i = 0; i < 2000; i++) {
-    const b = randomResizedCrop(1, 0, i, 64, 48, DEFAULT_AUGMENT);
+    const b = randomResizedCrop(1, 0, i, 64, 48, PRETRAIN_AUGMENT);
     if (b.flip) flips++;
     if (!(b.x >= 0 && b.y >= 0 && b.x + b.width <= 64 && b.y + b.height <= 48 && Number.isInteger(b.x) && Number.isInteger(b.width))) {
       t.fail(`box out of bounds: ${JSON.stringify(b)}`);
@@ -18,12 +20,12 @@ t.test('random resized crops stay inside the image, within the scale and ratio r
 });
 
 t.test('deterministic in (seed, epoch, index); differs when any changes', async (t) => {
-  const a = randomResizedCrop(1, 2, 3, 64, 64, DEFAULT_AUGMENT);
-  t.same(randomResizedCrop(1, 2, 3, 64, 64, DEFAULT_AUGMENT), a);
+  const a = randomResizedCrop(1, 2, 3, 64, 64, PRETRAIN_AUGMENT);
+  t.same(randomResizedCrop(1, 2, 3, 64, 64, PRETRAIN_AUGMENT), a);
   const others = [
-    randomResizedCrop(2, 2, 3, 64, 64, DEFAULT_AUGMENT),
-    randomResizedCrop(1, 3, 3, 64, 64, DEFAULT_AUGMENT),
-    randomResizedCrop(1, 2, 4, 64, 64, DEFAULT_AUGMENT),
+    randomResizedCrop(2, 2, 3, 64, 64, PRETRAIN_AUGMENT),
+    randomResizedCrop(1, 3, 3, 64, 64, PRETRAIN_AUGMENT),
+    randomResizedCrop(1, 2, 4, 64, 64, PRETRAIN_AUGMENT),
   ];
   for (const o of others) t.notSame(o, a);
 });

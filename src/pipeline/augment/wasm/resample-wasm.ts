@@ -1,20 +1,12 @@
-// WebAssembly SIMD version of Augmenter (../augment.ts): same inputs, same outputs (within a few
-// float32 ulps), ~4x faster per image. The kernel is augment.c, compiled to the committed
-// augment.wasm by build.sh; this wrapper loads it synchronously (workers construct augmenters at
-// start-up), owns one instance + linear memory per augmenter, copies the crop's source rows in,
-// and copies the finished C,H,W floats out with one typed-array set.
+// The WebAssembly SIMD version of Resampler (../resample.ts): same inputs, same output bits,
+// ~4x faster per image. The kernel is resample.c, compiled to the committed resample.wasm by
+// build.sh; this wrapper loads it synchronously (workers construct resamplers at start-up), owns
+// one instance + linear memory per resampler, copies the crop's source rows in, and copies the
+// finished image out with one typed-array set into the target.
 import { readFileSync } from 'node:fs';
-import { Augmenter, type Normalisation } from '../augment.ts';
-import type { CropBox } from '../augment-params.ts';
-
-/** What the loader needs from either implementation. */
-export interface ImageAugmenter {
-  readonly res: number;
-  readonly channels: number;
-  run(src: Uint8Array, width: number, height: number, box: CropBox, norm: Normalisation, out: Float32Array, offset: number): void;
-  /** The same crop as uint8 C,H,W pixels (rounded, ties to even), not normalised. */
-  runUint8(src: Uint8Array, width: number, height: number, box: CropBox, out: Uint8Array, offset: number): void;
-}
+import type { CropBox } from '../crop-box.ts';
+import type { Normalisation } from '../normalisation.ts';
+import { checkTarget, type ImageResampler, type ResampleTarget } from '../resample.ts';
 
 // The WebAssembly namespace is declared by lib.dom, which this project does not load (lib ES2023,
 // types node); the few members used here, typed locally.
@@ -34,7 +26,8 @@ const WebAssembly = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssem
 interface Exports {
   memory: WasmMemory;
   __heap_base: { value: number };
-  run(
+  /** norm: a pointer to scale[C], bias[C] for float32 output; 0 for uint8 output. */
+  resample(
     res: number,
     C: number,
     src: number,
@@ -52,26 +45,9 @@ interface Exports {
     scratch: number,
     scratchCap: number,
   ): number;
-  run_u8(
-    res: number,
-    C: number,
-    src: number,
-    W: number,
-    H: number,
-    r0: number,
-    r1: number,
-    bx: number,
-    by: number,
-    bw: number,
-    bh: number,
-    flip: number,
-    out: number,
-    scratch: number,
-    scratchCap: number,
-  ): number;
 }
 
-const WASM_URL = new URL('./augment.wasm', import.meta.url);
+const WASM_URL = new URL('./resample.wasm', import.meta.url);
 const PAGE = 65536;
 /** Channels the kernel is compiled for. */
 export const WASM_MAX_CHANNELS = 4;
@@ -79,7 +55,7 @@ export const WASM_MAX_CHANNELS = 4;
 let compiled: WasmModule | null | undefined;
 
 /** The compiled module, or null where this runtime cannot compile it (no SIMD). Cached. */
-export function wasmAugmentModule(): WasmModule | null {
+export function wasmResampleModule(): WasmModule | null {
   if (compiled === undefined) {
     try {
       // Throws where WebAssembly or its SIMD proposal is missing (or the file is).
@@ -93,7 +69,7 @@ export function wasmAugmentModule(): WasmModule | null {
 
 const align16 = (n: number): number => (n + 15) & ~15;
 
-export class WasmAugmenter implements ImageAugmenter {
+export class WasmResampler implements ImageResampler {
   private readonly ex: Exports;
   private readonly outPtr: number;
   private readonly normPtr: number;
@@ -103,8 +79,8 @@ export class WasmAugmenter implements ImageAugmenter {
   private srcCap: number;
   private u8!: Uint8Array;
   private f32!: Float32Array;
-  private outView!: Float32Array;
-  private outBytes!: Uint8Array;
+  private outFloats!: Float32Array;
+  private outBytes!: Uint8ClampedArray;
 
   constructor(
     readonly res: number,
@@ -112,9 +88,9 @@ export class WasmAugmenter implements ImageAugmenter {
   ) {
     if (!Number.isInteger(res) || res < 1) throw new RangeError(`res must be a positive integer, got ${res}`);
     if (!Number.isInteger(channels) || channels < 1 || channels > WASM_MAX_CHANNELS) {
-      throw new RangeError(`WasmAugmenter supports 1..${WASM_MAX_CHANNELS} channels, got ${channels}`);
+      throw new RangeError(`WasmResampler supports 1..${WASM_MAX_CHANNELS} channels, got ${channels}`);
     }
-    const mod = wasmAugmentModule();
+    const mod = wasmResampleModule();
     if (!mod) throw new Error('WebAssembly SIMD is not available in this runtime');
     this.ex = new WebAssembly.Instance(mod, {}).exports as unknown as Exports;
     const rowB = align16(res * 4);
@@ -127,10 +103,6 @@ export class WasmAugmenter implements ImageAugmenter {
     this.layout();
   }
 
-  static create(res: number, channels: number): WasmAugmenter {
-    return new WasmAugmenter(res, channels);
-  }
-
   /** Place src after scratch and make sure the memory holds both; refresh views if it grew. */
   private layout(): void {
     this.srcPtr = this.scratchPtr + this.scratchCap;
@@ -139,33 +111,31 @@ export class WasmAugmenter implements ImageAugmenter {
     if (mem.buffer.byteLength < need) mem.grow(Math.ceil((need - mem.buffer.byteLength) / PAGE));
     this.u8 = new Uint8Array(mem.buffer);
     this.f32 = new Float32Array(mem.buffer);
-    this.outView = this.f32.subarray(this.outPtr >> 2, (this.outPtr >> 2) + this.channels * this.res * this.res);
-    this.outBytes = this.u8.subarray(this.outPtr, this.outPtr + this.channels * this.res * this.res);
+    const n = this.channels * this.res * this.res;
+    this.outFloats = this.f32.subarray(this.outPtr >> 2, (this.outPtr >> 2) + n);
+    this.outBytes = new Uint8ClampedArray(mem.buffer, this.outPtr, n);
   }
 
-  /**
-   * Resample `box` of the HWC uint8 image `src` (width x height x this.channels) into
-   * out[offset .. offset + c*res*res) as normalised C,H,W float32. Same contract as Augmenter.run.
-   */
-  run(src: Uint8Array, width: number, height: number, box: CropBox, norm: Normalisation, out: Float32Array, offset: number): void {
-    const f32 = this.f32;
-    const np = this.normPtr >> 2;
-    for (let c = 0; c < this.channels; c++) {
-      f32[np + c] = norm.scale[c]!;
-      f32[np + this.channels + c] = norm.bias[c]!;
+  /** Same contract as Resampler.run, same bits. */
+  run(src: Uint8Array, width: number, height: number, box: CropBox, out: ResampleTarget, offset: number, norm?: Normalisation): void {
+    checkTarget(out, norm);
+    const floats = out instanceof Float32Array;
+    if (floats) {
+      const f32 = this.f32;
+      const np = this.normPtr >> 2;
+      for (let c = 0; c < this.channels; c++) {
+        f32[np + c] = norm ? norm.scale[c]! : 1;
+        f32[np + this.channels + c] = norm ? norm.bias[c]! : 0;
+      }
     }
-    this.exec(src, width, height, box, false);
-    out.set(this.outView, offset);
-  }
-
-  /** As run, into uint8 C,H,W pixels without normalisation (the kernel's run_u8). */
-  runUint8(src: Uint8Array, width: number, height: number, box: CropBox, out: Uint8Array, offset: number): void {
-    this.exec(src, width, height, box, true);
-    out.set(this.outBytes, offset);
+    this.exec(src, width, height, box, floats ? this.normPtr : 0);
+    // Read the views after exec: a retry may have grown the memory.
+    if (floats) out.set(this.outFloats, offset);
+    else out.set(this.outBytes, offset);
   }
 
   /** Runs the kernel into the output area (retrying with more scratch or all rows if asked). */
-  private exec(src: Uint8Array, width: number, height: number, box: CropBox, u8: boolean): void {
+  private exec(src: Uint8Array, width: number, height: number, box: CropBox, normPtr: number): void {
     const C = this.channels;
     const rowBytes = width * C;
     // Rows any tap can read: bilinear reaches one row either side of the box, area stays inside.
@@ -177,42 +147,24 @@ export class WasmAugmenter implements ImageAugmenter {
     }
     for (let attempt = 0; attempt < 4; attempt++) {
       this.copyRows(src, rowBytes, r0, r1, box.width);
-      const rc = u8
-        ? this.ex.run_u8(
-            this.res,
-            C,
-            this.srcPtr,
-            width,
-            height,
-            r0,
-            r1,
-            box.x,
-            box.y,
-            box.width,
-            box.height,
-            box.flip ? 1 : 0,
-            this.outPtr,
-            this.scratchPtr,
-            this.scratchCap,
-          )
-        : this.ex.run(
-            this.res,
-            C,
-            this.srcPtr,
-            width,
-            height,
-            r0,
-            r1,
-            box.x,
-            box.y,
-            box.width,
-            box.height,
-            box.flip ? 1 : 0,
-            this.normPtr,
-            this.outPtr,
-            this.scratchPtr,
-            this.scratchCap,
-          );
+      const rc = this.ex.resample(
+        this.res,
+        C,
+        this.srcPtr,
+        width,
+        height,
+        r0,
+        r1,
+        box.x,
+        box.y,
+        box.width,
+        box.height,
+        box.flip ? 1 : 0,
+        normPtr,
+        this.outPtr,
+        this.scratchPtr,
+        this.scratchCap,
+      );
       if (rc === 0) return;
       if (rc > 0) {
         this.scratchCap = align16(rc + 4096);
@@ -227,7 +179,7 @@ export class WasmAugmenter implements ImageAugmenter {
       }
       throw new RangeError(`crop box ${JSON.stringify(box)} reads outside the ${width}x${height} image`);
     }
-    throw new Error('WasmAugmenter: scratch sizing did not converge');
+    throw new Error('WasmResampler: scratch sizing did not converge');
   }
 
   private copyRows(src: Uint8Array, rowBytes: number, r0: number, r1: number, boxWidth: number): void {
@@ -241,10 +193,4 @@ export class WasmAugmenter implements ImageAugmenter {
     }
     this.u8.set(src.subarray(r0 * rowBytes, r1 * rowBytes), this.srcPtr);
   }
-}
-
-/** The WebAssembly SIMD augmenter where this runtime supports it, else the plain JS one. */
-export function createAugmenter(res: number, channels: number): ImageAugmenter {
-  if (channels >= 1 && channels <= WASM_MAX_CHANNELS && wasmAugmentModule()) return new WasmAugmenter(res, channels);
-  return new Augmenter(res, channels);
 }
