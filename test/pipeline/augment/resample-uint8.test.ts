@@ -9,6 +9,7 @@ import { Resampler } from '../../../src/pipeline/augment/resample.ts';
 import { PRETRAIN_AUGMENT } from '../../../src/pipeline/augment/settings.ts';
 import { WasmResampler } from '../../../src/pipeline/augment/wasm/resample-wasm.ts';
 import { Rng } from '../../../src/shared/random.ts';
+import { RESAMPLE_CASES } from './resample-cases.ts';
 
 const box = (x: number, y: number, width: number, height: number, flip = false): CropBox => ({ x, y, width, height, flip });
 
@@ -84,32 +85,12 @@ t.test('hand-computed: identity, flip, exact ties rounded to even', async (t) =>
   t.same([...b], [...a]);
 });
 
-interface Case {
-  w: number;
-  h: number;
-  c: number;
-  res: number;
-  n: number;
-}
-const CASES: Case[] = [
-  { w: 64, h: 64, c: 3, res: 64, n: 150 },
-  { w: 64, h: 48, c: 3, res: 64, n: 150 },
-  { w: 48, h: 64, c: 3, res: 64, n: 60 },
-  { w: 32, h: 32, c: 3, res: 64, n: 40 }, // stored smaller than res: enlarged by the crop
-  { w: 28, h: 28, c: 1, res: 28, n: 120 },
-  { w: 500, h: 375, c: 3, res: 64, n: 25 },
-  { w: 64, h: 48, c: 3, res: 32, n: 60 },
-  { w: 37, h: 23, c: 3, res: 30, n: 60 },
-  { w: 9, h: 7, c: 4, res: 9, n: 40 },
-  { w: 20, h: 16, c: 2, res: 6, n: 40 },
-];
-
 // Float32 images of uint8 inputs: pixel v's normalised value is (v - mean) / std. The uint8 path
 // rounds the resampled value before normalising, the float32 path does not: at most half a step.
 const MEAN = [123.675, 116.28, 103.53, 90];
 const STD = [58.395, 57.12, 57.375, 50];
 
-for (const k of CASES) {
+for (const k of RESAMPLE_CASES) {
   t.test(`kernel == TypeScript byte for byte, within 0.5/std of float32: ${k.w}x${k.h}x${k.c} -> ${k.res}`, async (t) => {
     const wa = new WasmResampler(k.res, k.c);
     const ts = new Resampler(k.res, k.c);

@@ -10,6 +10,7 @@ import { Resampler } from '../../../src/pipeline/augment/resample.ts';
 import { PRETRAIN_AUGMENT } from '../../../src/pipeline/augment/settings.ts';
 import { WasmResampler, wasmResampleModule } from '../../../src/pipeline/augment/wasm/resample-wasm.ts';
 import { Rng } from '../../../src/shared/random.ts';
+import { RESAMPLE_CASES } from './resample-cases.ts';
 
 const IMAGENET = normalisation([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]);
 const GRAY = normalisation([33.3], [78.6]);
@@ -41,28 +42,7 @@ function differing(ts: Resampler, wa: WasmResampler, src: Uint8Array, w: number,
   return d;
 }
 
-interface Case {
-  w: number;
-  h: number;
-  c: number;
-  res: number;
-  n: number;
-}
-
-const CASES: Case[] = [
-  { w: 64, h: 64, c: 3, res: 64, n: 120 },
-  { w: 64, h: 48, c: 3, res: 64, n: 120 },
-  { w: 48, h: 64, c: 3, res: 64, n: 60 },
-  { w: 28, h: 28, c: 1, res: 28, n: 120 },
-  { w: 500, h: 375, c: 3, res: 64, n: 25 },
-  { w: 500, h: 375, c: 1, res: 64, n: 25 },
-  { w: 64, h: 48, c: 3, res: 32, n: 60 }, // shrinking by ~2: area tables that still fit a window
-  { w: 37, h: 23, c: 3, res: 30, n: 60 }, // res not a multiple of 4
-  { w: 9, h: 7, c: 4, res: 9, n: 40 },
-  { w: 20, h: 16, c: 2, res: 6, n: 40 },
-];
-
-for (const k of CASES) {
+for (const k of RESAMPLE_CASES) {
   t.test(`same bits as Resampler: ${k.w}x${k.h}x${k.c} -> ${k.res}`, async (t) => {
     const ts = new Resampler(k.res, k.c);
     const wa = new WasmResampler(k.res, k.c);
