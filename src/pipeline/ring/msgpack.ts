@@ -1,8 +1,10 @@
 /**
- * The few msgpack pieces a batch frame needs, written by hand: msgpackr would have to build the
- * whole document (big sections included) in its own buffer, and its unpack returns sections at
- * unaligned offsets. Here the small values are written straight into the target (a ring slot)
- * and the reader only notes where bin payloads are, so sections stay in place.
+ * The few msgpack pieces a batch frame needs, written by hand. The writer puts the small values
+ * straight into the target (a ring slot) so that workers fill the sections in place (msgpackr's
+ * pack would build the whole document, sections included, in its own buffer: see
+ * writeFrameHeader). The reader walks a document without building it (a frame's length, where
+ * its sections are) and is the strict check behind readFrame's msgpackr decode: it says what is
+ * wrong at which byte, and bin payloads are only located, never copied.
  *
  * Encodings are the smallest that fit (what msgpackr and Python's msgpack also produce), so the
  * sizes computed by the *Size helpers match the bytes written exactly.
