@@ -257,8 +257,9 @@ export function maxFrameBytes(o: {
  *
  * Written by hand on purpose: the loader calls this for every batch, and the workers then fill
  * the sections in place. msgpackr's pack of the same frame builds it in its own buffer with the
- * payload copied in: `npm run bench -- frame` measured 8 ms here against 2.0 s for pack on a
- * 16,384 x 3x64x64 float32 frame (806 MB), and 0.3 ms against 69 ms at batch 1,024.
+ * payload copied in: `npm run bench -- frame` measured 8-23 ms here against 2.0-2.8 s for pack
+ * on a 16,384 x 3x64x64 float32 frame (806 MB; 120-250x), 0.3-0.5 ms against 69-137 ms at batch
+ * 1,024 (two runs on a shared 2-core machine).
  */
 export function writeFrameHeader(target: Uint8Array, h: FrameHeader): FrameLayout {
   const l = layoutOf(h);
