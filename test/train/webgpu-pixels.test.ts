@@ -64,6 +64,9 @@ const SHAPES: [number, number, number, number, number][] = [
   [5, 1, 7, 9, 2], // 315 at an unaligned offset
   [8, 3, 16, 16, 1], // 6,144 (whole words) at an unaligned offset
   [64, 3, 16, 16, 0], // 49,152: a view of the frame, vec4 stores
+  [5, 3, 1, 1, 0], // 15: 1-pixel planes, a channel change at every pixel
+  [3, 3, 1, 2, 0], // 18: 2-pixel planes, two channel changes in a word
+  [2, 3, 2, 2, 0], // 24: 4-pixel planes, whole words
 ];
 
 function pixelsFor(n: number, c: number, h: number, w: number, offset: number): Uint8Array {

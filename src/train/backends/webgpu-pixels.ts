@@ -65,22 +65,34 @@ class UnpackNormalizeProgram implements WebGpuProgramLike {
   }
 
   getUserCode(): string {
+    // One division per word: the channel of the word's first pixel, then stepped across plane
+    // boundaries (several within one word when a plane is under 4 pixels).
     const store =
       this.outputComponent === 4
-        ? 'result[index] = vec4<f32>(pixelValue(word, base, 0u), pixelValue(word, base + 1, 1u), pixelValue(word, base + 2, 2u), pixelValue(word, base + 3, 3u));'
-        : `for (var k = 0; k < 4; k++) {
-             let i = base + k;
-             if (i < uniforms.total) { result[i] = pixelValue(word, i, u32(k)); }
+        ? `var v : vec4<f32>;
+           for (var k = 0u; k < 4u; k++) { v[k] = pixelValue(word, k); }
+           result[index] = v;`
+        : `for (var k = 0u; k < 4u; k++) {
+             if (base + i32(k) < uniforms.total) { result[base + i32(k)] = pixelValue(word, k); }
            }`;
     return `
-      fn pixelValue(word : u32, i : i32, k : u32) -> f32 {
-        let ch = (i / uniforms.plane) % uniforms.channels;
+      var<private> ch : i32;
+      var<private> inPlane : i32;
+      fn pixelValue(word : u32, k : u32) -> f32 {
+        if (inPlane == uniforms.plane) {
+          inPlane = 0;
+          ch = select(ch + 1, 0, ch + 1 == uniforms.channels);
+        }
+        inPlane = inPlane + 1;
         return Table[ch * 256 + i32((word >> (8u * k)) & 255u)];
       }
       fn main(index : i32) {
         if (index >= uniforms.words) { return; }
         let word = bitcast<u32>(Words[index]);
         let base = index * 4;
+        let planes = base / uniforms.plane;
+        ch = planes % uniforms.channels;
+        inPlane = base - planes * uniforms.plane;
         ${store}
       }
     `;
