@@ -10,6 +10,7 @@ const benches: Record<string, string> = {
   'image-decode': './image-decode.ts',
   serve: './serve.ts',
   upload: './upload.ts',
+  's3-read': './s3-read.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -7,11 +7,15 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { runEvalCli } from '../../src/cli/eval-main.ts';
+import { EVAL_HELP, runEvalCli } from '../../src/cli/eval-main.ts';
+import { SERVE_HELP } from '../../src/cli/loader-serve.ts';
+import { HELP as TRAIN_HELP } from '../../src/cli/train-flags.ts';
 import { openEvalFeed, openTrainFeeds, PRETRAIN_CROP } from '../../src/cli/feeds.ts';
-import { runFinetuneCli } from '../../src/cli/finetune-main.ts';
+import { FINETUNE_HELP, runFinetuneCli } from '../../src/cli/finetune-main.ts';
 import { runTrainCli } from '../../src/cli/train-main.ts';
 import { cacheName } from '../../src/pipeline/loader/shard-cache.ts';
+import { runShardJob } from '../../src/pipeline/shard/shard-job.ts';
+import { openWebDataset } from '../../src/pipeline/sources/webdataset-source.ts';
 import { putObject, uploadFile } from '../../src/shared/s3.ts';
 import { childEnv, startS3Server, useS3Env } from '../helpers/s3-server.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -146,6 +150,34 @@ t.test('train, finetune and eval from s3:// match the same runs on the local fol
   t.match(JSON.parse(c.out.join('')), { finetune: { mode: 'linear' }, globalStep: 3 });
 });
 
+t.test("the shard job's webdataset source reads s3:// too: re-sharding gives the same shards as from the folder", async (t) => {
+  const reshard = async (index: string, out: string): Promise<string[]> => {
+    await runShardJob(await openWebDataset([index]), {
+      out,
+      res: 8,
+      resize: 'max-side',
+      encoding: 'raw',
+      quality: 90,
+      samplesPerShard: 40,
+      workers: 1,
+      seed: 3,
+      split: 'train',
+      valFraction: 0,
+      command: 'test',
+    });
+    return (JSON.parse(readFileSync(join(out, 'index.json'), 'utf8')) as { shardlist: { md5sum: string }[] }).shardlist.map((e) => e.md5sum);
+  };
+  const fromS3 = await reshard('s3://bkt/ds/train/index.json', join(root, 'reshard-s3'));
+  t.equal(fromS3.length, 3, '96 samples in shards of 40');
+  t.same(fromS3, await reshard(TRAIN, join(root, 'reshard-local')));
+});
+
+t.test('--help of the commands that read shards mentions s3:// beside http(s)://', async (t) => {
+  for (const [name, help] of Object.entries({ TRAIN_HELP, FINETUNE_HELP, EVAL_HELP, SERVE_HELP })) t.match(help, /http\(s\):\/\/,? (or )?s3:\/\//, name);
+  const dump = await loaderCli(['--help'], {});
+  t.match(dump.stdout, /http\(s\):\/\/, s3:\/\/bucket\/key/, 'loader --help');
+});
+
 t.test('failures are clear errors naming the URL', async (t) => {
   const out = join(root, 'x.bin');
   const cache = join(root, 'cache-errors');
@@ -184,32 +216,35 @@ t.test('failures are clear errors naming the URL', async (t) => {
   t.match(await run('s3://bkt/ds/train/index.json', { SMLP_SHARD_CACHE_MAX: 'lots' }), /SMLP_SHARD_CACHE_MAX "lots" is not a byte count/);
 });
 
-t.test('a cache limit below two datasets: the second run evicts the first, least recently used first', async (t) => {
-  const cache = join(root, 'cache-evict');
-  const sizes = (dir: string): number => TARS.reduce((s, n) => s + statSync(join(dir, n)).size, 0);
-  const limit = sizes(join(root, 'train')) + 1024; // the training set, and then some
-  const env = { SMLP_SHARD_CACHE: cache, SMLP_SHARD_CACHE_MAX: String(limit) };
-  const a = await loaderCli(dumpArgs('s3://bkt/ds/train/index.json', join(root, 'e1.bin')), env);
-  t.equal(a.code, 0, a.stderr);
-  const b = await loaderCli(dumpArgs('s3://bkt/ds/val/index.json', join(root, 'e2.bin')), env);
-  t.equal(b.code, 0, b.stderr);
-  t.match(b.stderr, /remote shards: \d+ downloaded .*, 0 from the cache, \d+ evicted \([\d.]+ MB\)/);
-  const held = readdirSync(cache)
-    .filter((n) => !n.startsWith('.'))
-    .map((n) => statSync(join(cache, n)).size)
-    .reduce((s, x) => s + x, 0);
-  t.ok(held <= limit, `the cache holds ${held} bytes, under its limit ${limit}`);
-  const entries = (index: string, prefix: string): string[] =>
-    (JSON.parse(readFileSync(index, 'utf8')) as { shardlist: { url: string; md5sum: string }[] }).shardlist.map((e) =>
-      cacheName(`${prefix}/${e.url}`, e.md5sum),
+t.test(
+  'a cache limit below two datasets: the second run evicts part of the first to stay under it (the LRU order is checked in shard-cache.test.ts)',
+  async (t) => {
+    const cache = join(root, 'cache-evict');
+    const sizes = (dir: string): number => TARS.reduce((s, n) => s + statSync(join(dir, n)).size, 0);
+    const limit = sizes(join(root, 'train')) + 1024; // the training set, and then some
+    const env = { SMLP_SHARD_CACHE: cache, SMLP_SHARD_CACHE_MAX: String(limit) };
+    const a = await loaderCli(dumpArgs('s3://bkt/ds/train/index.json', join(root, 'e1.bin')), env);
+    t.equal(a.code, 0, a.stderr);
+    const b = await loaderCli(dumpArgs('s3://bkt/ds/val/index.json', join(root, 'e2.bin')), env);
+    t.equal(b.code, 0, b.stderr);
+    t.match(b.stderr, /remote shards: \d+ downloaded .*, 0 from the cache, \d+ evicted \([\d.]+ MB\)/);
+    const held = readdirSync(cache)
+      .filter((n) => !n.startsWith('.'))
+      .map((n) => statSync(join(cache, n)).size)
+      .reduce((s, x) => s + x, 0);
+    t.ok(held <= limit, `the cache holds ${held} bytes, under its limit ${limit}`);
+    const entries = (index: string, prefix: string): string[] =>
+      (JSON.parse(readFileSync(index, 'utf8')) as { shardlist: { url: string; md5sum: string }[] }).shardlist.map((e) =>
+        cacheName(`${prefix}/${e.url}`, e.md5sum),
+      );
+    const present = new Set(readdirSync(cache));
+    const val = entries(VAL, 's3://bkt/ds/val');
+    const train = entries(TRAIN, 's3://bkt/ds/train');
+    t.ok(
+      val.every((n) => present.has(n)),
+      'all of the second dataset is there',
     );
-  const present = new Set(readdirSync(cache));
-  const val = entries(VAL, 's3://bkt/ds/val');
-  const train = entries(TRAIN, 's3://bkt/ds/train');
-  t.ok(
-    val.every((n) => present.has(n)),
-    'all of the second dataset is there',
-  );
-  const kept = train.filter((n) => present.has(n)).length;
-  t.ok(kept < train.length && kept > 0, `part of the first dataset was evicted (${kept} of ${train.length} kept)`);
-});
+    const kept = train.filter((n) => present.has(n)).length;
+    t.ok(kept < train.length && kept > 0, `part of the first dataset was evicted (${kept} of ${train.length} kept)`);
+  },
+);
