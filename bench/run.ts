@@ -11,6 +11,7 @@ const benches: Record<string, string> = {
   serve: './serve.ts',
   upload: './upload.ts',
   'loader-stages': './loader-stages.ts',
+  's3-read': './s3-read.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);
