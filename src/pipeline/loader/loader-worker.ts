@@ -41,7 +41,8 @@ function fdOf(shard: number): number {
 
 /**
  * One positioned read covering label and image (adjacent members of the sample) and the tar
- * header before each, which are checked against the index (a mismatch: ShardIndexError, fatal).
+ * header before each, checked against the index at the sample's first read (a mismatch:
+ * ShardIndexError, fatal).
  */
 function readSample(i: number): { label: Uint8Array; image: Uint8Array } {
   const lo = table.labelOffset[i]!;

@@ -1,11 +1,14 @@
-// The offsets a shard's .idx gives are checked against the tar itself whenever a sample is read:
+// The offsets a shard's .idx gives are checked against the tar itself when a sample is first read:
 // the worker reads the 512-byte header before each member's data in the same read as the data,
 // and that header must be a valid one (checksum) of a regular file of the size the index says,
 // named as the index names the member (the sample's key, the member's extension). A mismatch
 // means the index (or the shard) is wrong, not one image, so it is fatal: ShardIndexError.
 // The usual header is checked on bytes alone (checksum, size, name compared in place); anything
 // else (a ustar prefix, other letter case, a signed checksum, a mismatch) takes decodeHeader's
-// full parse, which accepts what tar readers accept and says what is wrong.
+// full parse, which accepts what tar readers accept and says what is wrong. The check costs
+// ~1.4 us of CPU a sample (the checksum's byte sum most of it; ~8% of a raw 64x64 sample's work
+// in a worker, ~2% of a JPEG's), so a sample is checked once: the table's `checked` flags, shared
+// by all threads, record it (a race only checks a sample twice).
 import { PathError } from '../errors.ts';
 import { LABEL_EXTS } from '../webdataset/codecs.ts';
 import { splitKey } from '../webdataset/samples.ts';
@@ -99,9 +102,11 @@ function fullCheck(b: Uint8Array, m: Member, key: string, shard: string): string
 
 /**
  * Checks the headers of sample `i`'s label and image members; `b` holds the file from offset
- * `start` on, including both headers. Throws ShardIndexError on any mismatch.
+ * `start` on, including both headers. Throws ShardIndexError on any mismatch; does nothing for a
+ * sample already checked.
  */
 export function checkSampleMembers(table: SampleTable, i: number, b: Uint8Array, start: number): void {
+  if (table.checked[i] === 1) return;
   const lo = table.labelOffset[i]!;
   const io = table.imageOffset[i]!;
   const ls = table.labelSize[i]!;
@@ -112,6 +117,7 @@ export function checkSampleMembers(table: SampleTable, i: number, b: Uint8Array,
     plainMatch(b, lo - start - BLOCK, ls, key, LABEL_DOT_EXTS[table.labelKind[i]!]!) &&
     plainMatch(b, io - start - BLOCK, is, key, IMAGE_DOT_EXTS[table.imageKind[i]!]!)
   ) {
+    table.checked[i] = 1;
     return;
   }
   const shard = table.shardPaths[table.shard[i]!]!;
@@ -129,6 +135,7 @@ export function checkSampleMembers(table: SampleTable, i: number, b: Uint8Array,
       image.ext,
     );
   }
+  table.checked[i] = 1;
 }
 
 /** The sample's members do not fit the file: named by its first member (in file order). */

@@ -23,6 +23,8 @@ export interface SampleTableBuffers {
   imageKind: SharedArrayBuffer;
   /** Index into LABEL_EXTS. */
   labelKind: SharedArrayBuffer;
+  /** Per sample, 1 once a thread has checked its members against the tar headers (member-check.ts). */
+  checked: SharedArrayBuffer;
   keyBytes: SharedArrayBuffer;
   keyEnds: SharedArrayBuffer;
 }
@@ -40,6 +42,7 @@ export class SampleTable {
   readonly labelSize: Uint32Array;
   readonly imageKind: Uint8Array;
   readonly labelKind: Uint8Array;
+  readonly checked: Uint8Array;
   private readonly keyBytes: Uint8Array;
   private readonly keyEnds: Uint32Array;
 
@@ -53,6 +56,7 @@ export class SampleTable {
     this.labelSize = new Uint32Array(buffers.labelSize);
     this.imageKind = new Uint8Array(buffers.imageKind);
     this.labelKind = new Uint8Array(buffers.labelKind);
+    this.checked = new Uint8Array(buffers.checked);
     this.keyBytes = new Uint8Array(buffers.keyBytes);
     this.keyEnds = new Uint32Array(buffers.keyEnds);
   }
@@ -82,7 +86,7 @@ export class SampleTable {
 
   get bytes(): number {
     const b = this.buffers;
-    return [b.shard, b.imageOffset, b.imageSize, b.labelOffset, b.labelSize, b.imageKind, b.labelKind, b.keyBytes, b.keyEnds].reduce(
+    return [b.shard, b.imageOffset, b.imageSize, b.labelOffset, b.labelSize, b.imageKind, b.labelKind, b.checked, b.keyBytes, b.keyEnds].reduce(
       (a, x) => a + x.byteLength,
       0,
     );
@@ -143,6 +147,7 @@ export async function buildSampleTable(shardPaths: string[], expected?: number[]
     labelSize: shared(4 * count),
     imageKind: shared(count),
     labelKind: shared(count),
+    checked: shared(count),
     keyBytes: shared(keyLength),
     keyEnds: shared(4 * count),
   };

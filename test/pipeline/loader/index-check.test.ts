@@ -8,6 +8,8 @@ import { cpSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { Loader, type LoaderOptions } from '../../../src/pipeline/loader/loader.ts';
+import { checkSampleMembers } from '../../../src/pipeline/loader/member-check.ts';
+import { buildSampleTable, SampleTable } from '../../../src/pipeline/loader/sample-table.ts';
 import { readFrame } from '../../../src/pipeline/ring/frame.ts';
 import { runShardJob } from '../../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
@@ -267,4 +269,24 @@ with tarfile.open(src) as a, tarfile.open(dst, 'w', format=fmt) as b:
       `${format}: same pixels`,
     );
   }
+});
+
+t.test('checkSampleMembers checks a sample at its first read and flags it for every thread', async (t) => {
+  const d = copy();
+  const shard = join(d, 'train-000000.tar');
+  editIdx(shard.replace(/\.tar$/, '.idx'), (s) => {
+    member(s[4]!, 'cls').offset = member(s[5]!, 'cls').offset;
+  });
+  const table = await buildSampleTable([shard]);
+  const file = readFileSync(shard);
+  for (let i = 0; i < table.count; i++) {
+    if (i === 4) continue;
+    checkSampleMembers(table, i, file, 0);
+    t.equal(table.checked[i], 1);
+  }
+  t.throws(() => checkSampleMembers(table, 4, file, 0), { name: 'ShardIndexError', message: /sample "\d{9}", member \.cls/ });
+  t.equal(table.checked[4], 0, 'a mismatch is not flagged');
+  // Flagged (as another thread would after a successful check): not read again.
+  new SampleTable(table.buffers).checked[4] = 1;
+  t.doesNotThrow(() => checkSampleMembers(table, 4, file, 0));
 });
