@@ -55,6 +55,7 @@ Options:
                                ${TASKS_ENV}) or a Slurm array's SLURM_ARRAY_TASK_ID
                                (less SLURM_ARRAY_TASK_MIN; N = SLURM_ARRAY_TASK_COUNT)
   --tasks N                    the number of tasks, where the environment lacks it
+  --task none                  a whole-job run, whatever the environment says
   --quiet                      no progress line
   -h, --help                   this text
 

@@ -54,12 +54,18 @@ export function parseTaskSpec(spec: string): ShardTaskId {
 }
 
 /**
- * This process's task, or null when it is no task (a whole-job run). `--task I/N` wins; then a
+ * This process's task, or null when it is no task (a whole-job run, also `--task none` whatever
+ * the environment). `--task I/N` wins; then a
  * Kubernetes Indexed Job (JOB_COMPLETION_INDEX; N from --tasks or SMLP_SHARD_TASKS); then a
  * Slurm array (SLURM_ARRAY_TASK_ID less SLURM_ARRAY_TASK_MIN, divided by SLURM_ARRAY_TASK_STEP;
  * N from SLURM_ARRAY_TASK_COUNT or --tasks). Throws TaskIdError on anything malformed.
  */
 export function resolveTaskId(flags: { task?: string | undefined; tasks?: string | undefined }, env: Env = process.env): ShardTaskId | null {
+  // A whole-job run inside a scheduler's array (each element sharding another dataset).
+  if (flags.task?.trim() === 'none') {
+    if (flags.tasks !== undefined) throw new TaskIdError('--tasks', '--tasks contradicts --task none');
+    return null;
+  }
   const flagCount = flags.tasks === undefined ? undefined : integer('--tasks', flags.tasks, 1);
   if (flags.task !== undefined) {
     const t = parseTaskSpec(flags.task);

@@ -100,7 +100,7 @@ export async function acquireTaskLock(file: string, command: string, o: TaskLock
     } else {
       const now = performance.now();
       if (!observed || observed.mtimeMs !== mtimeMs || observed.raw !== raw) observed = { raw, mtimeMs, at: now };
-      else if (now - observed.at >= lease) stale = `not refreshed for ${Math.round(lease / 1000)} s`;
+      else if (now - observed.at >= lease) stale = `not refreshed for ${lease >= 1000 ? `${Math.round(lease / 1000)} s` : `${lease} ms`}`;
       if (!stale && !told) {
         told = true;
         o.onWait?.(holder);

@@ -17,6 +17,8 @@ t.test('the flag wins over the environment; --tasks must agree with it', async (
   t.same(resolveTaskId({ task: '1/4', tasks: '4' }, env)?.index, 1);
   t.throws(() => resolveTaskId({ task: '1/4', tasks: '5' }, env), /--tasks 5 contradicts --task 1\/4/);
   t.equal(resolveTaskId({}, {}), null, 'no flag, no scheduler: not a task');
+  t.equal(resolveTaskId({ task: 'none' }, env), null, '--task none: a whole-job run inside an array');
+  t.throws(() => resolveTaskId({ task: 'none', tasks: '2' }, env), /contradicts/);
   t.throws(() => resolveTaskId({ tasks: '4' }, {}), /needs the task's index/);
 });
 
