@@ -143,6 +143,10 @@ t.test('a task killed with SIGKILL half-way is run again and completes its part'
   const merged = shard(['merge', '--out', out, '--quiet']);
   t.equal(merged.code, 0, merged.stderr);
   t.same(outputFiles(out), ref);
+  const late = shard([...args, '--out', out, '--task', '0/2']);
+  t.equal(late.code, 0, late.stderr);
+  t.equal(JSON.parse(late.stdout).state, 'complete', 'a task run after the merge finds the dataset complete');
+  t.same(outputFiles(out), ref, '... and leaves it as it was');
 });
 
 t.test('plan: tasks use the recorded listing, not the source; options are checked against it', async (t) => {

@@ -11,6 +11,7 @@ export function outputFiles(dir: string): Record<string, string> {
     for (const f of readdirSync(join(dir, rel)).sort()) {
       const path = join(rel, f);
       if (statSync(join(dir, path)).isDirectory()) {
+        out[`${path}/`] = 'folder';
         walk(path);
         continue;
       }

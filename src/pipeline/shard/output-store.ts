@@ -177,6 +177,9 @@ export class LocalOutputStore implements OutputStore {
 
   async lockTask(task: ShardTaskId, command: string, o: Omit<TaskLockOptions, 'what'> = {}): Promise<TaskLock> {
     assertFolderNotLocked(this.dir);
+    // A merged output has no job state left to guard (the task will find it complete): a lock
+    // would only leave an empty .partial/ behind in a finished dataset.
+    if ((await this.readFile('index.json')) !== null) return { file: '', release: () => undefined };
     try {
       await this.mkdirs();
     } catch (err) {
