@@ -5,11 +5,12 @@ import { IncompleteJobError, mergeShardJob } from '../../../src/pipeline/shard/m
 import { LocalOutputStore } from '../../../src/pipeline/shard/output-store.ts';
 import { assertMatchesPlan, planRange, planSource, readPlan, writePlan } from '../../../src/pipeline/shard/plan.ts';
 import { describeJob, runShardJob, type ShardJobOptions } from '../../../src/pipeline/shard/shard-job.ts';
+import { openIdx } from '../../../src/pipeline/sources/idx.ts';
 import { openImageNet21k } from '../../../src/pipeline/sources/imagenet21k.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
 import type { CatalogSource, Item } from '../../../src/pipeline/sources/types.ts';
 import { openWebDataset } from '../../../src/pipeline/sources/webdataset-source.ts';
-import { colourImage, rawTar, writeFile } from '../../helpers/fixtures.ts';
+import { colourImage, idxBytes, rawTar, writeFile } from '../../helpers/fixtures.ts';
 import { outputFiles } from '../../helpers/output-files.ts';
 import { tempDir } from '../../helpers/tmp.ts';
 
@@ -230,4 +231,49 @@ t.test('a stream source (webdataset index) splits into tasks too; shard URLs alo
   t.same(outputFiles(out), outputFiles(ref));
   const urls = await openWebDataset([join(first, 'train-{000000..000004}.tar')]);
   await t.rejects(runShardJob(urls, { ...o(join(dir, 'u')), task: { index: 0, count: 2 } }), /index \.json/);
+});
+
+t.test('a plan with --limit, used by a whole-job run: the files of one run', async (t) => {
+  const dir = tempDir(t);
+  const o = (out: string): ShardJobOptions => ({ ...base(out), limit: 57 });
+  const ref = join(dir, 'ref');
+  await runShardJob(synth(), o(ref));
+  const out = join(dir, 'planned');
+  t.equal((await writePlan(synth(), o(out), {})).items, 57);
+  const store = new LocalOutputStore(out);
+  const plan = (await readPlan(store))!;
+  const summary = await runShardJob(await planSource(store, plan, planRange(plan.layout, null)), o(out));
+  t.equal(summary.state, 'resumed', 'the plan had claimed the folder for this job');
+  t.same(outputFiles(out), outputFiles(ref));
+});
+
+t.test('in-memory pixel sources (idx): the plan records no items; tasks read the source, checked against the plan', async (t) => {
+  const dir = tempDir(t);
+  const n = 47;
+  const pixels = Uint8Array.from({ length: n * 64 }, (_, i) => (i * 31) % 256);
+  writeFileSync(join(dir, 'images'), idxBytes([n, 8, 8], pixels));
+  writeFileSync(
+    join(dir, 'labels'),
+    idxBytes(
+      [n],
+      Uint8Array.from({ length: n }, (_, i) => i % 3),
+    ),
+  );
+  const idx = () => openIdx(join(dir, 'images'), join(dir, 'labels'));
+  const o = (out: string): ShardJobOptions => ({ ...base(out), res: 8, samplesPerShard: 9 });
+  const ref = join(dir, 'ref');
+  await runShardJob(await idx(), o(ref));
+  const out = join(dir, 'planned');
+  const planned = await writePlan(await idx(), o(out), {});
+  t.notOk(planned.recordedItems);
+  t.notOk(existsSync(join(out, '.partial', 'plan-items.bin')));
+  const plan = (await readPlan(new LocalOutputStore(out)))!;
+  t.equal(plan.file.items, null);
+  for (const index of [1, 0]) {
+    const source = await idx();
+    assertMatchesPlan(source, o(out), plan);
+    await runShardJob(source, { ...o(out), task: { index, count: 2 } });
+  }
+  await mergeShardJob({ out, command: 'merge' });
+  t.same(outputFiles(out), outputFiles(ref));
 });
