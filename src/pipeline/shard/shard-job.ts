@@ -2,7 +2,9 @@
 // finished records to shards in order, and write the index last. Shard k of a split always
 // holds the items at positions [k*S, (k+1)*S) of the split's (seeded) order, minus those that
 // failed to decode: so the output is a function of the input and the options alone (not of the
-// number of workers or of timing), and a resumed job skips exactly its completed shards.
+// number of workers or of timing), and a resumed job skips exactly its completed shards. A task
+// (`task`) writes only its block of the shards and no index; merge.ts writes the indexes later
+// with the same writeJobOutputs, so N tasks + merge give the bytes of one run.
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
