@@ -24,6 +24,11 @@ export interface OutputStore {
   readonly location: string;
   /** The local file a shard's tar is written to (TarWriter writes `<path>.tmp`, renames on close). */
   shardPath(shard: string): string;
+  /**
+   * Called once a shard's tar is complete at shardPath, before its idx and record: a store whose
+   * output is elsewhere uploads it here (a folder has nothing to do).
+   */
+  publishShard(shard: string, info: { size: number; md5sum: string }): Promise<void>;
   /** A whole-job run: ready for `fingerprint`, every temporary of a killed run removed. */
   prepare(fingerprint: string, overwrite: boolean): Promise<OutState>;
   /** A completed shard's record; null when the shard is not complete (no record, or its tar changed). */
@@ -79,6 +84,10 @@ export class LocalOutputStore implements OutputStore {
 
   shardPath(shard: string): string {
     return join(this.dir, shard);
+  }
+
+  publishShard(): Promise<void> {
+    return Promise.resolve();
   }
 
   prepare(fingerprint: string, overwrite: boolean): Promise<OutState> {

@@ -460,6 +460,7 @@ async function runSplit(
         await Promise.all(open.writes);
         const closed = await open.tar.close();
         const md5sum = (await pool.run(closed.path, { name: 'md5File' })) as string;
+        await store.publishShard(name, { size: closed.size, md5sum });
         // DALI rejects an index of zero samples: a shard whose every item failed gets none.
         if (open.members.length) await store.writeFile(name.replace(/\.tar$/, '.idx'), encodeDaliIndex(open.members));
         const record = { ...open.record, nsamples: closed.nsamples, filesize: closed.size, md5sum };
