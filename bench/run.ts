@@ -2,6 +2,7 @@
 // JSON object per line (machine-readable), progress and notes go to stderr.
 const benches: Record<string, string> = {
   shard: './shard.ts',
+  'shard-tasks': './shard-tasks.ts',
   pipeline: './pipeline.ts',
   augment: './augment.ts',
   train: './train.ts',
