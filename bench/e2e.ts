@@ -1,7 +1,9 @@
 // End to end: the trainer fed by the real loader (shards -> workers -> ring -> tfjs step), on
 // the best available backend. Reports the trainer's stall % (time waiting for data) next to
 // the loader's own rate measured alone, so "the pipeline is faster than the trainer" is shown,
-// not assumed. One JSON line.
+// not assumed. One JSON line. On webgpu it also counts the bytes copied to the device between
+// consecutive updates after the first (upload_bytes_per_update: the batch, uint8 packed at 1 byte
+// a pixel or float32 at 4, plus labels and per-step scalars), beside a float32 batch's image bytes.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +12,7 @@ import { Loader } from '../src/pipeline/loader/loader.ts';
 import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
 import { describeSelection, selectBackend } from '../src/train/backend.ts';
+import { countWebGpuUploads } from '../src/train/backends/webgpu-pixels.ts';
 import { blasThreadsFor } from '../src/train/blas/cblas.ts';
 import { trainConfig } from '../src/train/config.ts';
 import { FRAME_DTYPE_CHOICES, resolveFrameDtype, type FrameDtypeChoice } from '../src/train/frame-dtype.ts';
@@ -76,12 +79,21 @@ const loaderRate = n / ((performance.now() - t0) / 1000);
 await alone.close();
 
 const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1, frameDtype });
+const counter = countWebGpuUploads();
+const atUpdate: number[] = [];
 const summary = await train(
   trainConfig({ out: join(tmp, 'run'), arch: v.arch!, epochs: Number(v.epochs), batchSize, checkpointEvery: 0 }),
   { train: feed },
-  { log: () => undefined },
+  { log: () => undefined, ...(counter ? { onUpdate: () => atUpdate.push(counter.count.tensorBytes) } : {}) },
 );
+counter?.stop();
 await feed.close();
+// Per update after the first (which also uploads the weights); the median, as an epoch's end adds some.
+const perUpdate = atUpdate
+  .slice(1)
+  .map((b, i) => b - atUpdate[i]!)
+  .sort((a, b) => a - b);
+const uploadPerUpdate = perUpdate.length > 0 ? perUpdate[Math.floor(perUpdate.length / 2)]! : null;
 // Per-step waits from the run's metrics: the first batch also pays for thread start-up and JIT,
 // so the steady state is reported beside the whole-run figure.
 const steps = readFileSync(join(tmp, 'run', 'metrics.jsonl'), 'utf8')
@@ -117,5 +129,8 @@ process.stdout.write(
     max_later_wait_ms: Math.round(Math.max(0, ...waits.slice(1))),
     epochs: summary.epochsCompleted,
     steps: summary.globalStep,
+    ...(counter
+      ? { upload_bytes_per_update: uploadPerUpdate, float32_image_bytes_per_batch: 4 * batchSize * 3 * res * res, upload_updates_counted: perUpdate.length }
+      : {}),
   })}\n`,
 );

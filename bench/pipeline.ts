@@ -2,7 +2,8 @@
 // rows (or uint8 pixels, --frame-dtype) in a ring slot, consumed (released at once) on the main
 // thread. One JSON line per configuration. Without --data it generates synthetic 64x64 shards
 // (raw and JPEG) first. Several frame dtypes (and --repeat) alternate per configuration, so A/B
-// figures come from interleaved runs.
+// figures come from interleaved runs. cpu_us_per_image is the process's CPU time (all threads)
+// per image over the timed window.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -84,6 +85,7 @@ for (const c of cases) {
           for await (const b of loader.epoch(epoch++)) b.release();
           let images = 0;
           let waits = 0;
+          const c0 = process.cpuUsage();
           const t0 = performance.now();
           while ((performance.now() - t0) / 1000 < minSeconds) {
             let tw = performance.now();
@@ -95,6 +97,7 @@ for (const c of cases) {
             }
           }
           const seconds = (performance.now() - t0) / 1000;
+          const cpu = process.cpuUsage(c0);
           const rate = images / seconds;
           process.stdout.write(
             `${JSON.stringify({
@@ -110,6 +113,10 @@ for (const c of cases) {
               seconds: Number(seconds.toFixed(2)),
               images_per_sec: Math.round(rate),
               images_per_sec_per_worker: Math.round(rate / workers),
+              // CPU time of the whole process (workers and main thread) per image: on a machine
+              // shared with other jobs, steadier than the rate, which also counts time spent
+              // waiting for a core.
+              cpu_us_per_image: Number(((cpu.user + cpu.system) / images).toFixed(2)),
               cores_for_target: Math.ceil(target / (rate / workers)),
               target_rate: target,
               ring_mib: Math.round(loader.memory.ringBytes / 2 ** 20),

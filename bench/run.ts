@@ -2,6 +2,7 @@
 // JSON object per line (machine-readable), progress and notes go to stderr.
 const benches: Record<string, string> = {
   shard: './shard.ts',
+  'shard-tasks': './shard-tasks.ts',
   pipeline: './pipeline.ts',
   augment: './augment.ts',
   train: './train.ts',
@@ -11,6 +12,8 @@ const benches: Record<string, string> = {
   serve: './serve.ts',
   upload: './upload.ts',
   frame: './frame.ts',
+  'loader-stages': './loader-stages.ts',
+  's3-read': './s3-read.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);

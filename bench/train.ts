@@ -6,7 +6,11 @@
 // --stock measures the wasm backend without the kernel overrides (src/train/wasm-kernels.ts);
 // --blas off keeps the overrides but sends matMuls to XNNPACK instead of a native BLAS (A/B);
 // --threads sets the BLAS threads (default: every core, as nothing else runs here).
-// On webgpu the line also names the adapter and the bytes held in GPU buffers after the steps.
+// On webgpu the line also names the adapter and the bytes held in GPU buffers after the steps,
+// and counts the bytes copied to the device: input_upload_bytes_per_batch for one batch turned
+// into the model's input (measured once before the timed steps; uint8 frames go up packed, 1 byte
+// a pixel, float32 ones at 4) and upload_bytes_per_step over the timed steps (input, labels and
+// the small per-step tensors).
 // --frame-dtype uint8 serves uint8 pixels, so each step includes their upload and normalisation
 // on the device (normalize-batch.ts), as with uint8 frames.
 // The default model is the one bench/torch_mlp.py measures in PyTorch for comparison; adamw with
@@ -18,6 +22,7 @@ import { trainFlopsPerSample } from '../src/model/layout.ts';
 import { Mlp } from '../src/model/mlp.ts';
 import { BACKEND_ORDER, describeSelection, selectBackend, type BackendChoice } from '../src/train/backend.ts';
 import { webGpuAdapter, webGpuBytes, webGpuMemoryLine } from '../src/train/backends/webgpu.ts';
+import { countWebGpuUploads } from '../src/train/backends/webgpu-pixels.ts';
 import { MemoryFeed, syntheticArrays } from '../src/train/memory-feed.ts';
 import { batchInput } from '../src/train/normalize-batch.ts';
 import { createOptimizer, OPTIMIZER_NAMES, OPTIMIZER_SLOTS, type OptimizerName } from '../src/train/optim/index.ts';
@@ -113,11 +118,28 @@ async function* batches() {
   for (let e = 0; ; e++) yield* feed.epoch(e);
 }
 
+// One batch to the device alone, forced to finish, so its upload is counted apart from the step's.
+let inputUploadBytes: number | null = null;
+if (selection.backend === 'webgpu') {
+  const first = (await feed.epoch(0)[Symbol.asyncIterator]().next()).value!;
+  const counter = countWebGpuUploads();
+  const x = batchInput(first, model.inputDim);
+  const one = tf.slice(x, [0, 0], [1, 1]);
+  await one.data();
+  counter?.stop();
+  tf.dispose([x, one]);
+  first.release();
+  inputUploadBytes = counter?.count.tensorBytes ?? null;
+}
+
 const times: number[] = [];
 let loss = NaN;
 let it = 0;
+const stepCounter = countWebGpuUploads();
+let timedFrom = 0;
 for await (const b of batches()) {
   if (it >= warmup + steps) break;
+  if (it === warmup) timedFrom = stepCounter?.count.tensorBytes ?? 0;
   const t0 = performance.now();
   const x = batchInput(b, model.inputDim);
   const y = tf.tensor1d(b.labels, 'int32');
@@ -129,6 +151,8 @@ for await (const b of batches()) {
   if (it >= warmup) times.push(performance.now() - t0);
   it++;
 }
+stepCounter?.stop();
+const uploadPerStep = stepCounter ? (stepCounter.count.tensorBytes - timedFrom) / steps : null;
 const mean = times.reduce((s, t) => s + t, 0) / times.length;
 const best = Math.min(...times);
 const flops = trainFlopsPerSample(spec, shape);
@@ -160,6 +184,13 @@ process.stdout.write(
       ? { adapter: { vendor: adapter.vendor, architecture: adapter.architecture, description: adapter.description, fallback: adapter.fallback } }
       : {}),
     ...(gpuBytes ? { gpu_bytes_in_use: gpuBytes.inUse, gpu_bytes_allocated: gpuBytes.allocated } : {}),
+    ...(inputUploadBytes !== null
+      ? {
+          input_upload_bytes_per_batch: inputUploadBytes,
+          input_upload_bytes_per_pixel: Number((inputUploadBytes / (batch * channels * res * res)).toFixed(4)),
+          upload_bytes_per_step: uploadPerStep,
+        }
+      : {}),
   })}\n`,
 );
 optimizer.dispose();

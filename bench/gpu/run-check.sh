@@ -4,12 +4,18 @@
 # Prints JSON lines (also written to $OUT/gpu-check.jsonl; the log to $OUT/gpu-check.log):
 #   {"check":"adapter",...}   Node/Dawn found, the adapter (vendor, architecture, description,
 #                             fallback), its limits, what --backend auto picks and why
-#   {"bench":"train",...}     webgpu: images/s and GFLOP/s, data from memory
+#   {"bench":"train",...}     webgpu: images/s and GFLOP/s, data from memory; the bytes one
+#                             float32 batch and one step copy to the device
+#   {"bench":"upload",...}    one line per path (float32 batch, uint8 packed 4 pixels a word,
+#                             uint8 through tfjs's bool route): ms per batch to the model's input
+#                             on the device, and the bytes copied per batch, counted
+#                             (upload_bytes_per_batch, measured_bytes_per_pixel)
 #   {"bench":"train","impl":"pytorch",...}   PyTorch fp32 (TF32 off) on the same model and batch
 #   {"check":"ratio",...}     webgpu / PyTorch images/s
-#   {"bench":"e2e",...}       the trainer fed by the loader (shards -> workers -> ring): stall %
-# Each step has its own time limit (full settings: at most 220 + 100 + 180 s; the real times are
-# unmeasured), so the whole check ends inside a 580 s device call even when a step hangs.
+#   {"bench":"e2e",...}       the trainer fed by the loader (shards -> workers -> ring) with uint8
+#                             frames (packed upload): stall %, bytes copied per update
+# Each step has its own time limit (full settings: at most 220 + 40 + 100 + 160 s; the real times
+# are unmeasured), so the whole check ends inside a 580 s device call even when a step hangs.
 # Usage: bash bench/gpu/run-check.sh [--tiny] [--workers N]
 #   --tiny   small settings (B_1-Wi_64, 16x16, batch 256) to try the whole path on any adapter,
 #            a software one included (lavapipe), and PyTorch on the CPU when there is no CUDA
@@ -94,12 +100,14 @@ fi
 if [ "$tiny" = 1 ]; then
   arch=B_1-Wi_64 res=16 classes=10 batch=256 steps=2 warm=1
   e2e=(--arch B_1-Wi_64 --res 16 --images 1024 --batch-size 256 --epochs 2 --workers 2)
-  t_train=300 t_torch=120 t_e2e=300
+  upload=(--batch-size 256 --res 16)
+  t_train=300 t_upload=60 t_torch=120 t_e2e=300
 else
   # The paper's pre-training model and batch at 64x64 (ImageNet-21k's 11,230 classes).
   arch=B_12-Wi_1024 res=64 classes=11230 batch=16384 steps=5 warm=2
   e2e=(--arch B_12-Wi_1024 --res 64 --images 65536 --batch-size 16384 --epochs 2 --workers "$workers")
-  t_train=220 t_torch=100 t_e2e=180
+  upload=(--batch-size 16384 --res 64)
+  t_train=220 t_upload=40 t_torch=100 t_e2e=160
 fi
 
 # --- webgpu training throughput -----------------------------------------------------------
@@ -107,6 +115,15 @@ note "webgpu train: $arch, batch $batch, ${res}x${res}, $classes classes"
 wg=$(timeout "$t_train" "$node" "${tsx[@]}" bench/run.ts train --backend webgpu --arch "$arch" --res "$res" --num-classes "$classes" \
   --batch-size "$batch" --steps "$steps" --warmup-steps "$warm" --optimizer adamw --data uniform 2>>"$log" | tail -n 1)
 [ -n "$wg" ] && emit "$wg" || emit "{\"check\":\"error\",\"step\":\"webgpu-train\",\"message\":\"no result (exit or timeout after ${t_train}s; see gpu-check.log)\"}"
+
+# --- one batch to the model's input: float32 against uint8 packed (and tfjs's bool route) ----
+note "upload: ${upload[*]}"
+up=$(timeout "$t_upload" "$node" "${tsx[@]}" bench/run.ts upload --backends webgpu "${upload[@]}" --rounds 3 --paths float32,uint8:packed,uint8:bool 2>>"$log")
+if [ -n "$up" ]; then
+  while IFS= read -r l; do emit "$l"; done <<<"$up"
+else
+  emit "{\"check\":\"error\",\"step\":\"upload\",\"message\":\"no result (exit or timeout after ${t_upload}s; see gpu-check.log)\"}"
+fi
 
 # --- PyTorch fp32 on the same model ---------------------------------------------------------
 py=${SMLP_GPU_PYTHON:-python3}
@@ -136,6 +153,6 @@ fi
 
 # --- end to end: the loader feeding the webgpu trainer ------------------------------------
 note "e2e: ${e2e[*]}"
-ee=$(timeout "$t_e2e" "$node" "${tsx[@]}" bench/run.ts e2e --backend webgpu "${e2e[@]}" 2>>"$log" | tail -n 1)
+ee=$(timeout "$t_e2e" "$node" "${tsx[@]}" bench/run.ts e2e --backend webgpu --frame-dtype uint8 "${e2e[@]}" 2>>"$log" | tail -n 1)
 [ -n "$ee" ] && emit "$ee" || emit "{\"check\":\"error\",\"step\":\"e2e\",\"message\":\"no result (exit or timeout after ${t_e2e}s; see gpu-check.log)\"}"
 note "done: $jsonl"

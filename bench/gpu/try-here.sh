@@ -38,8 +38,13 @@ if (!wg || !(wg.images_per_sec > 0)) problems.push('no webgpu train result');
 const pt = find((l) => l.bench === 'train' && l.impl === 'pytorch');
 const ratio = find((l) => l.check === 'ratio');
 if (pt && !ratio) problems.push('PyTorch ran but no ratio line');
+const packed = find((l) => l.bench === 'upload' && l.path === 'uint8:packed');
+const f32 = find((l) => l.bench === 'upload' && l.path === 'float32');
+if (!packed || !f32) problems.push('no upload lines for float32 and uint8:packed');
+else if (!(packed.measured_bytes_per_pixel < 1.1 && f32.measured_bytes_per_pixel === 4)) problems.push(`upload bytes: packed ${packed.measured_bytes_per_pixel}, float32 ${f32.measured_bytes_per_pixel} a pixel`);
 const e2e = find((l) => l.bench === 'e2e');
 if (!e2e || e2e.backend !== 'webgpu' || !(e2e.train_images_per_sec > 0)) problems.push('no e2e result on webgpu');
+else if (e2e.frame_dtype !== 'uint8' || !(e2e.upload_bytes_per_update < e2e.float32_image_bytes_per_batch / 2)) problems.push(`e2e: frame ${e2e.frame_dtype}, ${e2e.upload_bytes_per_update} bytes an update`);
 for (const l of lines.filter((x) => x.check === 'error')) problems.push(`error line: ${JSON.stringify(l)}`);
 for (const l of lines) console.log(JSON.stringify(l));
 if (problems.length) {

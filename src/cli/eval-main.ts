@@ -87,7 +87,8 @@ images read at the model's resolution; smaller ones are upscaled), in the data's
   --checkpoint <path>        a model directory (model.safetensors + config.json), a run's --out (its final
                              model, else its latest checkpoint), a checkpoint directory, or a .safetensors
                              file with config.json beside it
-  --data <index.json>        the dataset (shards); its channels and classes must be the model's
+  --data <index.json>        the dataset (shards); its channels and classes must be the model's; a path,
+                             a folder holding one, or an http(s):// or s3:// URL
   --batch-size N             ${EVAL_DEFAULTS.batchSize}
   --tta N                    test-time augmentation as the paper (which uses 100): also average the softmax
                              probabilities of N random crops (+ flips) of every image and report top-1/top-5

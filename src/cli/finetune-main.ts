@@ -77,6 +77,7 @@ Data and model
   --data <index.json>        training set index; images are read at the checkpoint's resolution
                              (smaller ones are upscaled by the loader) and must have its channels
   --val <index.json>         validation set index (centre crop; loss, top-1/top-5 after each epoch)
+                             (both: a path, a folder holding one, or an http(s):// or s3:// URL)
   --arch, --res, --channels  taken from the checkpoint; if given they must match it
   --num-classes N            the new head's classes: the data's (if given, it must match)
   --no-augment               centre crops, no flips

@@ -16,6 +16,7 @@ examples/torch-ddp for a PyTorch DDP consumer.
 
 Options:
   --data <spec>         dataset: index.json, a folder with one, or shard paths/URLs
+                        (local, http(s)://, s3://bucket/key; an s3:// folder means its index.json)
   --bind <endpoint>     ipc://<path> (one host) or tcp://<host>:<port> (tcp://*:5555 for all
                         interfaces; port * picks a free one); repeat to bind several
   --rank <R>            serve this rank (default: from RANK, SLURM_PROCID or JOB_COMPLETION_INDEX)

@@ -18,6 +18,7 @@ library can read them: e.g. Python's msgpack.Unpacker over the file.
 
 Options:
   --data <spec>         dataset: index.json, a folder with one, or shard paths/URLs
+                        (local, http(s)://, s3://bucket/key; an s3:// folder means its index.json)
   --batches <K>         frames to write (default 1)
   --out <file>          output file (written as <file>.tmp, then renamed)
   --eval                eval mode (sequential, centre crop) instead of train (shuffled, augmented)

@@ -1,13 +1,20 @@
 // npm run shard -- <source> <path...> [options]: datasets -> WebDataset shards at training size.
 import { availableParallelism } from 'node:os';
-import { runShardJob } from '../pipeline/shard/shard-job.ts';
+import { LocalOutputStore } from '../pipeline/shard/output-store.ts';
+import { assertMatchesPlan, planRange, planSource, readPlan, writePlan } from '../pipeline/shard/plan.ts';
+import { runShardJob, type ShardJobOptions, type ShardJobSummary } from '../pipeline/shard/shard-job.ts';
+import { TASKS_ENV } from '../pipeline/shard/task-id.ts';
 import { openSource, sourcesHelp } from '../pipeline/sources/open-source.ts';
-import { MAX_LABEL } from '../pipeline/sources/types.ts';
+import { MAX_LABEL, type Source } from '../pipeline/sources/types.ts';
 import { defaultIo, EXIT, runCommand, UsageError, withInterrupt, withOutputLock } from './command.ts';
-import { MAX_WORKERS, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, unit, workerCount, type OptionSpec } from './flags.ts';
+import { MAX_WORKERS, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, unit, workerCount, type OptionSpec, type Raw } from './flags.ts';
 import { formatDuration, ProgressLine } from './progress.ts';
+import { checkRequestAgainstPlan, mergeCommand, REQUEST_FLAGS, reportPlan, reportTask, taskFromFlags, withTaskLock, type ShardRequest } from './shard-tasks.ts';
 
 const HELP = `Usage: npm run shard -- <source> [path...] [options]
+       npm run shard -- plan <source> [path...] [options] --out <dir>
+       npm run shard -- [<source> [path...] [options]] --out <dir> --task I/N
+       npm run shard -- merge --out <dir>
 
 Prepackage a dataset into WebDataset tar shards at training resolution:
 <out>/<split>-NNNNNN.tar (+ a DALI .idx each), <out>/index.json (wids shard index with our
@@ -41,12 +48,28 @@ Options:
   --num-classes <n>            synthetic: number of classes (default 10)
   --image-size <n|WxH>         synthetic: generated size before resizing (default: --res)
   --overwrite                  replace a different dataset already in --out
+  --task I/N                   write only task I's shards of N (I = 0..N-1), no index:
+                               N tasks on machines sharing --out write what one run
+                               writes; then \`merge\`. Without --task: a Kubernetes
+                               Indexed Job's JOB_COMPLETION_INDEX (N from --tasks or
+                               ${TASKS_ENV}) or a Slurm array's SLURM_ARRAY_TASK_ID
+                               (less SLURM_ARRAY_TASK_MIN; N = SLURM_ARRAY_TASK_COUNT)
+  --tasks N                    the number of tasks, where the environment lacks it
+  --task none                  a whole-job run, whatever the environment says
   --quiet                      no progress line
   -h, --help                   this text
 
 Bad images are skipped and listed in <out>/errors.jsonl; shards are written under a temporary
 name and renamed when complete, so an interrupted job resumes from its complete shards when
-run again with the same arguments.`;
+run again with the same arguments.
+
+Across machines: \`plan\` lists the source once and records the item order, classes and
+splits in <out>/.partial/ (tasks then read their slice of it instead of listing; a task
+given only --out and --task takes the source and options from the plan, one that gives
+them must give the plan's). Each task locks and cleans only its own shards; a killed task
+is run again and completes its part. \`merge\` checks every shard is complete (exit 1
+listing the missing ones and their tasks) and writes index.json, val.json and
+errors.jsonl as one run would. webdataset sources need their index .json for tasks.`;
 
 const SPEC: OptionSpec = {
   out: { type: 'string' },
@@ -70,6 +93,8 @@ const SPEC: OptionSpec = {
   'num-classes': { type: 'string' },
   'image-size': { type: 'string' },
   overwrite: { type: 'boolean' },
+  task: { type: 'string' },
+  tasks: { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -86,24 +111,12 @@ function imageSize(v: string | undefined): { width: number; height: number } | u
   return { width: Number(m[1]), height: Number(m[2] ?? m[1]) };
 }
 
-async function main(argv: string[]): Promise<number> {
-  const { raw: v, positionals } = parseFlags(argv, SPEC, true);
-  if (v['help']) {
-    process.stdout.write(`${HELP}\n`);
-    return EXIT.ok;
-  }
-  if (positionals.length === 0) throw new UsageError('give a source kind and its paths');
+/** The request of a command line that names a source: its source and output-shaping options. */
+function buildRequest(v: Raw, positionals: string[]): ShardRequest {
   const [kind, ...paths] = positionals as [string, ...string[]];
-  const res = num(v, 'res', 64, inRange(1, 4096));
-  const seed = num(v, 'seed', 0, nonNegInt);
-  const split = str(v, 'split') ?? 'train';
   const channelsRaw = optionalNum(v, 'channels', inRange(1, 3));
   if (channelsRaw === 2) throw new UsageError('must be 1 or 3, got 2', 'channels');
   const channels = channelsRaw as 1 | 3 | undefined;
-  const valFraction = num(v, 'val-fraction', 0, unit);
-  const workers = num(v, 'workers', availableParallelism(), workerCount);
-  const quality = num(v, 'quality', 90, inRange(1, 100));
-  const samplesPerShard = num(v, 'samples-per-shard', 5000, positiveInt);
   const limit = optionalNum(v, 'limit', nonNegInt);
   const minPerClass = optionalNum(v, 'min-per-class', nonNegInt);
   const count = optionalNum(v, 'count', positiveInt);
@@ -111,59 +124,128 @@ async function main(argv: string[]): Promise<number> {
   const labels = str(v, 'labels');
   const classesFile = str(v, 'classes');
   const size = imageSize(str(v, 'image-size'));
-  const quiet = Boolean(v['quiet']);
+  return {
+    source: {
+      kind,
+      paths,
+      ...(labels ? { labels } : {}),
+      ...(classesFile ? { classesFile } : {}),
+      ...(minPerClass !== undefined ? { minPerClass } : {}),
+      cifarLabels: oneOf(v, 'cifar-labels', ['fine', 'coarse'] as const, 'fine'),
+      ...(count !== undefined ? { count } : {}),
+      ...(numClasses !== undefined ? { numClasses } : {}),
+      ...(size ? { imageSize: size } : {}),
+      noShuffle: Boolean(v['no-shuffle']),
+    },
+    job: {
+      res: num(v, 'res', 64, inRange(1, 4096)),
+      resize: oneOf(v, 'resize', ['max-side', 'center-crop'] as const, 'max-side'),
+      encoding: oneOf(v, 'encoding', ['raw', 'jpeg'] as const, 'raw'),
+      quality: num(v, 'quality', 90, inRange(1, 100)),
+      ...(channels ? { channels } : {}),
+      samplesPerShard: num(v, 'samples-per-shard', 5000, positiveInt),
+      seed: num(v, 'seed', 0, nonNegInt),
+      split: str(v, 'split') ?? 'train',
+      valFraction: num(v, 'val-fraction', 0, unit),
+      ...(limit !== undefined ? { limit } : {}),
+    },
+  };
+}
+
+async function openRequested(r: ShardRequest, quiet: boolean): Promise<Source> {
   const listing = new ProgressLine(process.stderr, quiet);
+  const { noShuffle, ...spec } = r.source;
   const source = await openSource({
-    kind,
-    paths,
-    split,
-    seed,
-    res,
-    ...(channels ? { channels } : {}),
-    ...(labels ? { labels } : {}),
-    ...(classesFile ? { classesFile } : {}),
-    ...(minPerClass !== undefined ? { minPerClass } : {}),
-    cifarLabels: oneOf(v, 'cifar-labels', ['fine', 'coarse'] as const, 'fine'),
-    ...(count !== undefined ? { count } : {}),
-    ...(numClasses !== undefined ? { numClasses } : {}),
-    ...(size ? { imageSize: size } : {}),
+    ...spec,
+    split: r.job.split,
+    seed: r.job.seed,
+    res: r.job.res,
+    ...(r.job.channels ? { channels: r.job.channels } : {}),
     onListing: (d, t) => listing.update('listing synsets', d, t),
   });
-  if (v['no-shuffle']) source.shuffle = false;
+  if (noShuffle) source.shuffle = false;
   listing.done();
-  const out = str(v, 'out') ?? `shards/${kind}`;
-  if (!quiet) process.stderr.write(`source: ${source.description}\nout: ${out} (${workers} workers)\n`);
+  return source;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { raw: v, positionals } = parseFlags(argv, SPEC, true);
+  if (v['help']) {
+    process.stdout.write(`${HELP}\n`);
+    return EXIT.ok;
+  }
+  const step = positionals[0] === 'plan' || positionals[0] === 'merge' ? positionals.shift() : undefined;
+  const quiet = Boolean(v['quiet']);
+  if (step === 'merge') return mergeCommand(v, positionals, argv, quiet);
+  const workers = num(v, 'workers', availableParallelism(), workerCount);
+  const given = positionals.length > 0 ? buildRequest(v, positionals) : null;
+  const out = str(v, 'out') ?? (given ? `shards/${given.source.kind}` : undefined);
+  if (!out) throw new UsageError('give a source kind and its paths (or only --out of a planned job)');
+  const store = new LocalOutputStore(out);
+  const command = ['npm run shard --', ...argv].join(' ');
+  if (step === 'plan') {
+    if (!given) throw new UsageError('plan needs the source kind and its paths, and the options of the job');
+    if (v['task'] !== undefined || v['tasks'] !== undefined)
+      throw new UsageError('plan takes no --task/--tasks: it plans the whole job once, for any number of tasks');
+    const source = await openRequested(given, quiet);
+    if (!quiet) process.stderr.write(`source: ${source.description}\nout: ${out}\n`);
+    const summary = await withOutputLock(out, ['shard', ...argv].join(' '), defaultIo, () => writePlan(source, { ...given.job, out, workers, command }, given));
+    if (!quiet) reportPlan(summary, out);
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+    return EXIT.ok;
+  }
+  const task = taskFromFlags(v);
+  if (task && v['overwrite']) throw new UsageError("--overwrite cannot be combined with a task: it would remove the other tasks' shards");
+  const plan = await readPlan(store);
+  let request: ShardRequest;
+  if (plan) {
+    if (given) checkRequestAgainstPlan(given, plan.file.request, `${out}/.partial/plan.json`);
+    else if (REQUEST_FLAGS.some((f) => v[f] !== undefined)) {
+      throw new UsageError('with a plan, give the whole command (source and options, checked against the plan) or none of it (the plan provides it)');
+    }
+    request = given ?? (plan.file.request as ShardRequest);
+  } else if (given) request = given;
+  else throw new UsageError(`give a source kind and its paths (${out} holds no plan)`);
+  const options: ShardJobOptions = {
+    ...request.job,
+    out,
+    workers,
+    overwrite: Boolean(v['overwrite']),
+    command,
+    ...(task ? { task } : {}),
+  };
+  const source = plan?.file.items ? await planSource(store, plan, planRange(plan.layout, task)) : await openRequested(request, quiet);
+  if (plan) assertMatchesPlan(source, options, plan);
+  if (task && source.mode === 'stream' && source.count === null) {
+    throw new UsageError(
+      'a task needs the number of items up front: re-shard a webdataset source from its index .json (which counts the samples), not from shard URLs',
+    );
+  }
+  if (!quiet) {
+    process.stderr.write(`source: ${source.description}${plan?.file.items ? ' (from the plan)' : ''}\nout: ${out} (${workers} workers)\n`);
+    if (task) process.stderr.write(`task ${task.index}/${task.count} (${task.from})\n`);
+  }
   const controller = new AbortController();
   const progress = new ProgressLine(process.stderr, quiet);
   const interruptMessages = { first: 'finishing the current task, removing partial files (Ctrl-C again to force)', second: 'quitting at once' };
-  const summary = await withOutputLock(out, ['shard', ...argv].join(' '), defaultIo, () =>
+  const run = (): Promise<ShardJobSummary> =>
     withInterrupt(
       defaultIo,
       interruptMessages,
       () => controller.abort(),
       () =>
         runShardJob(source, {
-          out,
-          res,
-          resize: oneOf(v, 'resize', ['max-side', 'center-crop'] as const, 'max-side'),
-          encoding: oneOf(v, 'encoding', ['raw', 'jpeg'] as const, 'raw'),
-          quality,
-          ...(channels ? { channels } : {}),
-          samplesPerShard,
-          workers,
-          seed,
-          split,
-          valFraction,
-          ...(limit !== undefined ? { limit } : {}),
-          overwrite: Boolean(v['overwrite']),
-          command: ['npm run shard --', ...argv].join(' '),
+          ...options,
           signal: controller.signal,
           onProgress: (p) => progress.update(p.split, p.done, p.total, ` | shards ${p.shardsDone}${p.errors ? ` | ${p.errors} skipped` : ''}`),
         }),
-    ),
-  );
+    );
+  const summary = task
+    ? await withTaskLock(store, task, ['shard', ...argv].join(' '), run)
+    : await withOutputLock(out, ['shard', ...argv].join(' '), defaultIo, run);
   progress.done();
-  if (!quiet) {
+  if (!quiet && task) reportTask(summary, out, task);
+  else if (!quiet) {
     if (summary.state === 'complete') process.stderr.write(`${out} already holds this dataset, complete; nothing to do\n`);
     for (const s of summary.splits) {
       process.stderr.write(

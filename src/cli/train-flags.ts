@@ -106,8 +106,9 @@ Trains a bottleneck (B_<depth>-Wi_<width>) or standard (S_<depth>-Wi_<width>) ML
 flattened in C,H,W order. Defaults are the paper's ImageNet-21k pre-training recipe.
 
 Data and model
-  --data <index.json>        training set index
-  --val <index.json>         validation set index (top-1/top-5 and loss after each epoch)
+  --data <index.json>        training set index: a path, a folder holding one, or an http(s):// or s3:// URL
+                             (remote shards are cached locally: SMLP_SHARD_CACHE, SMLP_SHARD_CACHE_MAX)
+  --val <index.json>         validation set index (top-1/top-5 and loss after each epoch), the same forms
   --arch <name>              ${DEFAULTS.arch}; B_<d>-Wi_<w>[-Ex_<e>] or S_<d>-Wi_<w>
   --res N --channels N --num-classes N
                              model input/output when there is no --data (default ${COMMAND_DEFAULTS.res}, ${COMMAND_DEFAULTS.channels}, ${COMMAND_DEFAULTS.numClasses});

@@ -12,21 +12,22 @@
 //   cpu      its memory is the host's: normalised in one JavaScript loop (the same two float32
 //            operations per value), as the cpu backend's own elementwise kernels take ~100 ns a
 //            value on a 12M-value batch.
-//   webgpu   'bool' too: uploadToGPU widens int32 and bool alike to 4-byte i32 in the staging
-//            buffer, and from a Uint8Array that is one converting copy, where 'int32' first
-//            converts to an Int32Array on the host (lavapipe: 35 vs 44 ms host time for 512 x
-//            3x64x64; every value exact either way). Cast to float32 only relabels; shaders read
-//            the i32 values. So on webgpu a uint8 batch still crosses the bus at 4 bytes a pixel,
-//            as a float32 one: 1 byte a pixel needs a WGSL program that unpacks packed words
-//            (plain tfjs ops compute in f32 there and cannot split a 32-bit word exactly).
+//   webgpu   'packed': the bytes go up as int32 words, 1 byte a pixel, and one WGSL program
+//            unpacks and normalises them (backends/webgpu-pixels.ts). Every tfjs route ('bool',
+//            'int32') widens each pixel to a 4-byte i32 in uploadToGPU's staging buffer, as many
+//            bytes as a float32 batch; 'bool' stays the fallback where the program cannot run.
 //   others   (tensorflow, webgl, anything new) 'int32' then cast: tfjs's documented semantics
 //            (tfjs-node would turn a bool tensor into 0/1).
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../shared/data-feed.ts';
+import { packedPixelInput, packedUploadAvailable } from './backends/webgpu-pixels.ts';
 
-/** bool/int32/float32: the tfjs dtype the pixels are uploaded as; host: normalised before upload. */
-export type PixelUpload = 'int32' | 'float32' | 'bool' | 'host';
-export const PIXEL_UPLOADS: readonly PixelUpload[] = ['int32', 'float32', 'bool', 'host'];
+/**
+ * bool/int32/float32: the tfjs dtype the pixels are uploaded as; host: normalised before upload;
+ * packed: 4 pixels a 32-bit word, unpacked and normalised by a WebGPU program ('bool' elsewhere).
+ */
+export type PixelUpload = 'int32' | 'float32' | 'bool' | 'host' | 'packed';
+export const PIXEL_UPLOADS: readonly PixelUpload[] = ['int32', 'float32', 'bool', 'host', 'packed'];
 
 export class BatchError extends Error {
   override readonly name = 'BatchError';
@@ -36,12 +37,12 @@ export class BatchError extends Error {
 export function pixelUploadFor(tfBackend: string): PixelUpload {
   if (tfBackend === 'wasm') return 'bool';
   if (tfBackend === 'cpu') return 'host';
-  if (tfBackend === 'webgpu') return 'bool';
+  if (tfBackend === 'webgpu') return 'packed';
   return 'int32';
 }
 
-/** The pixels as a float32 tensor of the values 0..255, uploaded the `how` way (not 'host'). */
-export function pixelTensor(pixels: Uint8Array, shape: number[], how: Exclude<PixelUpload, 'host'>): tf.Tensor {
+/** The pixels as a float32 tensor of the values 0..255, uploaded the `how` way (not 'host' or 'packed'). */
+export function pixelTensor(pixels: Uint8Array, shape: number[], how: Exclude<PixelUpload, 'host' | 'packed'>): tf.Tensor {
   if (how === 'float32') return tf.tensor(pixels, shape, 'float32');
   return tf.tidy(() => tf.cast(tf.tensor(pixels, shape, how), 'float32'));
 }
@@ -77,6 +78,13 @@ export function batchInput(batch: BatchImages, inputDim?: number, how: PixelUplo
   const stats = batch.pixelStats;
   if (!stats || stats.mean.length !== c || stats.std.length !== c) {
     throw new BatchError(`uint8 images need pixelStats with ${c} means and standard deviations`);
+  }
+  if (how === 'packed') {
+    if (packedUploadAvailable()) {
+      const { scale, bias } = pixelScaleBias(stats.mean, stats.std);
+      return packedPixelInput(images, n, c, h * w, scale, bias);
+    }
+    how = 'bool';
   }
   const { scale, bias } = rowsOf(stats, c, h * w);
   if (how === 'host') {

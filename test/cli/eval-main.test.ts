@@ -2,7 +2,7 @@
 // fit the model (exit 1, also through the real entry point), and the whole path on a tiny
 // sharded dataset with ring-backed loaders: centre-crop metrics, --tta N against views read and
 // averaged here, --real against counts made here, --out.
-import { cpSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
@@ -13,6 +13,7 @@ import { EXIT } from '../../src/cli/command.ts';
 import { EVAL_HELP, parseEvalArgs, runEvalCli } from '../../src/cli/eval-main.ts';
 import { openEvalFeed, type OpenEvalFeed } from '../../src/cli/feeds.ts';
 import { MemoryFeed, syntheticArrays } from '../../src/train/memory-feed.ts';
+import { overwriteMemberData } from '../helpers/damage-shards.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { useBackend } from '../model/setup.ts';
 import { captureIo, makeShards, runEntry } from './helpers.ts';
@@ -246,9 +247,10 @@ t.test('the real entry point: --help exits 0; a missing checkpoint and a gray da
 t.test('replaced (undecodable) images: the result is marked NOT VALID; past --max-corrupt eval fails', async (t) => {
   const ds = join(root, 'damaged');
   cpSync(join(root, 'ds'), ds, { recursive: true });
-  // Same size, other bytes: sizes pass, every sample of the first shard fails to decode.
+  // Payloads overwritten, tar headers kept: sizes and the .idx pass, every sample of the first
+  // shard fails to decode.
   const shard = join(ds, 'train-000000.tar');
-  writeFileSync(shard, Buffer.alloc(statSync(shard).size, 0x42));
+  overwriteMemberData(shard, shard.replace(/\.tar$/, '.idx'), 0x42);
   const args = ['--checkpoint', CK, '--data', join(ds, 'index.json'), '--backend', 'cpu', '--workers', '1', '--batch-size', '16'];
   const c = captureIo();
   t.equal(await runEvalCli([...args, '--max-corrupt', '1000'], openEvalFeed, c), EXIT.ok, c.err.join(''));

@@ -27,9 +27,9 @@ async function setUp(): Promise<string | null> {
 
 const missing = await setUp();
 
-t.test('webgpu: uint8 uploads (bool, int32, float32, host) give fround(fround(v * scale) + bias) exactly', { skip: missing ?? false }, async (t) => {
+t.test('webgpu: uint8 uploads (packed, bool, int32, float32, host) give fround(fround(v * scale) + bias) exactly', { skip: missing ?? false }, async (t) => {
   t.equal(tf.getBackend(), 'webgpu');
-  t.equal(pixelUploadFor(tf.getBackend()), 'bool');
+  t.equal(pixelUploadFor(tf.getBackend()), 'packed');
   const mean = [123.675, 116.28, 103.53];
   const std = [58.395, 57.12, 57.375];
   const { scale, bias } = pixelScaleBias(mean, std);
@@ -42,7 +42,7 @@ t.test('webgpu: uint8 uploads (bool, int32, float32, host) give fround(fround(v 
     const ch = Math.floor(i / hw) % c;
     return Math.fround(Math.fround(v * scale[ch]!) + bias[ch]!);
   });
-  for (const how of ['bool', 'int32', 'float32', 'host'] as PixelUpload[]) {
+  for (const how of ['packed', 'bool', 'int32', 'float32', 'host'] as PixelUpload[]) {
     const before = tf.memory().numTensors;
     const x = batchInput({ n, channels: c, height: 32, width: 32, images: pixels, pixelStats: { mean, std } }, undefined, how);
     const got = (await x.data()) as Float32Array;

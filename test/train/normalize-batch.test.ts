@@ -101,7 +101,7 @@ t.test('scale and bias round as the loader kernel rounds them', async (t) => {
 t.test('default uploads by backend name', async (t) => {
   t.equal(pixelUploadFor('wasm'), 'bool');
   t.equal(pixelUploadFor('cpu'), 'host');
-  t.equal(pixelUploadFor('webgpu'), 'bool');
+  t.equal(pixelUploadFor('webgpu'), 'packed');
   for (const other of ['tensorflow', 'webgl', 'someday']) t.equal(pixelUploadFor(other), 'int32', other);
 });
 

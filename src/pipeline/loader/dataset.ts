@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { expandUrls } from '../webdataset/urls.ts';
 import { readWidsIndex } from '../webdataset/wids-index.ts';
 import { buildSampleTable, SampleTableError, type SampleTable } from './sample-table.ts';
-import { defaultCacheDir, localShard } from './shard-cache.ts';
+import { type CacheStats, defaultCacheDir, type FetchedShard, ShardCache } from './shard-cache.ts';
 
 export interface OpenedDataset {
   table: SampleTable;
@@ -20,9 +20,19 @@ export interface OpenedDataset {
   mean: number[] | null;
   std: number[] | null;
   source: string;
+  /** Remote shards: what the cache did for this dataset (absent when every shard is local). */
+  cache?: CacheStats;
+  /** The shards are no longer read (the loader closed): the cache may evict them. */
+  release(): void;
 }
 
 function resolveSpec(spec: string): string {
+  // An s3:// "folder" (trailing slash, or a last key segment without an extension) means its
+  // index.json, as a local folder does.
+  if (/^s3:\/\//i.test(spec) && !spec.includes('::') && !/[{}]/.test(spec)) {
+    const key = spec.slice(5).split('/').slice(1).join('/');
+    if (!key.slice(key.lastIndexOf('/') + 1).includes('.')) return `${spec.replace(/\/+$/, '')}/index.json`;
+  }
   if (!/^https?:\/\//.test(spec) && existsSync(spec) && statSync(spec).isDirectory()) {
     const index = join(spec, 'index.json');
     if (!existsSync(index)) throw new SampleTableError('folder has no index.json', spec);
@@ -41,6 +51,8 @@ export async function md5OfFile(path: string): Promise<string> {
 export interface OpenDatasetOptions {
   /** Where remote shards are cached. */
   cacheDir?: string;
+  /** Cache size limit in bytes (default SMLP_SHARD_CACHE_MAX, else none). */
+  cacheMaxBytes?: number;
   /** Also check every shard's md5 against the index (reads every byte once; sizes are always checked). */
   verify?: boolean;
 }
@@ -73,23 +85,60 @@ function numbers(v: unknown): number[] | null {
   return Array.isArray(v) && v.every((x) => typeof x === 'number') ? (v as number[]) : null;
 }
 
+/** Shards through the cache, with what it did (counted per dataset) and a release of them all. */
+async function fetchShards(
+  cache: ShardCache,
+  refs: { url: string; md5?: string | undefined; size?: number | undefined }[],
+  source: string,
+): Promise<{ shards: FetchedShard[]; stats: CacheStats | undefined; release: () => void }> {
+  const before = { ...cache.stats };
+  const t0 = performance.now();
+  const shards = await cache.fetchAll(refs, { source });
+  const wall = (performance.now() - t0) / 1000;
+  const after = cache.stats;
+  const remote = shards.some((s) => s.status !== 'local');
+  const stats: CacheStats | undefined = remote
+    ? {
+        hits: after.hits - before.hits,
+        downloaded: after.downloaded - before.downloaded,
+        waited: after.waited - before.waited,
+        bytes: after.bytes - before.bytes,
+        // Wall time of the whole fetch (downloads overlap): bytes / seconds is the rate achieved.
+        seconds: after.downloaded > before.downloaded ? wall : 0,
+        evicted: after.evicted - before.evicted,
+        evictedBytes: after.evictedBytes - before.evictedBytes,
+        overLimit: after.overLimit,
+      }
+    : undefined;
+  let released = false;
+  const release = (): void => {
+    if (released) return;
+    released = true;
+    for (const s of shards) cache.release(s);
+  };
+  return { shards, stats, release };
+}
+
 export async function openDataset(spec: string, opts: OpenDatasetOptions = {}): Promise<OpenedDataset> {
-  const cacheDir = opts.cacheDir ?? defaultCacheDir();
+  const cache = ShardCache.at(opts.cacheDir ?? defaultCacheDir(), ...(opts.cacheMaxBytes !== undefined ? [opts.cacheMaxBytes] : []));
   const resolved = resolveSpec(spec);
   if (resolved.endsWith('.json')) {
     const index = await readWidsIndex(resolved);
     if (index.shardlist.length === 0) throw new SampleTableError('the index lists no shards', resolved);
-    const paths: string[] = [];
-    for (let i = 0; i < index.resolvedUrls.length; i++) {
-      const entry = index.shardlist[i]!;
-      const path = await localShard(index.resolvedUrls[i]!, cacheDir, entry.md5sum);
-      await checkShard(path, entry, resolved, opts.verify ?? false);
-      paths.push(path);
+    const refs = index.shardlist.map((e, i) => ({ url: index.resolvedUrls[i]!, md5: e.md5sum, size: e.filesize }));
+    const got = await fetchShards(cache, refs, resolved);
+    const paths = got.shards.map((s) => s.path);
+    let table;
+    try {
+      for (let i = 0; i < paths.length; i++) await checkShard(paths[i]!, index.shardlist[i]!, resolved, opts.verify ?? false);
+      table = await buildSampleTable(
+        paths,
+        index.shardlist.map((s) => s.nsamples),
+      );
+    } catch (e) {
+      got.release();
+      throw e;
     }
-    const table = await buildSampleTable(
-      paths,
-      index.shardlist.map((s) => s.nsamples),
-    );
     const classes = Array.isArray(index['classes']) ? (index['classes'] as unknown[]).map(String) : [];
     const numClasses = typeof index['num_classes'] === 'number' ? index['num_classes'] : classes.length;
     return {
@@ -101,10 +150,32 @@ export async function openDataset(spec: string, opts: OpenDatasetOptions = {}): 
       mean: numbers(index['mean']),
       std: numbers(index['std']),
       source: resolved,
+      ...(got.stats ? { cache: got.stats } : {}),
+      release: got.release,
     };
   }
-  const paths: string[] = [];
-  for (const url of expandUrls(spec)) paths.push(await localShard(url, cacheDir));
-  const table = await buildSampleTable(paths);
-  return { table, classes: [], numClasses: 0, channels: 3, resolution: null, mean: null, std: null, source: spec };
+  const got = await fetchShards(
+    cache,
+    expandUrls(spec).map((url) => ({ url })),
+    spec,
+  );
+  let table;
+  try {
+    table = await buildSampleTable(got.shards.map((s) => s.path));
+  } catch (e) {
+    got.release();
+    throw e;
+  }
+  return {
+    table,
+    classes: [],
+    numClasses: 0,
+    channels: 3,
+    resolution: null,
+    mean: null,
+    std: null,
+    source: spec,
+    ...(got.stats ? { cache: got.stats } : {}),
+    release: got.release,
+  };
 }

@@ -12,6 +12,8 @@ import { randomResizedCrop } from '../augment/random-resized-crop.ts';
 import type { ResampleTarget } from '../augment/resample.ts';
 import type { CorruptSample, LoadTask, LoadTaskResult, LoaderWorkerData } from './load-task.ts';
 import { SampleTable } from './sample-table.ts';
+import { checkSampleMembers, readRangeError, ShardIndexError } from './member-check.ts';
+import { BLOCK } from '../webdataset/tar-header.ts';
 import { parseNpyImage } from '../image/npy-image.ts';
 import { Ring } from '../ring/ring.ts';
 
@@ -40,19 +42,26 @@ function fdOf(shard: number): number {
   return fd;
 }
 
-/** One positioned read covering label and image (they are adjacent members of the sample). */
+/**
+ * One positioned read covering label and image (adjacent members of the sample) and the tar
+ * header before each, checked against the index at the sample's first read (a mismatch:
+ * ShardIndexError, fatal).
+ */
 function readSample(i: number): { label: Uint8Array; image: Uint8Array } {
   const lo = table.labelOffset[i]!;
   const ls = table.labelSize[i]!;
   const io = table.imageOffset[i]!;
   const is = table.imageSize[i]!;
-  const start = Math.min(lo, io);
+  const first = Math.min(lo, io);
+  const start = first - BLOCK;
   const end = Math.max(lo + ls, io + is);
   const span = end - start;
+  if (start < 0) throw readRangeError(table, i, 'no room for a tar header before it');
   if (span > 1 << 26) throw new Error(`sample spans ${span} bytes: label and image members are far apart`);
   if (readBuf.length < span) readBuf = Buffer.allocUnsafe(span * 2);
   const n = readSync(fdOf(table.shard[i]!), readBuf, 0, span, start);
-  if (n !== span) throw new Error(`truncated shard: read ${n} of ${span} bytes at offset ${start}`);
+  if (n !== span) throw readRangeError(table, i, `the shard ends first (read ${n} of ${span} bytes from offset ${start})`);
+  checkSampleMembers(table, i, readBuf, start);
   return { label: readBuf.subarray(lo - start, lo - start + ls), image: readBuf.subarray(io - start, io - start + is) };
 }
 
@@ -123,6 +132,8 @@ export default async function loadTask(task: LoadTask): Promise<LoadTaskResult> 
         await fill(candidate, task.epoch, images, labels, r);
         break;
       } catch (err) {
+        // A wrong index is no bad image: every sample of the shard may be mislabelled.
+        if (err instanceof ShardIndexError) return { corrupt, failure: err.message };
         // A bad sample is replaced by another chosen from (seed, epoch, index, attempt) alone,
         // so the batch keeps its shape and a rerun replaces it identically.
         const replacement = hash32(format.seed, task.epoch, index, attempt) % table.count;

@@ -8,6 +8,7 @@ import { maxFrameBytes, writeFrameHeader, type FrameDtype, type FrameLayout } fr
 import { Ring, RingClosedError, RingSlotError, type RingWriteSlot } from '../ring/ring.ts';
 import { checkAugment, PRETRAIN_AUGMENT, type AugmentSettings } from '../augment/settings.ts';
 import { openDataset, type OpenedDataset } from './dataset.ts';
+import { describeCacheStats } from './shard-cache.ts';
 import type { CorruptSample, LoadTask, LoadTaskResult, LoaderFormat, LoaderWorkerData } from './load-task.ts';
 import { batchIndices, batchRows, checkPlan, stepsPerEpoch, type PlanConfig, type PlanMode } from './plan.ts';
 
@@ -187,7 +188,13 @@ export class Loader implements DataFeed {
   }
 
   static async open(o: LoaderOptions): Promise<Loader> {
-    return new Loader(await openDataset(o.data, { ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}), verify: o.verify ?? false }), o);
+    const dataset = await openDataset(o.data, { ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}), verify: o.verify ?? false });
+    try {
+      return new Loader(dataset, o);
+    } catch (e) {
+      dataset.release();
+      throw e;
+    }
   }
 
   /** Shared memory held: ring slots + control words, and the sample table. */
@@ -199,7 +206,8 @@ export class Loader implements DataFeed {
     const m = this.memory;
     return (
       `loader: ${this.info.numSamples} samples, ${this.plan.mode} batches of ${this.plan.batchSize} at ${this.format.channels}x${this.format.res}x${this.format.res} ${this.format.dtype}, ` +
-      `${this.pool.options.maxThreads} workers; shared memory ${m.slots} slots x ${(m.slotBytes / 2 ** 20).toFixed(1)} MiB = ${(m.ringBytes / 2 ** 20).toFixed(1)} MiB ring + ${(m.tableBytes / 2 ** 20).toFixed(1)} MiB sample table`
+      `${this.pool.options.maxThreads} workers; shared memory ${m.slots} slots x ${(m.slotBytes / 2 ** 20).toFixed(1)} MiB = ${(m.ringBytes / 2 ** 20).toFixed(1)} MiB ring + ${(m.tableBytes / 2 ** 20).toFixed(1)} MiB sample table` +
+      (this.dataset.cache ? `; ${describeCacheStats(this.dataset.cache)}` : '')
     );
   }
 
@@ -418,5 +426,6 @@ export class Loader implements DataFeed {
     while (this.filling.size) await Promise.allSettled([...this.filling]);
     this.ring.close();
     await this.pool.destroy();
+    this.dataset.release();
   }
 }

@@ -21,6 +21,10 @@ export interface SampleTableBuffers {
   labelSize: SharedArrayBuffer;
   /** Index into IMAGE_KINDS. */
   imageKind: SharedArrayBuffer;
+  /** Index into LABEL_EXTS. */
+  labelKind: SharedArrayBuffer;
+  /** Per sample, 1 once a thread has checked its members against the tar headers (member-check.ts). */
+  checked: SharedArrayBuffer;
   keyBytes: SharedArrayBuffer;
   keyEnds: SharedArrayBuffer;
 }
@@ -37,6 +41,8 @@ export class SampleTable {
   readonly labelOffset: Float64Array;
   readonly labelSize: Uint32Array;
   readonly imageKind: Uint8Array;
+  readonly labelKind: Uint8Array;
+  readonly checked: Uint8Array;
   private readonly keyBytes: Uint8Array;
   private readonly keyEnds: Uint32Array;
 
@@ -49,6 +55,8 @@ export class SampleTable {
     this.labelOffset = new Float64Array(buffers.labelOffset);
     this.labelSize = new Uint32Array(buffers.labelSize);
     this.imageKind = new Uint8Array(buffers.imageKind);
+    this.labelKind = new Uint8Array(buffers.labelKind);
+    this.checked = new Uint8Array(buffers.checked);
     this.keyBytes = new Uint8Array(buffers.keyBytes);
     this.keyEnds = new Uint32Array(buffers.keyEnds);
   }
@@ -56,6 +64,12 @@ export class SampleTable {
   key(i: number): string {
     const start = i === 0 ? 0 : this.keyEnds[i - 1]!;
     return Buffer.from(this.keyBytes.buffer, start, this.keyEnds[i]! - start).toString('utf8');
+  }
+
+  /** The key's UTF-8 bytes, a view (no copy, no string). */
+  keyBytesOf(i: number): Uint8Array {
+    const start = i === 0 ? 0 : this.keyEnds[i - 1]!;
+    return this.keyBytes.subarray(start, this.keyEnds[i]!);
   }
 
   /** Longest key in UTF-8 bytes (sizes the frame header). */
@@ -72,14 +86,17 @@ export class SampleTable {
 
   get bytes(): number {
     const b = this.buffers;
-    return [b.shard, b.imageOffset, b.imageSize, b.labelOffset, b.labelSize, b.imageKind, b.keyBytes, b.keyEnds].reduce((a, x) => a + x.byteLength, 0);
+    return [b.shard, b.imageOffset, b.imageSize, b.labelOffset, b.labelSize, b.imageKind, b.labelKind, b.checked, b.keyBytes, b.keyEnds].reduce(
+      (a, x) => a + x.byteLength,
+      0,
+    );
   }
 }
 
 interface Row {
   key: string;
   image: { ext: string; offset: number; size: number };
-  label: { offset: number; size: number };
+  label: { ext: string; offset: number; size: number };
 }
 
 function rowsFromMembers(key: string, members: Record<string, { offset: number; size: number }>, shard: string): Row {
@@ -87,7 +104,7 @@ function rowsFromMembers(key: string, members: Record<string, { offset: number; 
   const labelExt = LABEL_EXTS.find((e) => members[e]);
   if (!imageExt) throw new SampleTableError(`sample ${key} has no image member (${IMAGE_KINDS.join(', ')})`, shard);
   if (!labelExt) throw new SampleTableError(`sample ${key} has no label member (${LABEL_EXTS.join(', ')})`, shard);
-  return { key, image: { ext: imageExt, ...members[imageExt]! }, label: members[labelExt]! };
+  return { key, image: { ext: imageExt, ...members[imageExt]! }, label: { ext: labelExt, ...members[labelExt]! } };
 }
 
 async function shardRows(path: string): Promise<Row[]> {
@@ -129,6 +146,8 @@ export async function buildSampleTable(shardPaths: string[], expected?: number[]
     labelOffset: shared(8 * count),
     labelSize: shared(4 * count),
     imageKind: shared(count),
+    labelKind: shared(count),
+    checked: shared(count),
     keyBytes: shared(keyLength),
     keyEnds: shared(4 * count),
   };
@@ -145,6 +164,7 @@ export async function buildSampleTable(shardPaths: string[], expected?: number[]
       t.labelOffset[i] = r.label.offset;
       t.labelSize[i] = r.label.size;
       t.imageKind[i] = IMAGE_KINDS.indexOf(r.image.ext as (typeof IMAGE_KINDS)[number]);
+      t.labelKind[i] = LABEL_EXTS.indexOf(r.label.ext);
       k += keyBytes.write(r.key, k);
       keyEnds[i] = k;
       i++;

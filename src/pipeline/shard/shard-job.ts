@@ -2,7 +2,9 @@
 // finished records to shards in order, and write the index last. Shard k of a split always
 // holds the items at positions [k*S, (k+1)*S) of the split's (seeded) order, minus those that
 // failed to decode: so the output is a function of the input and the options alone (not of the
-// number of workers or of timing), and a resumed job skips exactly its completed shards.
+// number of workers or of timing), and a resumed job skips exactly its completed shards. A task
+// (`task`) writes only its block of the shards and no index; merge.ts writes the indexes later
+// with the same writeJobOutputs, so N tasks + merge give the bytes of one run.
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
@@ -10,9 +12,11 @@ import { permutation } from '../../shared/random.ts';
 import type { Item, Source } from '../sources/types.ts';
 import { encodeDaliIndex } from '../webdataset/dali-index.ts';
 import { TarWriter, type MemberLocation } from '../webdataset/tar-writer.ts';
-import { WIDS_KIND, writeWidsIndex, type WidsIndex } from '../webdataset/wids-index.ts';
+import { WIDS_KIND, type WidsIndex } from '../webdataset/wids-index.ts';
 import { ShardJobError } from './errors.ts';
-import { indexFileName, prepareOutDir, readShardRecord, removePartialDir, shardName, writeAtomic, writeShardRecord, type ShardRecord } from './job-state.ts';
+import { indexFileName, shardName, type ShardRecord } from './job-state.ts';
+import { LocalOutputStore, prepareTaskOutput, type OutputStore } from './output-store.ts';
+import { ownedShardRanges, shardCount, type ShardTaskId } from './task-id.ts';
 import { taskSize, type Encoding, type SampleFormat, type ShardTask, type ShardTaskResult } from './task.ts';
 import type { ResizeMode } from '../image/resize.ts';
 
@@ -38,6 +42,13 @@ export interface ShardJobOptions {
   mtime?: number;
   signal?: AbortSignal;
   onProgress?: (p: ShardProgress) => void;
+  /**
+   * Write only this task's shards (and their records), no index: N tasks on any machines sharing
+   * the output write together what one run writes; `mergeShardJob` then writes the indexes.
+   */
+  task?: Pick<ShardTaskId, 'index' | 'count'>;
+  /** Where the output goes (default: the folder `out`). */
+  store?: OutputStore;
 }
 
 export interface ShardProgress {
@@ -62,14 +73,17 @@ export interface SplitSummary {
 export interface ShardJobSummary {
   out: string;
   state: 'complete' | 'resumed' | 'fresh';
+  /** Empty for a task (the merge writes the indexes). */
   splits: SplitSummary[];
+  /** A task's part: its shards (of the job's `of`) and how many were already complete. */
+  task?: { index: number; count: number; shards: number; of: number; resumed: number };
   errors: number;
   /** Items processed by this run (not counting shards resumed from disk). */
   processed: number;
   seconds: number;
 }
 
-interface SplitPlan {
+export interface SplitPlan {
   name: string;
   /** Catalog positions in output order (catalog sources). */
   order?: Uint32Array;
@@ -94,8 +108,33 @@ interface OpenShard {
 const VERSION = 1;
 const MAX_PENDING_WRITES = 8;
 
-export async function runShardJob(source: Source, o: ShardJobOptions): Promise<ShardJobSummary> {
-  const started = performance.now();
+/**
+ * What one job is, independent of who runs which part: the sample format, the fingerprint (the
+ * job's identity in its output), the splits with their item order, and the layout (what the
+ * indexes need besides the shard records; written to the output so a merge needs no source).
+ */
+export interface JobDescription {
+  format: SampleFormat;
+  fingerprint: string;
+  splits: SplitPlan[];
+  layout: JobLayout;
+}
+
+/** Everything the indexes and errors.jsonl need beyond the shard records. JSON, in this key order. */
+export interface JobLayout {
+  fingerprint: string;
+  description: string;
+  classes: string[];
+  listingErrors: { file: string; reason: string }[];
+  format: SampleFormat;
+  samplesPerShard: number;
+  seed: number;
+  /** The primary split's name (its index is index.json). */
+  primary: string;
+  splits: { name: string; count: number | null }[];
+}
+
+export function describeJob(source: Source, o: ShardJobOptions): JobDescription {
   const channels = o.channels ?? source.channels;
   const format: SampleFormat = {
     res: o.res,
@@ -119,29 +158,37 @@ export async function runShardJob(source: Source, o: ShardJobOptions): Promise<S
     valFraction: o.valFraction,
     limit: o.limit ?? null,
   });
-  const state = await prepareOutDir(o.out, fingerprint, o.overwrite ?? false);
+  const layout: JobLayout = {
+    fingerprint,
+    description: source.description,
+    classes: source.classes,
+    listingErrors: source.listingErrors,
+    format,
+    samplesPerShard: o.samplesPerShard,
+    seed: o.seed,
+    primary: o.split,
+    splits: splits.map((s) => ({ name: s.name, count: s.count })),
+  };
+  return { format, fingerprint, splits, layout };
+}
+
+export async function runShardJob(source: Source, o: ShardJobOptions): Promise<ShardJobSummary> {
+  const started = performance.now();
+  const { format, fingerprint, splits, layout } = describeJob(source, o);
+  const store = o.store ?? new LocalOutputStore(o.out);
+  if (o.task) return runTask(source, o, o.task, { format, fingerprint, splits, layout }, store, started);
+  const state = await store.prepare(fingerprint, o.overwrite ?? false);
   const records = new Map<string, ShardRecord>();
   let processed = 0;
+  let summaries: SplitSummary[] = [];
   let errors = 0;
   if (state !== 'complete') {
     for (const split of splits) {
-      const r = await runSplit(source, split, format, o, records);
+      const r = await runSplit(source, split, format, o, records, store, [0, Number.POSITIVE_INFINITY]);
       processed += r.processed;
     }
-  }
-  const summaries: SplitSummary[] = [];
-  const allErrors: { split: string; shard: string; file: string; reason: string }[] = [];
-  if (state !== 'complete') {
-    for (const split of splits) {
-      const shards = [...records.entries()].filter(([name]) => name.startsWith(`${split.name}-`)).sort(([a], [b]) => (a < b ? -1 : 1));
-      for (const [shard, r] of shards) for (const e of r.errors) allErrors.push({ split: split.name, shard, ...e });
-      summaries.push(await writeSplitIndex(source, split, shards, format, o, fingerprint));
-    }
-    const listing = source.listingErrors.map((e) => ({ split: '', shard: '', ...e }));
-    const lines = [...listing, ...allErrors].map((e) => JSON.stringify(e)).join('\n');
-    await writeAtomic(join(o.out, 'errors.jsonl'), lines ? `${lines}\n` : '');
-    await removePartialDir(o.out);
-    errors = allErrors.length + listing.length;
+    ({ splits: summaries, errors } = await writeJobOutputs(store, layout, records, o.command, o.out));
+    await store.finish();
   }
   return {
     out: o.out,
@@ -151,6 +198,90 @@ export async function runShardJob(source: Source, o: ShardJobOptions): Promise<S
     processed,
     seconds: (performance.now() - started) / 1000,
   };
+}
+
+async function runTask(
+  source: Source,
+  o: ShardJobOptions,
+  task: Pick<ShardTaskId, 'index' | 'count'>,
+  job: JobDescription,
+  store: OutputStore,
+  started: number,
+): Promise<ShardJobSummary> {
+  if (!Number.isInteger(task.count) || task.count < 1 || !Number.isInteger(task.index) || task.index < 0 || task.index >= task.count) {
+    throw new ShardJobError(`task ${task.index}/${task.count}: the index must be in 0..count-1`);
+  }
+  if (o.overwrite)
+    throw new ShardJobError(
+      "--overwrite cannot be combined with tasks: it would remove the other tasks' shards; clear the folder once before starting them",
+      o.out,
+    );
+  const counts = job.splits.map((s) => s.count);
+  if (counts.some((c) => c === null)) {
+    throw new ShardJobError(
+      'a task needs the number of items up front: re-shard a webdataset source from its index .json (which counts the samples), not from shard URLs',
+    );
+  }
+  const S = o.samplesPerShard;
+  const perSplit = counts.map((c) => shardCount(c!, S));
+  const ranges = ownedShardRanges(perSplit, task);
+  const own = new Set<string>();
+  job.splits.forEach((split, i) => {
+    for (let k = ranges[i]![0]; k < ranges[i]![1]; k++) own.add(shardName(split.name, k));
+  });
+  const state = await prepareTaskOutput(store, { fingerprint: job.fingerprint, layout: JSON.stringify(job.layout), tasks: task.count }, own);
+  const records = new Map<string, ShardRecord>();
+  let processed = 0;
+  let resumed = 0;
+  if (state !== 'complete') {
+    for (const [i, split] of job.splits.entries()) {
+      const [lo, hi] = ranges[i]!;
+      if (lo === hi) continue;
+      const r = await runSplit(source, split, job.format, o, records, store, [lo, hi]);
+      processed += r.processed;
+      resumed += r.resumed;
+    }
+  }
+  return {
+    out: o.out,
+    state: state === 'complete' ? 'complete' : resumed > 0 ? 'resumed' : 'fresh',
+    splits: [],
+    task: {
+      index: task.index,
+      count: task.count,
+      shards: own.size,
+      of: perSplit.reduce((a, b) => a + b, 0),
+      resumed: state === 'complete' ? own.size : resumed,
+    },
+    errors: [...records.values()].reduce((a, r) => a + r.errors.length, 0),
+    processed,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+/**
+ * The indexes (one per split) and errors.jsonl from the shard records: what a one-process run
+ * writes last, and what a merge of tasks writes, so both give the same bytes. Shards are taken in
+ * name order; mean/std come from the records' exact per-channel sums.
+ */
+export async function writeJobOutputs(
+  store: OutputStore,
+  layout: JobLayout,
+  records: ReadonlyMap<string, ShardRecord>,
+  command: string,
+  out: string,
+): Promise<{ splits: SplitSummary[]; errors: number }> {
+  const summaries: SplitSummary[] = [];
+  const allErrors: { split: string; shard: string; file: string; reason: string }[] = [];
+  for (const split of layout.splits) {
+    const shards = [...records.entries()].filter(([name]) => name.startsWith(`${split.name}-`)).sort(([a], [b]) => (a < b ? -1 : 1));
+    for (const [shard, r] of shards) for (const e of r.errors) allErrors.push({ split: split.name, shard, ...e });
+    summaries.push(await writeSplitIndex(store, layout, split.name, shards, command, out));
+  }
+  const listing = layout.listingErrors.map((e) => ({ split: '', shard: '', ...e }));
+  const lines = [...listing, ...allErrors].map((e) => JSON.stringify(e)).join('\n');
+  await store.writeFile('errors.jsonl', lines ? `${lines}\n` : '');
+  return { splits: summaries, errors: allErrors.length + listing.length };
 }
 
 function validate(o: ShardJobOptions, source: Source): void {
@@ -178,12 +309,19 @@ function planSplits(source: Source, o: ShardJobOptions): SplitPlan[] {
   return plans;
 }
 
-async function* catalogTasks(source: Source, split: SplitPlan, format: SampleFormat, o: ShardJobOptions, done: Set<number>): AsyncGenerator<PlannedTask> {
+async function* catalogTasks(
+  source: Source,
+  split: SplitPlan,
+  format: SampleFormat,
+  o: ShardJobOptions,
+  done: Set<number>,
+  range: [number, number],
+): AsyncGenerator<PlannedTask> {
   if (source.mode !== 'catalog' || !split.order) return;
   const S = o.samplesPerShard;
   const T = Math.min(o.taskSize ?? 256, S);
-  const shards = Math.ceil(split.order.length / S);
-  for (let k = 0; k < shards; k++) {
+  const shards = Math.min(range[1], Math.ceil(split.order.length / S));
+  for (let k = range[0]; k < shards; k++) {
     if (done.has(k)) continue;
     const end = Math.min(split.order.length, (k + 1) * S);
     for (let a = k * S; a < end; a += T) {
@@ -204,10 +342,20 @@ async function* catalogTasks(source: Source, split: SplitPlan, format: SampleFor
   }
 }
 
-async function* streamTasks(source: Source, split: SplitPlan, format: SampleFormat, o: ShardJobOptions, skipShards: number): AsyncGenerator<PlannedTask> {
+async function* streamTasks(
+  source: Source,
+  split: SplitPlan,
+  format: SampleFormat,
+  o: ShardJobOptions,
+  skipShards: number,
+  endShard: number,
+): AsyncGenerator<PlannedTask> {
   if (source.mode !== 'stream') return;
   const S = o.samplesPerShard;
   const T = Math.min(o.taskSize ?? 256, S);
+  // A task reads past the items before its shards (a stream has no random access) and stops
+  // after its last one.
+  const end = Math.min(split.count ?? Number.POSITIVE_INFINITY, endShard * S);
   let seq = skipShards * S;
   let items: Item[] = [];
   let chunks: Uint8Array[] = [];
@@ -228,7 +376,7 @@ async function* streamTasks(source: Source, split: SplitPlan, format: SampleForm
     return t;
   };
   for await (const { item, bytes } of source.iterate(seq)) {
-    if (split.count !== null && seq >= split.count) break;
+    if (seq >= end) break;
     items.push(item);
     chunks.push(bytes);
     size += bytes.length;
@@ -239,12 +387,19 @@ async function* streamTasks(source: Source, split: SplitPlan, format: SampleForm
   if (items.length) yield flush();
 }
 
-async function completedShards(out: string, split: string, count: number | null, S: number, records: Map<string, ShardRecord>): Promise<Set<number>> {
+async function completedShards(
+  store: OutputStore,
+  split: string,
+  count: number | null,
+  S: number,
+  records: Map<string, ShardRecord>,
+  range: [number, number],
+): Promise<Set<number>> {
   const done = new Set<number>();
-  const limit = count === null ? Infinity : Math.ceil(count / S);
-  for (let k = 0; k < limit; k++) {
+  const limit = Math.min(range[1], count === null ? Infinity : Math.ceil(count / S));
+  for (let k = range[0]; k < limit; k++) {
     const name = shardName(split, k);
-    const r = await readShardRecord(out, name);
+    const r = await store.readRecord(name);
     if (!r) {
       if (count === null) break;
       continue;
@@ -271,14 +426,17 @@ async function runSplit(
   format: SampleFormat,
   o: ShardJobOptions,
   records: Map<string, ShardRecord>,
-): Promise<{ processed: number }> {
+  store: OutputStore,
+  /** The shards [lo, hi) to write: a task's part, or all of them. */
+  range: [number, number],
+): Promise<{ processed: number; resumed: number }> {
   const S = o.samplesPerShard;
-  const done = await completedShards(o.out, split.name, split.count, S, records);
+  const done = await completedShards(store, split.name, split.count, S, records, range);
   // A stream can only resume after a prefix of complete shards.
-  let prefix = 0;
+  let prefix = range[0];
   while (done.has(prefix)) prefix++;
-  const tasks = source.mode === 'catalog' ? catalogTasks(source, split, format, o, done) : streamTasks(source, split, format, o, prefix);
-  const total = split.count === null ? null : split.count - countItems(done, split.count, S);
+  const tasks = source.mode === 'catalog' ? catalogTasks(source, split, format, o, done, range) : streamTasks(source, split, format, o, prefix, range[1]);
+  const total = split.count === null ? null : itemsIn(split.count, S, range) - countItems(done, split.count, S);
   const workers = o.workers ?? availableParallelism();
   const pool = new Piscina({
     filename: new URL('./shard-worker.ts', import.meta.url).href,
@@ -302,10 +460,11 @@ async function runSplit(
         await Promise.all(open.writes);
         const closed = await open.tar.close();
         const md5sum = (await pool.run(closed.path, { name: 'md5File' })) as string;
+        await store.publishShard(name, { size: closed.size, md5sum });
         // DALI rejects an index of zero samples: a shard whose every item failed gets none.
-        if (open.members.length) await writeAtomic(join(o.out, name.replace(/\.tar$/, '.idx')), encodeDaliIndex(open.members));
+        if (open.members.length) await store.writeFile(name.replace(/\.tar$/, '.idx'), encodeDaliIndex(open.members));
         const record = { ...open.record, nsamples: closed.nsamples, filesize: closed.size, md5sum };
-        await writeShardRecord(o.out, name, record);
+        await store.writeRecord(name, record);
         records.set(name, record);
         progress.shardsDone++;
       })(),
@@ -335,7 +494,7 @@ async function runSplit(
       const { planned, result } = inflight.shift()!;
       const r = await result;
       if (writer && writer.shard !== planned.shard) closeShard();
-      writer ??= openShard(o.out, split.name, planned.shard, format);
+      writer ??= openShard(store, split.name, planned.shard, format);
       const w: OpenShard = writer;
       // Refill the workers before writing, and keep a few writes in flight rather than
       // awaiting each: awaiting the disk here left the workers idle (measured on CIFAR).
@@ -365,15 +524,15 @@ async function runSplit(
   } finally {
     await pool.destroy();
   }
-  return { processed: progress.done };
+  return { processed: progress.done, resumed: done.size };
 }
 
-function openShard(out: string, split: string, shard: number, format: SampleFormat): OpenShard {
+function openShard(store: OutputStore, split: string, shard: number, format: SampleFormat): OpenShard {
   const url = shardName(split, shard);
   const zeros = (): number[] => new Array<number>(format.channels).fill(0);
   return {
     shard,
-    tar: new TarWriter(join(out, url), { mtime: format.mtime, md5: false }),
+    tar: new TarWriter(store.shardPath(url), { mtime: format.mtime, md5: false }),
     writes: [],
     record: { url, nsamples: 0, filesize: 0, md5sum: '', errors: [], sum: zeros(), sumSq: zeros(), pixels: 0, maxLabel: -1 },
     members: [],
@@ -394,6 +553,11 @@ function recordResult(w: OpenShard, r: ShardTaskResult, base: number): void {
   w.record.pixels += r.pixels;
 }
 
+/** Items in shards [lo, hi) of a split of `count` items. */
+function itemsIn(count: number, S: number, [lo, hi]: [number, number]): number {
+  return Math.max(0, Math.min(count, hi * S) - lo * S);
+}
+
 function countItems(done: Set<number>, count: number, S: number): number {
   let n = 0;
   for (const k of done) n += Math.min(S, count - k * S);
@@ -401,13 +565,14 @@ function countItems(done: Set<number>, count: number, S: number): number {
 }
 
 async function writeSplitIndex(
-  source: Source,
-  split: SplitPlan,
+  store: OutputStore,
+  layout: JobLayout,
+  split: string,
   shards: [string, ShardRecord][],
-  format: SampleFormat,
-  o: ShardJobOptions,
-  fingerprint: string,
+  command: string,
+  out: string,
 ): Promise<SplitSummary> {
+  const format = layout.format;
   const pixels = shards.reduce((a, [, r]) => a + r.pixels, 0);
   const mean: number[] = [];
   const std: number[] = [];
@@ -419,15 +584,15 @@ async function writeSplitIndex(
     std.push(round4(pixels ? Math.sqrt(Math.max(0, s2 / pixels - m * m)) : 0));
   }
   const maxLabel = shards.reduce((a, [, r]) => Math.max(a, r.maxLabel), -1);
-  const classes = source.classes.length > maxLabel ? source.classes : Array.from({ length: maxLabel + 1 }, (_, i) => source.classes[i] ?? String(i));
+  const classes = layout.classes.length > maxLabel ? layout.classes : Array.from({ length: maxLabel + 1 }, (_, i) => layout.classes[i] ?? String(i));
   const samples = shards.reduce((a, [, r]) => a + r.nsamples, 0);
   const skipped = shards.reduce((a, [, r]) => a + r.errors.length, 0);
   const index: WidsIndex = {
     __kind__: WIDS_KIND,
     wids_version: 1,
-    name: split.name,
+    name: split,
     shardlist: shards.map(([, r]) => ({ url: r.url, nsamples: r.nsamples, filesize: r.filesize, md5sum: r.md5sum })),
-    split: split.name,
+    split,
     num_samples: samples,
     skipped,
     num_classes: classes.length,
@@ -441,14 +606,14 @@ async function writeSplitIndex(
     dtype: 'uint8',
     mean,
     std,
-    source: source.description,
-    seed: o.seed,
-    created_by: { tool: 'scaling-mlps-ts shard', command: o.command },
-    job: fingerprint,
+    source: layout.description,
+    seed: layout.seed,
+    created_by: { tool: 'scaling-mlps-ts shard', command },
+    job: layout.fingerprint,
   };
-  const file = indexFileName(split.name, o.split);
-  await writeWidsIndex(join(o.out, file), index);
-  return { split: split.name, index: join(o.out, file), shards: shards.length, samples, skipped, bytes: shards.reduce((a, [, r]) => a + r.filesize, 0) };
+  const file = indexFileName(split, layout.primary);
+  await store.writeIndex(file, index);
+  return { split, index: join(out, file), shards: shards.length, samples, skipped, bytes: shards.reduce((a, [, r]) => a + r.filesize, 0) };
 }
 
 function round4(x: number): number {

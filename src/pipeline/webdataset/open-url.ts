@@ -1,11 +1,12 @@
 /**
- * Opening shard URLs as byte streams (local paths, file://, http(s)://), with gzip detected
+ * Opening shard URLs as byte streams (local paths, file://, http(s)://, s3://), with gzip detected
  * by its magic bytes and decompressed on the fly, and the shard readers built on them.
  */
 import { open } from 'node:fs/promises';
 import { Readable, pipeline } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { createGunzip } from 'node:zlib';
+import { getObjectStream, S3Error } from '../../shared/s3.ts';
 import { UrlError, WebDatasetError } from './errors.ts';
 import { groupSamples, type WdsSample } from './samples.ts';
 import { readTar } from './tar-reader.ts';
@@ -70,6 +71,16 @@ async function openHttp(url: string, opts: OpenUrlOptions): Promise<AsyncIterabl
   return res.body as unknown as AsyncIterable<Uint8Array>;
 }
 
+async function openS3(url: string, opts: OpenUrlOptions): Promise<AsyncIterable<Uint8Array>> {
+  try {
+    return await getObjectStream(url, opts.signal ? { signal: opts.signal } : {});
+  } catch (e) {
+    // The S3Error says which (no bucket, no object, credentials refused) and stays the cause.
+    if (e instanceof S3Error) throw new UrlError(e.message.replace(/ \(url "[^"]*"\)$/, ''), { url }, { cause: e });
+    throw e;
+  }
+}
+
 /** Yields the peeked chunks again, then the rest of the iterator. */
 async function* replay(first: Uint8Array[], rest: AsyncIterator<Uint8Array>): AsyncGenerator<Uint8Array> {
   let finished = false;
@@ -120,7 +131,7 @@ async function* wrapGzipErrors(stream: AsyncIterable<Uint8Array>, url: string): 
 
 /**
  * Opens a shard as a stream of byte chunks. Errors while opening (missing file, HTTP
- * status, refused connection) reject this promise; errors while streaming are thrown from
+ * status, refused connection, a missing bucket or object) reject this promise; errors while streaming are thrown from
  * the iteration. Both are UrlErrors naming the URL.
  */
 export async function openUrl(url: string, opts: OpenUrlOptions = {}): Promise<AsyncIterable<Uint8Array>> {
@@ -136,6 +147,7 @@ export async function openUrl(url: string, opts: OpenUrlOptions = {}): Promise<A
     }
     raw = await openLocal(path, url, opts);
   } else if (scheme === 'http' || scheme === 'https') raw = await openHttp(url, opts);
+  else if (scheme === 's3') raw = await openS3(url, opts);
   else throw new UrlError(`unsupported URL scheme ${JSON.stringify(scheme)}`, { url });
   return maybeGunzip(wrapErrors(raw, url), url);
 }

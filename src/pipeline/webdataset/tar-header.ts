@@ -257,3 +257,20 @@ export function decodeHeader(block: Uint8Array, offset: number, loc: { url?: str
     magic,
   };
 }
+
+/**
+ * The size field of the header at `offset` when the block is a valid header (not all zero,
+ * the unsigned checksum right), else -1; a field that is not a number throws as decodeHeader
+ * does. The cheap check that an offset index really points just past a member's header,
+ * without decoding the other fields: decodeHeader says what is wrong (and accepts the rare
+ * signed-sum checksums that this returns -1 for).
+ */
+export function checkedHeaderSize(block: Uint8Array, offset: number): number {
+  if (offset < 0 || block.length - offset < BLOCK) return -1;
+  const sum = blockSum(block, offset);
+  if (sum === 0) return -1;
+  let stored = 0;
+  for (let i = offset + CHKSUM; i < offset + CHKSUM + 8; i++) stored += block[i]!;
+  if (readNumber(block, offset + CHKSUM, 8, 'checksum', undefined, offset) !== sum - stored + 8 * 0x20) return -1;
+  return readNumber(block, offset + SIZE, 12, 'size', undefined, offset);
+}

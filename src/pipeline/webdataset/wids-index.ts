@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { atomicWriteFileAsync } from '../../shared/atomic-write.ts';
+import { getObjectBytes, isS3Url, S3Error } from '../../shared/s3.ts';
 import { UrlError, WebDatasetError } from './errors.ts';
 
 export interface WidsShard {
@@ -75,6 +76,8 @@ export async function writeWidsIndex(path: string, index: WidsIndex): Promise<vo
  */
 export function resolveShardUrl(url: string, base: string): string {
   if (isUrl(url)) return url;
+  // s3:// keys are literal strings, not percent-encoded URL paths: joined as text.
+  if (isS3Url(base)) return s3Join(base, url);
   if (isUrl(base)) {
     const m = /^([^?#]*)(\?[^#]*)?(#.*)?$/.exec(url)!;
     const u = new URL(base);
@@ -87,8 +90,15 @@ export function resolveShardUrl(url: string, base: string): string {
   return isAbsolute(url) ? url : resolve(base, url);
 }
 
+function s3Join(base: string, rel: string): string {
+  const m = /^(s3:\/\/[^/]+)(\/.*)?$/i.exec(base)!;
+  const path = rel.startsWith('/') ? rel : posix.join(m[2] ?? '/', rel);
+  return `${m[1]}/${posix.normalize(path).replace(/^\/+/, '')}`;
+}
+
 function directoryOf(location: string): string {
   if (!isUrl(location)) return dirname(resolve(location));
+  if (isS3Url(location)) return location.slice(0, location.lastIndexOf('/'));
   const u = new URL(location);
   u.pathname = posix.dirname(u.pathname);
   u.search = '';
@@ -97,6 +107,14 @@ function directoryOf(location: string): string {
 }
 
 async function loadText(location: string): Promise<string> {
+  if (isS3Url(location)) {
+    try {
+      return (await getObjectBytes(location)).toString('utf8');
+    } catch (e) {
+      if (!(e instanceof S3Error)) throw e;
+      throw new UrlError(`cannot fetch wids index: ${e.message.replace(/ \(url "[^"]*"\)$/, '')}`, { url: location }, { cause: e });
+    }
+  }
   if (/^https?:\/\//i.test(location)) {
     let res: Response;
     try {

@@ -8,6 +8,7 @@ import { Loader, type LoaderOptions } from '../../../src/pipeline/loader/loader.
 import { runShardJob } from '../../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
 import { readIndex } from '../../helpers/read-shards.ts';
+import { overwriteMemberData } from '../../helpers/damage-shards.ts';
 import { tempDir } from '../../helpers/tmp.ts';
 
 const dir = tempDir(t);
@@ -57,7 +58,7 @@ t.test('a truncated shard is an error naming it, with both sizes', async (t) => 
   );
 });
 
-t.test('a shard overwritten in place (same size) fails --verify; without it, every sample is replaced and counted', async (t) => {
+t.test('a shard overwritten in place (same size) fails --verify; without it, its first read (the tar headers do not match the .idx)', async (t) => {
   const d = copy();
   const path = join(d, 'train-000000.tar');
   const size = statSync(path).size;
@@ -68,7 +69,26 @@ t.test('a shard overwritten in place (same size) fails --verify; without it, eve
   );
   const md5 = readIndex(d).shardlist[0]!.md5sum;
   t.match(md5, /^[0-9a-f]{32}$/);
-  // Sizes match, so without --verify the damage shows as undecodable samples: replaced, counted.
+  // Sizes match, so without --verify the damage shows at the first read: no tar header where the
+  // .idx puts one. Fatal, not a replaced sample.
+  const loader = await Loader.open(opts(d));
+  t.teardown(() => loader.close());
+  await t.rejects(
+    (async () => {
+      for await (const b of loader.epoch(0)) b.release();
+    })(),
+    {
+      name: 'LoaderError',
+      message: /train-000000\.tar: the index does not match the tar at offset \d+ \(sample "\d{9}", member \.(cls|npy)\): no valid tar header precedes it/,
+    },
+  );
+  t.equal(loader.replaced().count, 0);
+});
+
+t.test('payloads overwritten, tar headers intact: every sample is replaced and counted', async (t) => {
+  const d = copy();
+  const path = join(d, 'train-000000.tar');
+  overwriteMemberData(path, path.replace(/\.tar$/, '.idx'), 0x41);
   const loader = await Loader.open(opts(d));
   t.teardown(() => loader.close());
   let rows = 0;
@@ -123,7 +143,7 @@ t.test('a task that cannot fill its rows fails the epoch with a LoaderError (not
   const d = copy();
   for (const f of ['train-000000.tar', 'train-000001.tar', 'train-000002.tar']) {
     const p = join(d, f);
-    writeFileSync(p, Buffer.alloc(statSync(p).size, 0x43));
+    overwriteMemberData(p, p.replace(/\.tar$/, '.idx'), 0x43);
   }
   const loader = await Loader.open(opts(d));
   t.teardown(() => loader.close());

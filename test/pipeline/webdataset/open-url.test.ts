@@ -75,7 +75,7 @@ t.test('missing files and unknown schemes are UrlErrors naming the URL', async (
   const missing = join(dir, 'nope-000.tar');
   await t.rejects(openUrl(missing), { name: 'UrlError', url: missing, message: /no such file.*nope-000\.tar/ });
   await t.rejects(keys(readShard(missing)), { name: 'UrlError', url: missing });
-  await t.rejects(openUrl('s3://bucket/x.tar'), { name: 'UrlError', message: /unsupported URL scheme "s3"/ });
+  await t.rejects(openUrl('gs://bucket/x.tar'), { name: 'UrlError', message: /unsupported URL scheme "gs"/ });
   await t.rejects(openUrl(dir), { name: 'UrlError', url: dir }, 'a directory is not a shard');
 });
 

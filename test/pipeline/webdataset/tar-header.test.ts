@@ -1,5 +1,5 @@
 import t from 'tap';
-import { BLOCK, DEFAULT_MTIME, RECORD, decodeHeader, encodeHeader, paddedSize } from '../../../src/pipeline/webdataset/tar-header.ts';
+import { BLOCK, checkedHeaderSize, DEFAULT_MTIME, RECORD, decodeHeader, encodeHeader, paddedSize } from '../../../src/pipeline/webdataset/tar-header.ts';
 
 const ascii = (b: Uint8Array, start: number, len: number): string => Buffer.from(b.subarray(start, start + len)).toString('latin1');
 
@@ -163,4 +163,33 @@ t.test('decodeHeader decodes UTF-8 names and refuses short blocks', async (t) =>
   rechecksum(h);
   t.equal(decodeHeader(h, 0)?.name, 'ködé.txt');
   t.throws(() => decodeHeader(h.subarray(0, 300), 0, { url: 'u' }), { name: 'TarFormatError', message: /truncated/ });
+});
+
+t.test('checkedHeaderSize: the size of a valid header, -1 where decodeHeader finds no valid one', async (t) => {
+  const buf = new Uint8Array(4 * BLOCK);
+  encodeHeader({ name: 'k.npy', size: 896 }, buf, BLOCK);
+  t.equal(checkedHeaderSize(buf, BLOCK), 896);
+  t.equal(checkedHeaderSize(buf, 0), -1, 'an all-zero block');
+  t.equal(checkedHeaderSize(buf, 3 * BLOCK + 1), -1, 'a short block');
+  t.equal(checkedHeaderSize(buf, -BLOCK), -1);
+  const h = buf.subarray(BLOCK, 2 * BLOCK);
+  h[0] = 0x6a; // "j.npy": the stored checksum is now one short
+  t.equal(checkedHeaderSize(buf, BLOCK), -1, 'a wrong checksum');
+  t.throws(() => decodeHeader(buf, BLOCK), { name: 'TarFormatError', message: /checksum/ });
+  rechecksum(h);
+  t.equal(checkedHeaderSize(buf, BLOCK), 896);
+  Buffer.from('0000000x000\0', 'latin1').copy(h, 124);
+  rechecksum(h);
+  t.throws(() => checkedHeaderSize(buf, BLOCK), { name: 'TarFormatError', message: /invalid tar size field/ });
+  // A signed-sum checksum: valid for tar (decodeHeader), left to decodeHeader here.
+  const s = encodeHeader({ name: 'a.cls', size: 1, uname: 'x' });
+  s[265 + 20] = 0xff;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const c = i >= 148 && i < 156 ? 0x20 : s[i]!;
+    signed += c > 127 ? c - 256 : c;
+  }
+  Buffer.from(`${signed.toString(8).padStart(6, '0')}\0 `, 'latin1').copy(s, 148);
+  t.equal(decodeHeader(s, 0)?.size, 1);
+  t.equal(checkedHeaderSize(s, 0), -1);
 });
