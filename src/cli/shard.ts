@@ -25,7 +25,10 @@ Sources:
 ${sourcesHelp()}
 
 Options:
-  --out <dir>                  output folder (default: shards/<source>)
+  --out <dir|s3://bucket/prefix>  output folder (default: shards/<source>), or object
+                               storage: each tar is staged in $TMPDIR/smlp-shard-staging-*,
+                               uploaded once complete, then its .idx and record; index.json
+                               last. Credentials and endpoint: the AWS_* variables (README)
   --res <n>                    training resolution (default 64)
   --resize max-side|center-crop  max-side: longer side at most res, aspect kept, never
                                upscaled (what the paper stored); center-crop: res x res
