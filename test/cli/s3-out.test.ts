@@ -99,16 +99,19 @@ t.test('3 tasks to s3:// in shuffled order, one killed half-way and rerun, then 
     const r = await cli('shard', [...SYNTH, '--out', out, '--task', `${i}/3`]);
     t.equal(r.code, 0, r.stderr);
   }
-  // 24 train + 6 val shards; task 1 owns shards 10..19 of the 30: kill it once its first is recorded.
-  const seen = s3.requests.length;
+  // 24 train + 6 val shards; task 1 owns shards 10..19 of the 30: kill it as its first record is written.
   const killed = await cli('shard', [...SYNTH, '--out', out, '--task', '1/3'], {
+    // Killed as the server receives that record's PUT, before it answers: however slow this
+    // process is, the task cannot have gone further.
     started: (kill) => {
-      const poll = setInterval(() => {
-        if (s3.requests.slice(seen).some((q) => q.method === 'PUT' && q.url.startsWith('/bkt/tasks/.partial/train-000010.tar.json'))) {
-          clearInterval(poll);
+      const push = s3.requests.push.bind(s3.requests);
+      s3.requests.push = (...qs) => {
+        if (qs.some((q) => q.method === 'PUT' && q.url.startsWith('/bkt/tasks/.partial/train-000010.tar.json'))) {
           kill();
+          s3.requests.push = push;
         }
-      }, 2);
+        return push(...qs);
+      };
     },
   });
   t.equal(killed.signal, 'SIGKILL', 'killed, not finished');
