@@ -102,17 +102,15 @@ t.test('3 tasks to s3:// in shuffled order, one killed half-way and rerun, then 
   // 24 train + 6 val shards; task 1 owns shards 10..19 of the 30: kill it as the first of its records is written (shards close
   // concurrently, so not necessarily shard 10's).
   const killed = await cli('shard', [...SYNTH, '--out', out, '--task', '1/3'], {
-    // Killed as the server receives that record's PUT, before it answers: however slow this
-    // process is, the task cannot have gone further.
+    // Killed once the server has stored that record (its PUT answered): the rerun then has at
+    // least one complete shard to resume from, however slow either process is.
     started: (kill) => {
-      const push = s3.requests.push.bind(s3.requests);
-      s3.requests.push = (...qs) => {
-        if (qs.some((q) => q.method === 'PUT' && /^\/bkt\/tasks\/\.partial\/train-00001\d\.tar\.json/.test(q.url))) {
-          kill();
-          s3.requests.push = push;
-        }
-        return push(...qs);
-      };
+      let fired = false;
+      s3.onResponse((q, status) => {
+        if (fired || q.method !== 'PUT' || status !== 200 || !/^\/bkt\/tasks\/\.partial\/train-00001\d\.tar\.json/.test(q.url)) return;
+        fired = true;
+        kill();
+      });
     },
   });
   t.equal(killed.signal, 'SIGKILL', 'killed, not finished');
