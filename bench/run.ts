@@ -14,6 +14,7 @@ const benches: Record<string, string> = {
   frame: './frame.ts',
   'loader-stages': './loader-stages.ts',
   's3-read': './s3-read.ts',
+  's3-write': './s3-write.ts',
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -3,6 +3,8 @@
 // the messages of tasks and plans.
 import { mergeShardJob } from '../pipeline/shard/merge.ts';
 import type { OutputStore } from '../pipeline/shard/output-store.ts';
+import { openOutputStore, withS3OutputLock } from '../pipeline/shard/s3-output-store.ts';
+import { isS3Url } from '../shared/s3.ts';
 import type { PlanSummary } from '../pipeline/shard/plan.ts';
 import type { ShardJobSummary } from '../pipeline/shard/shard-job.ts';
 import { resolveTaskId, TaskIdError, type ShardTaskId } from '../pipeline/shard/task-id.ts';
@@ -103,9 +105,11 @@ export async function mergeCommand(v: Raw, positionals: string[], argv: string[]
   const extra = Object.keys(v).filter((k) => !['out', 'quiet'].includes(k));
   if (extra.length > 0) throw new UsageError(`merge takes only --out and --quiet, got --${extra.join(', --')}`);
   const out = str(v, 'out');
-  if (!out) throw new UsageError('merge needs --out <dir>: the output folder the tasks wrote', 'out');
+  if (!out) throw new UsageError('merge needs --out <dir|s3://bucket/prefix>: the output the tasks wrote', 'out');
   const command = ['npm run shard --', ...argv].join(' ');
-  const summary = await withOutputLock(out, ['shard', ...argv].join(' '), defaultIo, () => mergeShardJob({ out, command }));
+  const store = openOutputStore(out);
+  const lock = isS3Url(out) ? withS3OutputLock : withOutputLock;
+  const summary = await lock(out, ['shard', ...argv].join(' '), defaultIo, () => mergeShardJob({ out, command, store }));
   if (!quiet) {
     if (summary.state === 'complete') process.stderr.write(`${out} already holds the merged dataset; nothing to do\n`);
     for (const s of summary.splits) {
@@ -132,7 +136,7 @@ export async function withTaskLock<T>(store: OutputStore, task: ShardTaskId, com
   try {
     return await body();
   } finally {
-    lock.release();
+    await lock.release();
   }
 }
 

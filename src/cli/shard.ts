@@ -1,11 +1,12 @@
 // npm run shard -- <source> <path...> [options]: datasets -> WebDataset shards at training size.
 import { availableParallelism } from 'node:os';
-import { LocalOutputStore } from '../pipeline/shard/output-store.ts';
+import { openOutputStore, withS3OutputLock } from '../pipeline/shard/s3-output-store.ts';
 import { assertMatchesPlan, planRange, planSource, readPlan, writePlan } from '../pipeline/shard/plan.ts';
 import { runShardJob, type ShardJobOptions, type ShardJobSummary } from '../pipeline/shard/shard-job.ts';
 import { TASKS_ENV } from '../pipeline/shard/task-id.ts';
 import { openSource, sourcesHelp } from '../pipeline/sources/open-source.ts';
 import { MAX_LABEL, type Source } from '../pipeline/sources/types.ts';
+import { isS3Url } from '../shared/s3.ts';
 import { defaultIo, EXIT, runCommand, UsageError, withInterrupt, withOutputLock } from './command.ts';
 import { MAX_WORKERS, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, unit, workerCount, type OptionSpec, type Raw } from './flags.ts';
 import { formatDuration, ProgressLine } from './progress.ts';
@@ -24,7 +25,10 @@ Sources:
 ${sourcesHelp()}
 
 Options:
-  --out <dir>                  output folder (default: shards/<source>)
+  --out <dir|s3://bucket/prefix>  output folder (default: shards/<source>), or object
+                               storage: each tar is staged in $TMPDIR/smlp-shard-staging-*,
+                               uploaded once complete, then its .idx and record; index.json
+                               last. Credentials and endpoint: the AWS_* variables (README)
   --res <n>                    training resolution (default 64)
   --resize max-side|center-crop  max-side: longer side at most res, aspect kept, never
                                upscaled (what the paper stored); center-crop: res x res
@@ -181,7 +185,10 @@ async function main(argv: string[]): Promise<number> {
   const given = positionals.length > 0 ? buildRequest(v, positionals) : null;
   const out = str(v, 'out') ?? (given ? `shards/${given.source.kind}` : undefined);
   if (!out) throw new UsageError('give a source kind and its paths (or only --out of a planned job)');
-  const store = new LocalOutputStore(out);
+  const store = openOutputStore(out);
+  const withOutLock = isS3Url(out) ? withS3OutputLock : withOutputLock;
+  // A missing bucket or refused credentials: said at once, before listing or encoding anything.
+  if (isS3Url(out)) await store.readFile('index.json');
   const command = ['npm run shard --', ...argv].join(' ');
   if (step === 'plan') {
     if (!given) throw new UsageError('plan needs the source kind and its paths, and the options of the job');
@@ -189,7 +196,9 @@ async function main(argv: string[]): Promise<number> {
       throw new UsageError('plan takes no --task/--tasks: it plans the whole job once, for any number of tasks');
     const source = await openRequested(given, quiet);
     if (!quiet) process.stderr.write(`source: ${source.description}\nout: ${out}\n`);
-    const summary = await withOutputLock(out, ['shard', ...argv].join(' '), defaultIo, () => writePlan(source, { ...given.job, out, workers, command }, given));
+    const summary = await withOutLock(out, ['shard', ...argv].join(' '), defaultIo, () =>
+      writePlan(source, { ...given.job, out, workers, command, store }, given),
+    );
     if (!quiet) reportPlan(summary, out);
     process.stdout.write(`${JSON.stringify(summary)}\n`);
     return EXIT.ok;
@@ -212,6 +221,7 @@ async function main(argv: string[]): Promise<number> {
     workers,
     overwrite: Boolean(v['overwrite']),
     command,
+    store,
     ...(task ? { task } : {}),
   };
   const source = plan?.file.items ? await planSource(store, plan, planRange(plan.layout, task)) : await openRequested(request, quiet);
@@ -242,7 +252,7 @@ async function main(argv: string[]): Promise<number> {
     );
   const summary = task
     ? await withTaskLock(store, task, ['shard', ...argv].join(' '), run)
-    : await withOutputLock(out, ['shard', ...argv].join(' '), defaultIo, run);
+    : await withOutLock(out, ['shard', ...argv].join(' '), defaultIo, run);
   progress.done();
   if (!quiet && task) reportTask(summary, out, task);
   else if (!quiet) {

@@ -385,3 +385,70 @@ export async function deleteObject(url: string): Promise<void> {
     throw await translate(e, url, 'cannot delete object', () => bucketExistsFn(bucket));
   }
 }
+
+/**
+ * Creates the object only if no object has that key (PutObject with If-None-Match: *): true when
+ * this call created it, false when one was there (412 PreconditionFailed, or 409 when another
+ * conditional write to the key was in progress). Stores that ignore the header (older
+ * S3-compatible servers, s3rver among them) simply overwrite and answer true: callers that need
+ * put-if-absent there must re-read and compare (see s3-output-store.ts).
+ */
+export async function putObjectIfAbsent(url: string, body: Uint8Array | string): Promise<boolean> {
+  const { bucket, key } = objectLocation(url);
+  const { PutObjectCommand } = await sdk();
+  try {
+    await (await s3Client()).send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, IfNoneMatch: '*' }));
+    return true;
+  } catch (e) {
+    const err = (e ?? {}) as SdkErrorShape;
+    const status = err.$metadata?.httpStatusCode;
+    if (status === 412 || status === 409 || err.name === 'PreconditionFailed' || err.Code === 'PreconditionFailed') return false;
+    throw await translate(e, url, 'cannot write object', () => bucketExistsFn(bucket));
+  }
+}
+
+/**
+ * Aborts the unfinished multipart uploads under `prefixUrl` whose key `which` accepts (parts of a
+ * killed writer, which S3 keeps and bills until aborted). Returns how many were aborted, or null
+ * when the store does not implement ListMultipartUploads (s3rver, some S3-compatible stores): a
+ * bucket lifecycle rule (AbortIncompleteMultipartUpload) is then the way to clean them.
+ */
+export async function abortMultipartUploads(prefixUrl: string, which: (key: string) => boolean): Promise<number | null> {
+  const { bucket, key: prefix } = parseS3Url(prefixUrl);
+  const { ListMultipartUploadsCommand, AbortMultipartUploadCommand } = await sdk();
+  const client = await s3Client();
+  let aborted = 0;
+  let keyMarker: string | undefined;
+  let idMarker: string | undefined;
+  for (;;) {
+    let r;
+    try {
+      r = await client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: bucket,
+          Prefix: prefix,
+          ...(keyMarker ? { KeyMarker: keyMarker } : {}),
+          ...(idMarker ? { UploadIdMarker: idMarker } : {}),
+        }),
+      );
+    } catch (e) {
+      const err = (e ?? {}) as SdkErrorShape;
+      if (err.name === 'NotImplemented' || err.Code === 'NotImplemented' || err.$metadata?.httpStatusCode === 501) return null;
+      throw await translate(e, prefixUrl, 'cannot list multipart uploads', () => bucketExistsFn(bucket));
+    }
+    for (const u of r.Uploads ?? []) {
+      if (u.Key === undefined || u.UploadId === undefined || !which(u.Key)) continue;
+      try {
+        await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
+        aborted++;
+      } catch (e) {
+        if ((e as SdkErrorShape).name !== 'NoSuchUpload') throw await translate(e, s3Url(bucket, u.Key), 'cannot abort a multipart upload');
+      }
+    }
+    if (!r.IsTruncated) break;
+    keyMarker = r.NextKeyMarker;
+    idMarker = r.NextUploadIdMarker;
+    if (keyMarker === undefined && idMarker === undefined) break;
+  }
+  return aborted;
+}

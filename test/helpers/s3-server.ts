@@ -17,6 +17,8 @@ export interface S3Request {
 export interface S3TestServer {
   endpoint: string;
   requests: S3Request[];
+  /** Calls `fn` after the server has answered each request (the object is stored when the status is 2xx). */
+  onResponse(fn: (q: S3Request, status: number) => void): void;
   /** Environment that points the SDK at this server with valid credentials (and nothing from the host). */
   env: Record<string, string>;
   /** GET requests of one object (path-style /bucket/key, query ignored). */
@@ -52,9 +54,14 @@ export async function startS3Server(t: { teardown(fn: () => unknown): void }, bu
   const addr = await server.run();
   const requests: S3Request[] = [];
   const http = (server as unknown as { httpServer: Server }).httpServer;
-  http.on('request', (req) => {
+  const answered: ((q: S3Request, status: number) => void)[] = [];
+  http.on('request', (req, res) => {
     const range = req.headers['range'];
-    requests.push({ method: req.method ?? '', url: req.url ?? '', range: typeof range === 'string' ? range : undefined });
+    const q: S3Request = { method: req.method ?? '', url: req.url ?? '', range: typeof range === 'string' ? range : undefined };
+    requests.push(q);
+    res.on('finish', () => {
+      for (const fn of answered) fn(q, res.statusCode);
+    });
   });
   const endpoint = `http://127.0.0.1:${addr.port}`;
   const env: Record<string, string> = {
@@ -79,6 +86,7 @@ export async function startS3Server(t: { teardown(fn: () => unknown): void }, bu
   return {
     endpoint,
     requests,
+    onResponse: (fn) => answered.push(fn),
     env,
     gets: (bucket, key) => requests.filter((r) => r.method === 'GET' && r.url.split('?')[0] === `/${bucket}/${key}`),
     close,

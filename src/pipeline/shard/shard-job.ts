@@ -6,7 +6,6 @@
 // (`task`) writes only its block of the shards and no index; merge.ts writes the indexes later
 // with the same writeJobOutputs, so N tasks + merge give the bytes of one run.
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import { Piscina } from 'piscina';
 import { permutation } from '../../shared/random.ts';
 import type { Item, Source } from '../sources/types.ts';
@@ -16,6 +15,7 @@ import { WIDS_KIND, type WidsIndex } from '../webdataset/wids-index.ts';
 import { ShardJobError } from './errors.ts';
 import { indexFileName, shardName, type ShardRecord } from './job-state.ts';
 import { LocalOutputStore, prepareTaskOutput, type OutputStore } from './output-store.ts';
+import { outputPath } from './s3-output-store.ts';
 import { ownedShardRanges, shardCount, type ShardTaskId } from './task-id.ts';
 import { taskSize, type Encoding, type SampleFormat, type ShardTask, type ShardTaskResult } from './task.ts';
 import type { ResizeMode } from '../image/resize.ts';
@@ -271,17 +271,21 @@ export async function writeJobOutputs(
   command: string,
   out: string,
 ): Promise<{ splits: SplitSummary[]; errors: number }> {
-  const summaries: SplitSummary[] = [];
   const allErrors: { split: string; shard: string; file: string; reason: string }[] = [];
-  for (const split of layout.splits) {
+  const perSplit = layout.splits.map((split) => {
     const shards = [...records.entries()].filter(([name]) => name.startsWith(`${split.name}-`)).sort(([a], [b]) => (a < b ? -1 : 1));
     for (const [shard, r] of shards) for (const e of r.errors) allErrors.push({ split: split.name, shard, ...e });
-    summaries.push(await writeSplitIndex(store, layout, split.name, shards, command, out));
-  }
+    return { name: split.name, shards };
+  });
   const listing = layout.listingErrors.map((e) => ({ split: '', shard: '', ...e }));
   const lines = [...listing, ...allErrors].map((e) => JSON.stringify(e)).join('\n');
   await store.writeFile('errors.jsonl', lines ? `${lines}\n` : '');
-  return { splits: summaries, errors: allErrors.length + listing.length };
+  // index.json (the primary split's) is written last: it is what marks the output complete.
+  const summaries = new Map<string, SplitSummary>();
+  for (const s of [...perSplit.filter((s) => s.name !== layout.primary), ...perSplit.filter((s) => s.name === layout.primary)]) {
+    summaries.set(s.name, await writeSplitIndex(store, layout, s.name, s.shards, command, out));
+  }
+  return { splits: perSplit.map((s) => summaries.get(s.name)!), errors: allErrors.length + listing.length };
 }
 
 function validate(o: ShardJobOptions, source: Source): void {
@@ -613,7 +617,7 @@ async function writeSplitIndex(
   };
   const file = indexFileName(split, layout.primary);
   await store.writeIndex(file, index);
-  return { split, index: join(out, file), shards: shards.length, samples, skipped, bytes: shards.reduce((a, [, r]) => a + r.filesize, 0) };
+  return { split, index: outputPath(out, file), shards: shards.length, samples, skipped, bytes: shards.reduce((a, [, r]) => a + r.filesize, 0) };
 }
 
 function round4(x: number): number {

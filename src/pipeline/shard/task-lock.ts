@@ -13,7 +13,8 @@ import { lockFileFor, OutputLockedError, type LockHolder } from '../../shared/ou
 
 export interface TaskLock {
   readonly file: string;
-  release(): void;
+  /** A lock on object storage is removed with a request: await it before the process exits. */
+  release(): void | Promise<void>;
 }
 
 export interface TaskLockOptions {
