@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { openTrainFeeds, PRETRAIN_CROP } from '../../src/cli/feeds.ts';
+import { openTrainFeeds } from '../../src/cli/feeds.ts';
+import { PRETRAIN_AUGMENT } from '../../src/pipeline/augment/settings.ts';
 import { runTrainCli } from '../../src/cli/train-main.ts';
 import { getObjectBytes, listObjects } from '../../src/shared/s3.ts';
 import { childEnv, startS3Server, useS3Env } from '../helpers/s3-server.ts';
@@ -166,7 +167,7 @@ t.test('loader dump and train read the s3:// output as they read the local one',
         '0',
         '--quiet',
       ],
-      (o) => openTrainFeeds(o, o.res, PRETRAIN_CROP),
+      (o) => openTrainFeeds(o, o.res, PRETRAIN_AUGMENT),
       c,
     );
     t.equal(code, 0, c.err.join(''));
