@@ -1,7 +1,8 @@
 // `--out s3://bucket/prefix` for the shard job, against a real S3-compatible server on 127.0.0.1:
 // a whole-job run gives the objects a local run gives as files (byte for byte); tasks run in any
 // order, one killed half-way and rerun, then the merge, give the same; training and `loader dump`
-// read the result; a missing bucket is refused before any work; a merge lists missing shards.
+// read the result; a missing bucket is refused before any work; a merge lists missing shards; a
+// plan written to the bucket serves tasks that read their slice of it by range.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -192,4 +193,26 @@ t.test('a missing bucket as --out is an error naming the URL, before any work', 
   const m = await cli('shard', ['merge', '--out', 's3://no-such-bucket/ds']);
   t.equal(m.code, 1);
   t.match(m.stderr, 'no-such-bucket');
+});
+
+t.test('plan to s3://, tasks that take everything from the plan, merge: the bytes of one local run', async (t) => {
+  const out = 's3://bkt/planned';
+  const plan = await cli('shard', ['plan', ...SYNTH, '--out', out]);
+  t.equal(plan.code, 0, plan.stderr);
+  t.match(JSON.parse(plan.stdout), { state: 'planned', items: 600, recordedItems: true });
+  const before = s3.requests.length;
+  for (const i of [1, 0]) {
+    const r = await cli('shard', ['--out', out, '--task', `${i}/2`, '--workers', '1']);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stderr, /\(from the plan\)/);
+  }
+  const planReads = s3.requests.slice(before).filter((q) => q.method === 'GET' && q.url.startsWith('/bkt/planned/.partial/plan'));
+  t.ok(planReads.length > 0, 'the tasks read the plan from the bucket');
+  t.ok(
+    planReads.some((q) => q.range !== undefined),
+    'a task reads its slice of the item file by range',
+  );
+  const merged = await cli('shard', ['merge', '--out', out]);
+  t.equal(merged.code, 0, merged.stderr);
+  t.same(await objectFiles(out), REF, 'plan + 2 tasks + merge to s3:// = one local run');
 });
