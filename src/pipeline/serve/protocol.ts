@@ -14,7 +14,7 @@
  *                        {op: "end", epoch}                 after the last epoch served
  *                        {op: "error", code, message}
  */
-import { pack } from 'msgpackr';
+import { C1, pack, unpackMultiple } from 'msgpackr';
 import { MsgpackReader, BinRef, type Value } from '../ring/msgpack.ts';
 
 /** Protocol version, sent in "ready"; bumped on incompatible changes. */
@@ -128,19 +128,31 @@ export function encodeMessage(m: Request | ControlMessage): Buffer {
   return Buffer.from(pack(m));
 }
 
+/**
+ * A small message decoded by msgpackr (control messages and requests are never on the hot path;
+ * frames are only peeked at, below). unpackMultiple stops after the first value and says where
+ * it ended, so trailing bytes are reported with their count.
+ */
 function decodeMap(bytes: Uint8Array, what: string): Record<string, Value> {
-  let v: Value;
-  const r = new MsgpackReader(bytes);
+  let v: unknown;
+  let end = -1;
   try {
-    v = r.value();
+    unpackMultiple(bytes, (value: unknown, _start?: number, stop?: number) => {
+      v = value;
+      end = stop ?? -1;
+      return false;
+    });
   } catch (e) {
     throw new ProtocolError('bad-request', `${what} is not msgpack: ${(e as Error).message}`);
   }
-  if (r.pos !== bytes.length) throw new ProtocolError('bad-request', `${what} has ${bytes.length - r.pos} bytes after its msgpack value`);
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof BinRef) {
+  if (end < 0) throw new ProtocolError('bad-request', `${what} is empty`);
+  // msgpackr reads the never-used byte 0xc1 as a marker value instead of failing.
+  if (v === C1) throw new ProtocolError('bad-request', `${what} is not msgpack: it starts with 0xc1, a byte msgpack never uses`);
+  if (end !== bytes.length) throw new ProtocolError('bad-request', `${what} has ${bytes.length - end} bytes after its msgpack value`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || ArrayBuffer.isView(v) || v instanceof Map) {
     throw new ProtocolError('bad-request', `${what} must be a msgpack map`);
   }
-  return v;
+  return v as Record<string, Value>;
 }
 
 function optUint(m: Record<string, Value>, key: string, op: string): number | undefined {
@@ -159,7 +171,8 @@ function reqUint(m: Record<string, Value>, key: string, op: string): number {
 }
 
 function describe(v: Value): string {
-  if (v instanceof BinRef) return `bin(${v.length})`;
+  if (v instanceof BinRef || ArrayBuffer.isView(v)) return `bin(${(v as { length: number }).length})`;
+  if (typeof v === 'bigint') return String(v);
   const s = JSON.stringify(v) ?? String(v);
   return s.length > 40 ? `${s.slice(0, 40)}...` : s;
 }
