@@ -4,9 +4,10 @@
 // this host (killed, crashed) is taken over, and said so. The file sits beside the folder, not
 // in it, so that the folder's own contents (an import's atomic rename of a whole directory, the
 // shard job's "only our files" rules) are untouched by it.
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
+import { createExclusive, isProcessAlive } from './lock-file.ts';
 
 export interface LockHolder {
   pid: number;
@@ -51,9 +52,11 @@ export function lockFileFor(folder: string): string {
   return join(dirname(abs), `${basename(abs)}.lock`);
 }
 
-function readHolder(file: string): LockHolder | null {
+/** A lock file's holder; null where the text is not one (torn, foreign, unreadable). */
+export function parseLockHolder(raw: string | null): LockHolder | null {
+  if (raw === null) return null;
   try {
-    const h = JSON.parse(readFileSync(file, 'utf8')) as Partial<LockHolder>;
+    const h = JSON.parse(raw) as Partial<LockHolder>;
     if (typeof h.pid !== 'number' || typeof h.host !== 'string') return null;
     return { pid: h.pid, host: h.host, command: String(h.command ?? ''), since: String(h.since ?? '') };
   } catch {
@@ -61,30 +64,18 @@ function readHolder(file: string): LockHolder | null {
   }
 }
 
-/** Whether `pid` runs on this host (EPERM: it runs, as another user). */
-function isAlive(pid: number): boolean {
+function readHolder(file: string): LockHolder | null {
+  let raw: string | null = null;
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    raw = readFileSync(file, 'utf8');
+  } catch {
+    return null;
   }
+  return parseLockHolder(raw);
 }
 
 function tryCreate(file: string, holder: LockHolder): boolean {
-  let fd: number;
-  try {
-    fd = openSync(file, 'wx');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
-  }
-  try {
-    writeSync(fd, `${JSON.stringify(holder)}\n`);
-  } finally {
-    closeSync(fd);
-  }
-  return true;
+  return createExclusive(file, `${JSON.stringify(holder)}\n`);
 }
 
 /**
@@ -113,7 +104,7 @@ export function acquireOutputLock(folder: string, command: string, onTakeover?: 
   }
   if (!created) {
     const holder = readHolder(file);
-    const stale = holder !== null && holder.host === me.host && holder.pid !== me.pid && !isAlive(holder.pid);
+    const stale = holder !== null && holder.host === me.host && holder.pid !== me.pid && !isProcessAlive(holder.pid);
     if (!stale) throw new OutputLockedError(folder, file, holder);
     // Two processes taking over the same stale lock: only one of them wins the exclusive create.
     rmSync(file, { force: true });

@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { createExclusive, isProcessAlive } from '../../shared/lock-file.ts';
 import { PathError } from '../errors.ts';
 
 export class ShardCacheError extends PathError {}
@@ -38,16 +39,6 @@ interface LockHolder {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Whether `pid` runs on this host (EPERM: it runs, as another user). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 function readHolder(file: string): LockHolder | null {
   try {
     const h = JSON.parse(readFileSync(file, 'utf8')) as Partial<LockHolder>;
@@ -57,21 +48,7 @@ function readHolder(file: string): LockHolder | null {
   }
 }
 
-function tryCreate(file: string, content: string): boolean {
-  let fd: number;
-  try {
-    fd = openSync(file, 'wx');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
-  }
-  try {
-    writeSync(fd, content);
-  } finally {
-    closeSync(fd);
-  }
-  return true;
-}
+const tryCreate = createExclusive;
 
 function ageMs(file: string): number | null {
   try {
@@ -90,7 +67,7 @@ function breakIfStale(file: string, staleMs: number): void {
   const age = ageMs(file);
   if (age === null) return;
   const holder = readHolder(file);
-  const dead = holder !== null && holder.host === HOST && holder.pid !== process.pid && !isAlive(holder.pid);
+  const dead = holder !== null && holder.host === HOST && holder.pid !== process.pid && !isProcessAlive(holder.pid);
   // An unreadable lock is one being written (create, then write): fresh unless old.
   if (!dead && age < staleMs) return;
   const brk = `${file}.break`;
@@ -274,7 +251,7 @@ export class CacheDir {
         continue;
       }
       // An empty mark is one being written: live.
-      if (host === HOST && pid !== process.pid && !isAlive(pid)) {
+      if (host === HOST && pid !== process.pid && !isProcessAlive(pid)) {
         rmSync(file, { force: true });
         continue;
       }
@@ -321,7 +298,7 @@ export class CacheDir {
   private isOrphan(name: string, pid: number, mtimeMs: number): boolean {
     const lockAge = ageMs(join(this.dir, LOCKS, name));
     if (lockAge !== null && lockAge < DOWNLOAD_LOCK_STALE_MS) return false;
-    return !isAlive(pid) || Date.now() - mtimeMs > DOWNLOAD_LOCK_STALE_MS;
+    return !isProcessAlive(pid) || Date.now() - mtimeMs > DOWNLOAD_LOCK_STALE_MS;
   }
 
   /**

@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isProcessAlive } from '../../shared/lock-file.ts';
 import { OutputLockedError, type LockHolder } from '../../shared/output-lock.ts';
 import {
   abortMultipartUploads,
@@ -56,20 +57,11 @@ const STAGING_PREFIX = 'smlp-shard-staging-';
 const OURS = /^(index\.json|val\.json|errors\.jsonl|[\w.-]+-\d{6}\.(tar|idx))$/;
 const SHARD = /^[\w.-]+-\d{6}\.tar$/;
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Staging folders of processes of this host that died (a SIGKILL leaves them behind). */
 function removeDeadStaging(): void {
   for (const d of readdirSync(tmpdir()).filter((n) => n.startsWith(STAGING_PREFIX))) {
     const pid = Number(/^smlp-shard-staging-(\d+)-/.exec(d)?.[1]);
-    if (Number.isInteger(pid) && pid !== process.pid && !isAlive(pid)) rmSync(join(tmpdir(), d), { recursive: true, force: true });
+    if (Number.isInteger(pid) && pid !== process.pid && !isProcessAlive(pid)) rmSync(join(tmpdir(), d), { recursive: true, force: true });
   }
 }
 
@@ -307,7 +299,7 @@ export async function acquireS3Lock(url: string, command: string, o: TaskLockOpt
     const holder = parseHolder(found);
     let stale: string | null = null;
     if (holder && holder.host === me.host) {
-      if (holder.pid !== me.pid && !isAlive(holder.pid)) stale = `its process ${holder.pid} no longer runs`;
+      if (holder.pid !== me.pid && !isProcessAlive(holder.pid)) stale = `its process ${holder.pid} no longer runs`;
       else throw new OutputLockedError(o.what, url, holder);
     } else {
       const now = performance.now();
@@ -371,7 +363,7 @@ async function assertS3NotLocked(store: S3OutputStore): Promise<void> {
   const raw = await getText(url);
   if (raw === null) return;
   const holder = parseHolder(raw);
-  if (holder && holder.host === hostname() && !isAlive(holder.pid)) return;
+  if (holder && holder.host === hostname() && !isProcessAlive(holder.pid)) return;
   throw new OutputLockedError(store.location, url, holder);
 }
 

@@ -6,10 +6,11 @@
 // (no comparison of two machines' clocks), is taken over: a task killed with its machine is
 // rerun elsewhere after one lease. On the holder's own host a dead pid is taken over at once and
 // a live one refuses at once.
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
-import { lockFileFor, OutputLockedError, type LockHolder } from '../../shared/output-lock.ts';
+import { createExclusive, isProcessAlive } from '../../shared/lock-file.ts';
+import { lockFileFor, OutputLockedError, parseLockHolder, type LockHolder } from '../../shared/output-lock.ts';
 
 export interface TaskLock {
   readonly file: string;
@@ -39,40 +40,8 @@ function readRaw(file: string): string | null {
   }
 }
 
-function parseHolder(raw: string | null): LockHolder | null {
-  if (raw === null) return null;
-  try {
-    const h = JSON.parse(raw) as Partial<LockHolder>;
-    if (typeof h.pid !== 'number' || typeof h.host !== 'string') return null;
-    return { pid: h.pid, host: h.host, command: String(h.command ?? ''), since: String(h.since ?? '') };
-  } catch {
-    return null;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 function tryCreate(file: string, holder: LockHolder): boolean {
-  let fd: number;
-  try {
-    fd = openSync(file, 'wx');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
-  }
-  try {
-    writeSync(fd, `${JSON.stringify(holder)}\n`);
-  } finally {
-    closeSync(fd);
-  }
-  return true;
+  return createExclusive(file, `${JSON.stringify(holder)}\n`);
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -93,10 +62,10 @@ export async function acquireTaskLock(file: string, command: string, o: TaskLock
     } catch {
       continue; // released meanwhile: try again at once
     }
-    const holder = parseHolder(raw);
+    const holder = parseLockHolder(raw);
     let stale: string | null = null;
     if (holder && holder.host === me.host) {
-      if (holder.pid !== me.pid && !isAlive(holder.pid)) stale = `its process ${holder.pid} no longer runs`;
+      if (holder.pid !== me.pid && !isProcessAlive(holder.pid)) stale = `its process ${holder.pid} no longer runs`;
       else throw new OutputLockedError(o.what, file, holder);
     } else {
       const now = performance.now();
@@ -136,7 +105,7 @@ export async function acquireTaskLock(file: string, command: string, o: TaskLock
     released = true;
     clearInterval(beat);
     process.off('exit', release);
-    const h = parseHolder(readRaw(file));
+    const h = parseLockHolder(readRaw(file));
     if (h?.pid === me.pid && h.host === me.host) rmSync(file, { force: true });
   };
   process.on('exit', release);
@@ -152,7 +121,7 @@ export function assertFolderNotLocked(folder: string): void {
   const file = lockFileFor(folder);
   const raw = readRaw(file);
   if (raw === null) return;
-  const holder = parseHolder(raw);
-  if (holder && holder.host === hostname() && !isAlive(holder.pid)) return;
+  const holder = parseLockHolder(raw);
+  if (holder && holder.host === hostname() && !isProcessAlive(holder.pid)) return;
   throw new OutputLockedError(folder, file, holder);
 }
