@@ -3,7 +3,7 @@
 // then fsync the directory so the rename itself survives a power cut. The one helper every
 // layer uses (model files, checkpoints, shard records, indexes, plots), sync and async.
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { link, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -49,21 +49,47 @@ export function atomicWriteFile(path: string, data: string | Uint8Array): void {
   atomicWrite(path, (tmp) => writeFileSync(tmp, data));
 }
 
+async function writeSynced(tmp: string, data: string | Uint8Array): Promise<void> {
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 /** atomicWriteFile without blocking the event loop (the shard job writes records while workers run). */
 export async function atomicWriteFileAsync(path: string, data: string | Uint8Array): Promise<void> {
   const tmp = tempPathFor(path);
   try {
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeSynced(tmp, data);
     await rename(tmp, path);
   } catch (e) {
     await rm(tmp, { force: true });
     throw e;
   }
   fsyncDir(dirname(path));
+}
+
+/**
+ * Creates `path` holding `data` unless it exists: written whole under a private name, then
+ * hard-linked to the final name. link fails when the name exists, so of several writers exactly
+ * one creates it, and nobody ever sees it half-written. False when it already existed.
+ */
+export async function atomicCreateFileAsync(path: string, data: string | Uint8Array): Promise<boolean> {
+  const tmp = tempPathFor(path);
+  try {
+    await writeSynced(tmp, data);
+    try {
+      await link(tmp, path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
+    }
+    fsyncDir(dirname(path));
+    return true;
+  } finally {
+    await rm(tmp, { force: true });
+  }
 }

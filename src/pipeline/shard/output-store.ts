@@ -3,9 +3,9 @@
 // OutputStore, so another kind of output (object storage) is one more implementation of this
 // interface. LocalOutputStore is a folder: state in <out>/.partial/, every file written whole
 // or not at all (temporary name, fsync, rename).
-import { link, mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsyncDir, tempPathFor } from '../../shared/atomic-write.ts';
+import { atomicCreateFileAsync } from '../../shared/atomic-write.ts';
 import { writeWidsIndex, type WidsIndex } from '../webdataset/wids-index.ts';
 import { ShardJobError } from './errors.ts';
 import { PARTIAL_DIR, prepareOutDir, readShardRecord, removePartialDir, writeAtomic, writeShardRecord, type ShardRecord } from './job-state.ts';
@@ -133,28 +133,9 @@ export class LocalOutputStore implements OutputStore {
   async claimState(name: string, data: string): Promise<string | null> {
     await this.mkdirs();
     const path = join(this.partial, name);
-    // Written whole under a private name, then hard-linked to the final name: link fails when the
-    // name exists, so exactly one writer creates it, and nobody ever sees it half-written.
-    const tmp = tempPathFor(path);
-    try {
-      const fh = await open(tmp, 'w');
-      try {
-        await fh.writeFile(data);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      try {
-        await link(tmp, path);
-        fsyncDir(this.partial);
-        return null;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        return await readFile(path, 'utf8');
-      }
-    } finally {
-      await rm(tmp, { force: true });
-    }
+    // Exactly one of several tasks creates it; the others compare with what it wrote.
+    if (await atomicCreateFileAsync(path, data)) return null;
+    return await readFile(path, 'utf8');
   }
 
   readFile(name: string): Promise<string | null> {
