@@ -7,9 +7,7 @@
 // local file copy of the same bytes measured in the same run.
 //   npm run bench -- s3-read [--shards 4] [--samples-per-shard 1000] [--res 64] [--reads all]
 //                            [--concurrency 1,8,32] [--rounds 3]
-import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, copyFileSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,6 +16,7 @@ import { ShardCache } from '../src/pipeline/loader/shard-cache.ts';
 import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
 import { getObjectBytes, s3Client, uploadFile } from '../src/shared/s3.ts';
+import { startBenchS3Server } from './s3-server.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -44,31 +43,7 @@ const line = (o: Record<string, unknown>): void => void process.stdout.write(`${
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
-// The server in its own process: in this one it would share our event loop and CPU time.
-async function startServer(dir: string): Promise<{ child: ChildProcess; endpoint: string }> {
-  const s3rverPath = createRequire(import.meta.url).resolve('s3rver');
-  const code = `const S3rver = require(${JSON.stringify(s3rverPath)});
-new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: ${JSON.stringify(dir)}, configureBuckets: [{ name: 'bench', configs: [] }] })
-  .run().then((a) => console.log(a.port));`;
-  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.setEncoding('utf8').once('data', (d: string) => resolve(Number(d.trim())));
-    child.once('exit', (c) => reject(new Error(`s3rver exited with ${c}`)));
-  });
-  return { child, endpoint: `http://127.0.0.1:${port}` };
-}
-
-const server = await startServer(join(work, 's3'));
-Object.assign(process.env, {
-  AWS_ENDPOINT_URL: server.endpoint,
-  AWS_REGION: 'us-east-1',
-  AWS_ACCESS_KEY_ID: 'S3RVER',
-  AWS_SECRET_ACCESS_KEY: 'S3RVER',
-  AWS_EC2_METADATA_DISABLED: 'true',
-  AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-});
-delete process.env['AWS_ENDPOINT_URL_S3'];
-delete process.env['AWS_PROFILE'];
+const server = await startBenchS3Server(join(work, 's3'));
 
 try {
   // Shards as the shard job writes them: raw 64x64 uint8 (the paper's storage), seeded.

@@ -6,15 +6,15 @@
 // s3rver on 127.0.0.1 in its own process (a real store adds network latency and bandwidth limits;
 // this measures the client-side cost: staging, upload, per-shard requests).
 //   npm run bench -- s3-write [--count 4000] [--samples-per-shard 500] [--res 64] [--workers 2] [--rounds 3] [--batches 40]
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { S3OutputStore } from '../src/pipeline/shard/s3-output-store.ts';
 import { runShardJob, type ShardJobOptions } from '../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
+import { startBenchS3Server } from './s3-server.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -39,30 +39,7 @@ const line = (o: Record<string, unknown>): void => void process.stdout.write(`${
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
-async function startServer(dir: string): Promise<{ child: ChildProcess; endpoint: string }> {
-  const s3rverPath = createRequire(import.meta.url).resolve('s3rver');
-  const code = `const S3rver = require(${JSON.stringify(s3rverPath)});
-new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: ${JSON.stringify(dir)}, configureBuckets: [{ name: 'bench', configs: [] }] })
-  .run().then((a) => console.log(a.port));`;
-  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.setEncoding('utf8').once('data', (d: string) => resolve(Number(d.trim())));
-    child.once('exit', (c) => reject(new Error(`s3rver exited with ${c}`)));
-  });
-  return { child, endpoint: `http://127.0.0.1:${port}` };
-}
-
-const server = await startServer(join(work, 's3'));
-Object.assign(process.env, {
-  AWS_ENDPOINT_URL: server.endpoint,
-  AWS_REGION: 'us-east-1',
-  AWS_ACCESS_KEY_ID: 'S3RVER',
-  AWS_SECRET_ACCESS_KEY: 'S3RVER',
-  AWS_EC2_METADATA_DISABLED: 'true',
-  AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-});
-delete process.env['AWS_ENDPOINT_URL_S3'];
-delete process.env['AWS_PROFILE'];
+const server = await startBenchS3Server(join(work, 's3'));
 
 const options = (out: string): ShardJobOptions => ({
   out,
