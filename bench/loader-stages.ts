@@ -23,8 +23,7 @@ import { openDataset } from '../src/pipeline/loader/dataset.ts';
 import { Loader } from '../src/pipeline/loader/loader.ts';
 import { epochPermutation } from '../src/pipeline/loader/plan.ts';
 import { createResampler } from '../src/pipeline/augment/create-resampler.ts';
-import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
-import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
+import { syntheticShards } from './synthetic-shards.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -53,23 +52,7 @@ process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 const STAGES = ['read', 'label', 'decode', 'crop_params', 'copy_in', 'kernel', 'copy_out'] as const;
 type Stage = (typeof STAGES)[number];
 
-async function dataset(encoding: string): Promise<string> {
-  const out = join(tmp, encoding);
-  process.stderr.write(`generating ${count} synthetic 64x64 images as ${encoding} shards ...\n`);
-  await runShardJob(openSynthetic({ count, numClasses: 100, width: 64, height: 64, seed: 0 }), {
-    out,
-    res: 64,
-    resize: 'max-side',
-    encoding: encoding as 'raw' | 'jpeg',
-    quality: 90,
-    samplesPerShard: 5000,
-    seed: 0,
-    split: 'train',
-    valFraction: 0,
-    command: 'bench',
-  });
-  return join(out, 'index.json');
-}
+const dataset = (encoding: string): Promise<string> => syntheticShards(join(tmp, encoding), count, encoding as 'raw' | 'jpeg');
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

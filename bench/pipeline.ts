@@ -9,9 +9,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Loader } from '../src/pipeline/loader/loader.ts';
-import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
-import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
 import { resolveRank } from '../src/shared/launcher-env.ts';
+import { syntheticShards } from './synthetic-shards.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -55,19 +54,7 @@ process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 
 async function dataset(encoding: string): Promise<string> {
   const out = join(tmp, encoding);
-  process.stderr.write(`generating ${v.images} synthetic 64x64 images as ${encoding} shards ...\n`);
-  await runShardJob(openSynthetic({ count: Number(v.images), numClasses: 100, width: 64, height: 64, seed: 0 }), {
-    out,
-    res: 64,
-    resize: 'max-side',
-    encoding: encoding as 'raw' | 'jpeg',
-    quality: 90,
-    samplesPerShard: 5000,
-    seed: 0,
-    split: 'train',
-    valFraction: 0,
-    command: 'bench',
-  });
+  await syntheticShards(out, Number(v.images), encoding as 'raw' | 'jpeg');
   return out;
 }
 
@@ -84,16 +71,12 @@ for (const c of cases) {
           let epoch = 0;
           for await (const b of loader.epoch(epoch++)) b.release();
           let images = 0;
-          let waits = 0;
           const c0 = process.cpuUsage();
           const t0 = performance.now();
           while ((performance.now() - t0) / 1000 < minSeconds) {
-            let tw = performance.now();
             for await (const b of loader.epoch(epoch++)) {
-              waits += performance.now() - tw;
               images += b.n;
               b.release();
-              tw = performance.now();
             }
           }
           const seconds = (performance.now() - t0) / 1000;
