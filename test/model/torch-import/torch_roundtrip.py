@@ -16,7 +16,7 @@ from torch import nn
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from torch_interop import build, read_st, write_st  # noqa: E402  (test/model/torch_interop.py)
+from torch_interop import build, read_safetensors, write_safetensors  # noqa: E402  (test/model/torch_interop.py)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -54,7 +54,7 @@ def save(d, cases):
             opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
             obj = {c["checkpoint"]: sd, "epoch": 7, "optimizer": opt.state_dict(), "arch": c["arch"]}
         torch.save(obj, os.path.join(d, c["name"] + ".pt"))
-        write_st(os.path.join(d, c["name"] + ".ref.safetensors"), {"x": x, "logits": logits})
+        write_safetensors(os.path.join(d, c["name"] + ".ref.safetensors"), {"x": x, "logits": logits})
 
 
 def check(d, cases):
@@ -62,10 +62,10 @@ def check(d, cases):
         md = os.path.join(d, c["name"])
         cfg = json.load(open(os.path.join(md, "config.json")))
         model = build(cfg["arch"], cfg["input_dim"], cfg["num_classes"])
-        model.load_state_dict(read_st(os.path.join(md, "model.safetensors")), strict=True)
-        x = read_st(os.path.join(d, c["name"] + ".ref.safetensors"))["x"]
+        model.load_state_dict(read_safetensors(os.path.join(md, "model.safetensors")), strict=True)
+        x = read_safetensors(os.path.join(d, c["name"] + ".ref.safetensors"))["x"]
         with torch.no_grad():
-            write_st(os.path.join(d, c["name"] + ".back.safetensors"), {"logits": model(x)})
+            write_safetensors(os.path.join(d, c["name"] + ".back.safetensors"), {"logits": model(x)})
 
 
 def main():
