@@ -30,12 +30,13 @@ const { values: v } = parseArgs({
     threads: { type: 'string' },
     backend: { type: 'string', default: 'auto' },
     'frame-dtype': { type: 'string', default: 'auto' },
+    'in-memory': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (v.help) {
   process.stdout.write(
-    'npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--threads N (BLAS; default cores - workers)] [--backend auto] [--frame-dtype auto|float32|uint8]\n',
+    'npm run bench -- e2e [--arch B_2-Wi_256] [--res 64] [--images 8192] [--batch-size 512] [--epochs 3] [--workers 1] [--threads N (BLAS; default cores - workers)] [--backend auto] [--frame-dtype auto|float32|uint8] [--in-memory (the shards held in shared memory)]\n',
   );
   process.exit(0);
 }
@@ -66,7 +67,8 @@ process.stderr.write(`${describeSelection(selection)}\n`);
 const frameDtype = resolveFrameDtype(v['frame-dtype'] as FrameDtypeChoice, selection.backend);
 
 // The loader alone, same settings, consumer releasing at once.
-const alone = await Loader.open({ data, batchSize, mode: 'train', workers, frameDtype });
+const inMemory = v['in-memory'] === true;
+const alone = await Loader.open({ data, batchSize, mode: 'train', workers, frameDtype, inMemory });
 for await (const b of alone.epoch(0)) b.release();
 let n = 0;
 const t0 = performance.now();
@@ -78,7 +80,7 @@ for (let e = 1; e <= 2; e++)
 const loaderRate = n / ((performance.now() - t0) / 1000);
 await alone.close();
 
-const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1, frameDtype });
+const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1, frameDtype, inMemory });
 const counter = countWebGpuUploads();
 const atUpdate: number[] = [];
 const summary = await train(
@@ -115,6 +117,7 @@ process.stdout.write(
     arch: v.arch,
     backend: summary.backend,
     frame_dtype: frameDtype,
+    in_memory: inMemory,
     res,
     batch_size: batchSize,
     loader_workers: workers,

@@ -1,6 +1,7 @@
 // The eval command without its data plumbing (the caller passes the feed factory): loads a
 // model, scores it on a dataset with centre crops, optionally with test-time augmentation and
 // ImageNet ReaL labels, and reports on stderr (human) and stdout (one JSON line).
+import { IN_MEMORY_HELP } from './in-memory.ts';
 import { availableParallelism } from 'node:os';
 import { Mlp, type ModelConfig } from '../model/mlp.ts';
 import type { LoaderOptions } from '../pipeline/loader/loader.ts';
@@ -44,6 +45,7 @@ export interface EvalOptions {
   out?: string;
   workers: number;
   verify: boolean;
+  inMemory: boolean;
   maxCorrupt: number;
   /** BLAS threads for the wasm backend's matMuls; undefined = cores - workers. */
   threads?: number;
@@ -68,6 +70,7 @@ const SPEC: OptionSpec = {
   out: { type: 'string' },
   workers: { type: 'string' },
   verify: { type: 'boolean' },
+  'in-memory': { type: 'boolean' },
   'max-corrupt': { type: 'string' },
   threads: { type: 'string' },
   backend: { type: 'string' },
@@ -112,6 +115,7 @@ images read at the model's resolution; smaller ones are upscaled), in the data's
   --workers N                decode workers (default: cores - 1; at most ${MAX_WORKERS})
   --threads N                BLAS threads for the wasm backend's matMuls (default: cores - workers, at least 1)
   --verify                   check every shard's md5 against the index first (sizes are always checked)
+  --in-memory                ${IN_MEMORY_HELP}
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt});
                              with any replaced, the result is marked "valid": false and NOT VALID
   --backend NAME             auto|${BACKEND_ORDER.join('|')}
@@ -151,6 +155,7 @@ export function parseEvalArgs(argv: readonly string[]): { help: true } | { help:
       workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), workerCount),
       ...(raw['threads'] !== undefined ? { threads: num(raw, 'threads', 1, positiveInt) } : {}),
       verify: Boolean(raw['verify']),
+      inMemory: Boolean(raw['in-memory']),
       maxCorrupt: num(raw, 'max-corrupt', COMMAND_DEFAULTS.maxCorrupt, nonNegInt),
       backend: oneOf(raw, 'backend', ['auto', ...BACKEND_ORDER] as const, 'auto'),
       quiet: Boolean(raw['quiet']),
@@ -249,7 +254,17 @@ async function evaluateModel(o: EvalOptions, openFeed: OpenEvalFeed, io: TrainIo
     model.loadStateDict(src.tensors, src.weights);
     const c = model.config;
     const normalize = evalNormalize(o, c, io);
-    const base = { data: o.data, batchSize: o.batchSize, res: c.res, workers: o.workers, seed: o.seed, frameDtype: o.frameDtype, normalize };
+    const base = {
+      data: o.data,
+      batchSize: o.batchSize,
+      res: c.res,
+      workers: o.workers,
+      seed: o.seed,
+      frameDtype: o.frameDtype,
+      normalize,
+      inMemory: o.inMemory,
+      log: (line: string) => io.stderr(`${line}\n`),
+    };
 
     const m = model;
     const [centre, replaced] = await withFeed(openFeed({ ...base, verify: o.verify, views: null }), m, o, (feed) => predict(m, feed));

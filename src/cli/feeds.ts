@@ -2,6 +2,7 @@
 // Loader.open that fix the order, the transform and the resolution. The loader upscales
 // datasets stored smaller than `res`. Here the layers meet: the pipeline's loader implements the
 // shared DataFeed contract that the trainer consumes.
+import { inMemoryOption } from './in-memory.ts';
 import type { AugmentSettings } from '../pipeline/augment/settings.ts';
 import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
 import { readModelConfig } from '../model/checkpoint.ts';
@@ -18,7 +19,13 @@ import type { TrainFlags } from './train-flags.ts';
  */
 export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, augment: AugmentSettings, log?: (line: string) => void): Promise<TrainFeeds> {
   // After backend selection: 'auto' follows the active backend.
-  const common = { seed: opts.seed, workers: opts.workers, verify: opts.verify, frameDtype: resolveFrameDtype(opts.frameDtype) };
+  const common = {
+    seed: opts.seed,
+    workers: opts.workers,
+    verify: opts.verify,
+    frameDtype: resolveFrameDtype(opts.frameDtype),
+    inMemory: inMemoryOption(opts.inMemory, log ?? (() => {})),
+  };
   const normalize = trainNormalize(opts);
   const train = await Loader.open({
     data: opts.data!,
@@ -72,6 +79,9 @@ export interface EvalFeedOptions {
   /** The model's normalisation (default: the data's own statistics, for models without one). */
   normalize?: LoaderOptions['normalize'];
   verify?: boolean;
+  /** --in-memory: the shards held in shared memory (progress through `log`). */
+  inMemory?: boolean;
+  log?: (line: string) => void;
   batchSize: number;
   res: number;
   workers: number;
@@ -95,6 +105,7 @@ export const openEvalFeed: OpenEvalFeed = (o) =>
     seed: o.seed,
     workers: o.workers,
     verify: o.verify ?? false,
+    inMemory: inMemoryOption(o.inMemory ?? false, o.log ?? (() => {})),
     frameDtype: resolveFrameDtype(o.frameDtype),
     ...(o.normalize ? { normalize: o.normalize } : {}),
     ...(o.views ? { transform: 'train' as const, augment: o.views } : { transform: 'eval' as const }),

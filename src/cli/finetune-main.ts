@@ -1,6 +1,7 @@
 // The finetune command without its data plumbing (the caller plugs the feeds in, as for train):
 // options with the paper's fine-tuning defaults, the checkpoint's resolution and architecture,
 // --help, --dry-run, usage errors, then the shared training loop.
+import { IN_MEMORY_HELP } from './in-memory.ts';
 import { parseArch } from '../model/arch.ts';
 import { DEFAULTS, FINETUNE_MODES, type FinetuneSpec } from '../train/config.ts';
 import { FRAME_DTYPE_HELP } from '../train/frame-dtype.ts';
@@ -85,6 +86,7 @@ Data and model
   --threads N                BLAS threads for the wasm backend's matMuls (default: cores - workers, at least 1)
   --frame-dtype D            auto|uint8|float32: ${FRAME_DTYPE_HELP}
   --verify                   check every shard's md5 against the index first (sizes are always checked)
+  --in-memory                ${IN_MEMORY_HELP}
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt})
 
 ${optimisationHelp(FINETUNE_DEFAULTS, 'runs/finetune-<arch>-<mode>')}To resume, run the same command with --resume <out>.

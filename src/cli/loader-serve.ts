@@ -1,5 +1,6 @@
 // npm run loader -- serve ...: publishes batch frames over ZeroMQ (see "Serving frames" in the
 // README for the protocol). One loader per rank served; Ctrl-C stops cleanly.
+import { IN_MEMORY_HELP, inMemoryOption } from './in-memory.ts';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
@@ -31,13 +32,15 @@ Options:
   --normalize dataset|imagenet|none   per-channel statistics (default dataset)
   --frame-dtype float32|uint8         float32 (default): normalised values; uint8: the rounded
                         pixels, with the frame's "mean"/"std" to apply (4x fewer bytes to send)
+  --in-memory           ${IN_MEMORY_HELP}; one copy for all the ranks served
   --workers <n>         loader threads in all, split among the ranks (default: all cores, ${availableParallelism()} here)
   --window <n>          most unacknowledged frames per consumer (default 2)
   --prefetch <n>        frames prepared ahead per rank beyond the window (default 2)
   --quiet               no per-consumer log lines
   -h, --help            this text
 
-Memory: per rank, (window + prefetch) ring slots of one frame each, plus the sample table.`;
+Memory: per rank, (window + prefetch) ring slots of one frame each, plus the sample table; with
+--in-memory, the shards once.`;
 
 export class ServeUsageError extends UsageError {}
 
@@ -62,6 +65,7 @@ export async function serveMain(argv: string[]): Promise<number> {
       'frame-dtype': { type: 'string', default: 'float32' },
       window: { type: 'string', default: '2' },
       prefetch: { type: 'string', default: '2' },
+      'in-memory': { type: 'boolean' },
       quiet: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -119,7 +123,9 @@ export async function serveMain(argv: string[]): Promise<number> {
   try {
     for (const rank of ranks) {
       if (signal) break;
-      const loader = await Loader.open({ ...base, rank, onCorrupt: (c) => say(`rank ${rank}: corrupt sample replaced: ${JSON.stringify(c)}`) });
+      // One copy of the shards for every rank served here.
+      const inMemory = loaders[0]?.heldShards ?? inMemoryOption(Boolean(v['in-memory']), say);
+      const loader = await Loader.open({ ...base, rank, inMemory, onCorrupt: (c) => say(`rank ${rank}: corrupt sample replaced: ${JSON.stringify(c)}`) });
       loaders.push(loader);
       say(`rank ${rank}: ${loader.describe()}`);
     }

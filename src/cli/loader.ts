@@ -1,5 +1,6 @@
 // npm run loader -- dump ...: writes the first K batch frames of epoch 0 back to back into one
 // file, exactly as they sit in the ring (each a complete msgpack document).
+import { IN_MEMORY_HELP, inMemoryOption } from './in-memory.ts';
 import { open, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
@@ -28,6 +29,7 @@ Options:
   --res <n>             output resolution (default: the dataset's)
   --workers <n>         loader threads (default: all cores, ${availableParallelism()} here; at most ${MAX_WORKERS})
   --verify              check every shard's md5 against the index first (sizes are always checked)
+  --in-memory           ${IN_MEMORY_HELP}
   --normalize dataset|imagenet|none   per-channel statistics (default dataset)
   --model <dir>         normalise as this model was trained (its config.json), instead of --normalize
   --rank <R> --world <W>  this rank's share (default: from RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS,
@@ -51,6 +53,7 @@ const DUMP_SPEC: OptionSpec = {
   world: { type: 'string' },
   'frame-dtype': { type: 'string' },
   verify: { type: 'boolean' },
+  'in-memory': { type: 'boolean' },
   model: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -90,6 +93,7 @@ async function dump(argv: string[]): Promise<number> {
     normalize: dumpNormalize(v),
     frameDtype: oneOf(v, 'frame-dtype', ['float32', 'uint8'] as const, 'float32'),
     verify: Boolean(v['verify']),
+    inMemory: inMemoryOption(Boolean(v['in-memory']), (line) => process.stderr.write(`${line}\n`)),
   });
   process.stderr.write(`${loader.describe()}\n`);
   const tmp = `${out}.tmp`;

@@ -1,5 +1,6 @@
 // The train command's flags: the training configuration (src/train/config.ts) plus what only a
 // command line has (data paths, backend, worker threads, --dry-run, --quiet), with --help.
+import { IN_MEMORY_HELP } from './in-memory.ts';
 import { availableParallelism } from 'node:os';
 import { parseArch } from '../model/arch.ts';
 import { BACKEND_ORDER, type BackendChoice } from '../train/backend.ts';
@@ -41,6 +42,7 @@ export interface TrainFlags extends TrainConfig {
   threads?: number;
   /** Check every shard's md5 against its index before training (sizes are always checked). */
   verify: boolean;
+  inMemory: boolean;
   /** Batch frames from the loader (read by the feed factory); auto: uint8 on GPU backends. */
   frameDtype: FrameDtypeChoice;
   /** --normalize / --mean / --std: the model's normalisation, fixed at the start (default: the training data's). */
@@ -122,6 +124,7 @@ Data and model
   --mean A,B,C --std X,Y,Z   explicit per-channel statistics (0-255 units) instead
   --threads N                BLAS threads for the wasm backend's matMuls (default: cores - workers, at least 1)
   --verify                   check every shard's md5 against the index first (sizes are always checked)
+  --in-memory                ${IN_MEMORY_HELP}
   --max-corrupt N            fail when more than N undecodable samples were replaced (${COMMAND_DEFAULTS.maxCorrupt})
 
 ${optimisationHelp({ ...DEFAULTS, backend: COMMAND_DEFAULTS.backend })}`;
@@ -157,6 +160,7 @@ const SPEC: OptionSpec = {
   'eval-batch-size': { type: 'string' },
   workers: { type: 'string' },
   verify: { type: 'boolean' },
+  'in-memory': { type: 'boolean' },
   'max-corrupt': { type: 'string' },
   'frame-dtype': { type: 'string' },
   threads: { type: 'string' },
@@ -228,6 +232,7 @@ export function parseTrainArgsWith(
     evalBatchSize: num(raw, 'eval-batch-size', batchSize, positiveInt),
     workers: num(raw, 'workers', Math.max(1, availableParallelism() - 1), workerCount),
     verify: Boolean(raw['verify']),
+    inMemory: Boolean(raw['in-memory']),
     frameDtype: oneOf(raw, 'frame-dtype', FRAME_DTYPE_CHOICES, 'auto'),
     ...(normalize ? { normalize } : {}),
     ...(raw['threads'] !== undefined ? { threads: num(raw, 'threads', 1, positiveInt) } : {}),

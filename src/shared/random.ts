@@ -6,21 +6,29 @@
 
 export type RngState = [number, number, number, number];
 
-/** 32-bit mix of any number of integers. */
-export function hash32(...values: number[]): number {
-  // murmur3-style finaliser over a running hash; splits values above 2^32 so large seeds mix in.
-  let h = 0x9e3779b9;
-  for (const v of values) {
-    const lo = v >>> 0;
-    const hi = Math.floor(v / 4294967296) >>> 0;
-    h = Math.imul(h ^ lo, 0x85ebca6b);
-    h = (h << 13) | (h >>> 19);
-    h = Math.imul(h ^ hi, 0xc2b2ae35);
-    h ^= h >>> 16;
-  }
+const HASH_START = 0x9e3779b9;
+
+/** One value into a running hash (murmur3-style); splits values above 2^32 so large seeds mix in. */
+function mixIn(h: number, v: number): number {
+  const lo = v >>> 0;
+  const hi = Math.floor(v / 4294967296) >>> 0;
+  h = Math.imul(h ^ lo, 0x85ebca6b);
+  h = (h << 13) | (h >>> 19);
+  h = Math.imul(h ^ hi, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+function finalise(h: number): number {
   h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
   h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
   return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** 32-bit mix of any number of integers. */
+export function hash32(...values: number[]): number {
+  let h = HASH_START;
+  for (const v of values) h = mixIn(h, v);
+  return finalise(h);
 }
 
 /** sfc32 (passes PractRand), seeded from any list of integers. */
@@ -31,9 +39,13 @@ export class Rng {
   private d = 1;
 
   constructor(...seed: number[]) {
-    this.a = hash32(...seed, 1);
-    this.b = hash32(...seed, 2);
-    this.c = hash32(...seed, 3);
+    // hash32(...seed, k) for k = 1, 2, 3, with the seed's running hash computed once: a loader
+    // worker builds one generator per sample (bench loader-stages, crop_params).
+    let h = HASH_START;
+    for (const v of seed) h = mixIn(h, v);
+    this.a = finalise(mixIn(h, 1));
+    this.b = finalise(mixIn(h, 2));
+    this.c = finalise(mixIn(h, 3));
     for (let i = 0; i < 12; i++) this.nextUint32();
   }
 

@@ -225,6 +225,15 @@ t.test('end to end on shards: centre crop, --tta 3 and --real match what is comp
     c.err.join(''),
     /centre crop: loss [\d.]+, top-1 [\d.]+%, top-5 100\.00%[\s\S]*ReaL \(centre crop\): top-1 51\.85% \(14 right, 13 wrong of 27; 13 left out[\s\S]*TTA \(3 views[\s\S]*ReaL \(TTA\)/,
   );
+
+  // --in-memory: the shards held in shared memory for the centre crop and the views; same result.
+  const m = captureIo();
+  const args = ['--checkpoint', CK, '--data', DATA, '--batch-size', '16', '--tta', String(views), '--real', realPath, '--workers', '1', '--backend', 'cpu'];
+  t.equal(await runEvalCli([...args, '--in-memory'], openEvalFeed, m), EXIT.ok, m.err.join(''));
+  const rm = JSON.parse(m.out.join('')) as Record<string, unknown>;
+  for (const k of ['samples', 'loss', 'top1', 'top5', 'real']) t.same(rm[k], r[k], `--in-memory: the same ${k}`);
+  t.same({ ...(rm['tta'] as object), seconds: 0 }, { ...tta, seconds: 0 }, '--in-memory: the same TTA result (but its time)');
+  t.match(m.err.join(''), /shards into memory: 100% of \d+\.\d MiB/);
 });
 
 t.test('the real entry point: --help exits 0; a missing checkpoint and a gray dataset exit 1', async (t) => {

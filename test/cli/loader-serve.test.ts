@@ -152,6 +152,76 @@ t.test('serve: frames as dump writes them, rank from the environment, Ctrl-C sto
   t.match(stderr, /stopped after 10 frames/);
 });
 
+t.test('serve --ranks all --in-memory: one copy of the shards for both ranks, the frames dump writes', async (t) => {
+  const expected = join(dir, 'mem-expected.bin');
+  const dumped = loaderCli([
+    'dump',
+    '--data',
+    data,
+    '--batches',
+    '10',
+    '--batch-size',
+    '5',
+    '--rank',
+    '1',
+    '--world',
+    '2',
+    '--seed',
+    '3',
+    '--out',
+    expected,
+    '--workers',
+    '1',
+  ]);
+  t.equal(dumped.code, 0, dumped.stderr);
+  const p = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      cli,
+      'serve',
+      '--data',
+      data,
+      '--bind',
+      'tcp://127.0.0.1:*',
+      '--batch-size',
+      '5',
+      '--seed',
+      '3',
+      '--workers',
+      '2',
+      '--epochs',
+      '1',
+    ].concat(['--world', '2', '--ranks', 'all', '--in-memory']),
+    { cwd: root, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => p.on('exit', (code) => resolve(code)));
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(out.split('\n')[0]!);
+    });
+    p.on('exit', () => reject(new Error(`serve exited: ${stderr}`)));
+  });
+  const info = JSON.parse(line) as { serving: string[]; ranks: number[] };
+  t.same(info.ranks, [0, 1]);
+  t.equal(stderr.match(/shards into memory: 100% of/g)?.length, 1, 'loaded once');
+  t.match(stderr, /rank 0: loader: .* MiB shards in memory/);
+  t.match(stderr, /rank 1: loader: .* MiB shards in memory/);
+  const c = new ServeClient(info.serving[0]!, { receiveTimeoutMs: 20_000 });
+  await c.hello({ rank: 1, world: 2 });
+  const got: Buffer[] = [];
+  for await (const f of c.frames()) got.push(Buffer.from(f.bytes));
+  c.close();
+  t.ok(Buffer.concat(got).equals(readFileSync(expected)), "rank 1's epoch is byte-identical to dump's file");
+  p.kill('SIGINT');
+  t.equal(await exited, 0);
+});
+
 t.test('serve: usage and bind errors', async (t) => {
   const usage = loaderCli(['serve', '--data', data]);
   t.equal(usage.code, 2);

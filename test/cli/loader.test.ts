@@ -51,6 +51,15 @@ t.test('dump writes K complete frames back to back', async (t) => {
   t.notOk(existsSync(`${out}.tmp`));
 });
 
+t.test('dump --in-memory: the same bytes, with the shards loaded first and said so', async (t) => {
+  const mem = join(dir, 'frames-mem.bin');
+  const m = loaderCli(['dump', '--data', join(data, 'index.json'), '--batches', '3', '--batch-size', '32', '--out', mem, '--workers', '2', '--in-memory']);
+  t.equal(m.code, 0, m.stderr);
+  t.match(m.stderr, /shards into memory: 100% of \d+\.\d MiB/);
+  t.match(m.stderr, /MiB shards in memory \(loaded in \d+\.\d s\)/);
+  t.ok(readFileSync(mem).equals(readFileSync(out)), 'identical to the dump that read the files');
+});
+
 const py = findPython(['msgpack', 'numpy']);
 t.test('Python msgpack + numpy read the dump', { skip: py ? false : 'no python with msgpack and numpy (CI installs python3-msgpack)' }, async (t) => {
   const script = `

@@ -28,6 +28,7 @@ t.test("defaults are the paper's ImageNet-21k pre-training recipe", async (t) =>
     dryRun: false,
     evalBatchSize: 16384,
     out: 'runs/B_12-Wi_1024',
+    inMemory: false,
   });
   t.equal(o.res, undefined, 'model shape comes from the data unless given');
   t.same([COMMAND_DEFAULTS.res, COMMAND_DEFAULTS.channels, COMMAND_DEFAULTS.numClasses], [64, 3, 11230], 'dry-run shape: ImageNet-21k at 64x64');
@@ -92,6 +93,7 @@ t.test('every flag', async (t) => {
     '--mixup-partner',
     'permute',
     '--quiet',
+    '--in-memory',
   ]);
   t.match(o, {
     data: 'tr/index.json',
@@ -124,6 +126,7 @@ t.test('every flag', async (t) => {
     momentum: 0.8,
     mixupPartner: 'permute',
     quiet: true,
+    inMemory: true,
   });
   t.equal(microBatchSize(o), 64);
   t.equal(parse(['--resume', 'runs/x']).out, 'runs/x', '--resume without --out continues in place');

@@ -27,6 +27,8 @@ export interface LoaderWorkerData {
   /** Per ring slot: tasks still filling it. The worker that brings it to 0 publishes the slot. */
   remaining: SharedArrayBuffer;
   format: LoaderFormat;
+  /** The shards, whole, in the table's shard order (LoaderOptions.inMemory): reads become views. */
+  shardMemory?: SharedArrayBuffer[];
   /** Tests only: the first task whose rowStart equals `row` kills its thread once. */
   crashOnce?: { flag: SharedArrayBuffer; row: number };
 }

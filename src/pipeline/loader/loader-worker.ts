@@ -29,6 +29,7 @@ const norm = format.dtype === 'uint8' ? undefined : normalisation(format.mean, f
 // WebAssembly SIMD kernel (bench/augment.ts); TypeScript where wasm is unavailable. Same bits.
 const resampler = createResampler(format.res, format.channels);
 const chw = format.channels * format.res * format.res;
+const shardMemory = data.shardMemory?.map((b) => new Uint8Array(b));
 const fds = new Map<number, number>();
 let readBuf = Buffer.allocUnsafe(1 << 16);
 const MAX_REPLACEMENTS = 16;
@@ -43,9 +44,9 @@ function fdOf(shard: number): number {
 }
 
 /**
- * One positioned read covering label and image (adjacent members of the sample) and the tar
- * header before each, checked against the index at the sample's first read (a mismatch:
- * ShardIndexError, fatal).
+ * Label and image (adjacent members of the sample) with the tar header before each, checked
+ * against the index at the sample's first read (a mismatch: ShardIndexError, fatal): views of the
+ * shard where it is held in memory, else one positioned read covering them all.
  */
 function readSample(i: number): { label: Uint8Array; image: Uint8Array } {
   const lo = table.labelOffset[i]!;
@@ -57,6 +58,12 @@ function readSample(i: number): { label: Uint8Array; image: Uint8Array } {
   const end = Math.max(lo + ls, io + is);
   const span = end - start;
   if (start < 0) throw readRangeError(table, i, 'no room for a tar header before it');
+  const whole = shardMemory?.[table.shard[i]!];
+  if (whole !== undefined) {
+    if (end > whole.length) throw readRangeError(table, i, `the shard ends first (${whole.length} bytes, the sample ends at ${end})`);
+    checkSampleMembers(table, i, whole, 0);
+    return { label: whole.subarray(lo, lo + ls), image: whole.subarray(io, io + is) };
+  }
   if (span > 1 << 26) throw new Error(`sample spans ${span} bytes: label and image members are far apart`);
   if (readBuf.length < span) readBuf = Buffer.allocUnsafe(span * 2);
   const n = readSync(fdOf(table.shard[i]!), readBuf, 0, span, start);

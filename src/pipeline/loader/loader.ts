@@ -9,6 +9,7 @@ import { Ring, RingClosedError, RingSlotError, type RingWriteSlot } from '../rin
 import { checkAugment, PRETRAIN_AUGMENT, type AugmentSettings } from '../augment/settings.ts';
 import { openDataset, type OpenedDataset } from './dataset.ts';
 import { describeCacheStats } from './shard-cache.ts';
+import { loadShardsIntoMemory, type ShardMemory, type ShardMemoryOptions } from './shard-memory.ts';
 import type { CorruptSample, LoadTask, LoadTaskResult, LoaderFormat, LoaderWorkerData } from './load-task.ts';
 import { batchIndices, batchRows, checkPlan, stepsPerEpoch, type PlanConfig, type PlanMode } from './plan.ts';
 
@@ -55,6 +56,12 @@ export interface LoaderOptions {
    */
   frameDtype?: FrameDtype;
   cacheDir?: string;
+  /**
+   * Hold every shard in shared memory (loaded at open): workers read samples as views instead of
+   * positioned reads. Costs the shards' size in RAM; ShardMemoryError when it is not available.
+   * Another loader's `heldShards` (same dataset) shares its copy instead of loading one.
+   */
+  inMemory?: boolean | ShardMemoryOptions | ShardMemory;
   /** Called for every replaced corrupt sample. */
   onCorrupt?: (c: CorruptSample) => void;
   /** No speculative production beyond this epoch (the trainer's last). */
@@ -83,6 +90,16 @@ interface Run {
 
 export class LoaderError extends Error {
   override name = 'LoaderError';
+}
+
+async function shardMemoryFor(dataset: OpenedDataset, how: LoaderOptions['inMemory']): Promise<ShardMemory | undefined> {
+  if (!how) return undefined;
+  const paths = dataset.table.shardPaths;
+  if (how === true || !('buffers' in how)) return loadShardsIntoMemory(paths, how === true ? {} : how);
+  if (how.paths.length !== paths.length || how.paths.some((p, s) => p !== paths[s])) {
+    throw new LoaderError(`the shards held in memory (${how.paths.length}, from ${how.paths[0]}) are not this dataset's (${paths.length}, from ${paths[0]})`);
+  }
+  return how;
 }
 
 const IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255];
@@ -133,6 +150,7 @@ export class Loader implements DataFeed {
   private constructor(
     private readonly dataset: OpenedDataset,
     private readonly o: LoaderOptions,
+    private readonly shardMemory: ShardMemory | undefined,
   ) {
     const table = dataset.table;
     this.plan = { numSamples: table.count, batchSize: o.batchSize, seed: o.seed ?? 0, rank: o.rank ?? 0, world: o.world ?? 1, mode: o.mode };
@@ -176,6 +194,7 @@ export class Loader implements DataFeed {
       ringControl: this.ring.buffers.control,
       remaining: this.remaining.buffer as SharedArrayBuffer,
       format: this.format,
+      ...(shardMemory ? { shardMemory: shardMemory.buffers } : {}),
       ...(o.crashOnceAtRow !== undefined ? { crashOnce: { flag: new SharedArrayBuffer(4), row: o.crashOnceAtRow } } : {}),
     };
     this.pool = new Piscina({
@@ -190,16 +209,27 @@ export class Loader implements DataFeed {
   static async open(o: LoaderOptions): Promise<Loader> {
     const dataset = await openDataset(o.data, { ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}), verify: o.verify ?? false });
     try {
-      return new Loader(dataset, o);
+      return new Loader(dataset, o, await shardMemoryFor(dataset, o.inMemory));
     } catch (e) {
       dataset.release();
       throw e;
     }
   }
 
-  /** Shared memory held: ring slots + control words, and the sample table. */
-  get memory(): { ringBytes: number; tableBytes: number; slots: number; slotBytes: number } {
-    return { ringBytes: this.ring.bytes, tableBytes: this.dataset.table.bytes, slots: this.ring.slots, slotBytes: this.slotBytes };
+  /** The shards this loader holds in memory, for another loader of the same data to share. */
+  get heldShards(): ShardMemory | undefined {
+    return this.shardMemory;
+  }
+
+  /** Shared memory held: ring slots + control words, the sample table, shards held in memory. */
+  get memory(): { ringBytes: number; tableBytes: number; shardBytes: number; slots: number; slotBytes: number } {
+    return {
+      ringBytes: this.ring.bytes,
+      tableBytes: this.dataset.table.bytes,
+      shardBytes: this.shardMemory?.bytes ?? 0,
+      slots: this.ring.slots,
+      slotBytes: this.slotBytes,
+    };
   }
 
   describe(): string {
@@ -207,6 +237,9 @@ export class Loader implements DataFeed {
     return (
       `loader: ${this.info.numSamples} samples, ${this.plan.mode} batches of ${this.plan.batchSize} at ${this.format.channels}x${this.format.res}x${this.format.res} ${this.format.dtype}, ` +
       `${this.pool.options.maxThreads} workers; shared memory ${m.slots} slots x ${(m.slotBytes / 2 ** 20).toFixed(1)} MiB = ${(m.ringBytes / 2 ** 20).toFixed(1)} MiB ring + ${(m.tableBytes / 2 ** 20).toFixed(1)} MiB sample table` +
+      (this.shardMemory
+        ? ` + ${(this.shardMemory.bytes / 2 ** 20).toFixed(1)} MiB shards in memory (loaded in ${this.shardMemory.seconds.toFixed(1)} s)`
+        : '') +
       (this.dataset.cache ? `; ${describeCacheStats(this.dataset.cache)}` : '')
     );
   }

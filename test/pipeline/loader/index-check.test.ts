@@ -68,7 +68,7 @@ async function frames(t: Test, o: LoaderOptions, epoch = 0): Promise<Buffer[]> {
 }
 
 /** Runs epoch 0 and returns the error it fails with (and the loader's replacement count). */
-async function failure(o: LoaderOptions): Promise<{ err: Error; replaced: number }> {
+async function failureOnce(o: LoaderOptions): Promise<{ err: Error; replaced: number }> {
   const loader = await Loader.open(o);
   try {
     for await (const b of loader.epoch(0)) b.release();
@@ -78,6 +78,22 @@ async function failure(o: LoaderOptions): Promise<{ err: Error; replaced: number
     await loader.close();
   }
   throw new Error('the epoch did not fail');
+}
+
+/**
+ * The failure reading samples from the files; with the shards held in memory (--in-memory) the
+ * epoch must fail the same way (only a read past the end words its byte counts differently).
+ */
+async function failure(t: Test, o: LoaderOptions): Promise<{ err: Error; replaced: number }> {
+  const fromFile = await failureOnce(o);
+  const fromMemory = await failureOnce({ ...o, inMemory: true });
+  const counts = (m: string): string => m.replace(/the shard ends first \([^)]*\)/, 'the shard ends first (...)');
+  t.equal(counts(fromMemory.err.message), counts(fromFile.err.message), 'the same failure with the shards in memory');
+  t.equal(fromMemory.replaced, fromFile.replaced);
+  if (fromFile.err.message.includes('the shard ends first')) {
+    t.match(fromMemory.err.message, /the shard ends first \(\d+ bytes, the sample ends at \d+\)/, 'read from memory, not the file');
+  }
+  return fromFile;
 }
 
 const MESSAGE = /^(.*): the index does not match the tar at offset (\d+) \(sample "(\d{9})", member \.(cls|npy)\): (.*); the shard's \.idx is wrong/;
@@ -102,7 +118,7 @@ t.test("label offsets shifted by one sample (sizes and names kept): the next sam
   editIdx(shard.replace(/\.tar$/, '.idx'), (s) => {
     for (let i = 0; i + 1 < s.length; i++) member(s[i]!, 'cls').offset = member(s[i + 1]!, 'cls').offset;
   });
-  namesShardAndKey(t, await failure(opts(d)), shard, /^the member there is "(\d{9})\.cls", the index says "\d{9}\.cls"$/);
+  namesShardAndKey(t, await failure(t, opts(d)), shard, /^the member there is "(\d{9})\.cls", the index says "\d{9}\.cls"$/);
 });
 
 t.test('label entries (offset, size and name) shifted by one sample: the key differs across the members', async (t) => {
@@ -112,7 +128,7 @@ t.test('label entries (offset, size and name) shifted by one sample: the key dif
     const labels = s.map((x) => ({ ...member(x, 'cls') }));
     for (let i = 0; i + 1 < s.length; i++) s[i]![0] = labels[i + 1]!;
   });
-  namesShardAndKey(t, await failure(opts(d)), shard, /^the member there is "\d{9}\.npy", the index says "\d{9}\.npy"$/);
+  namesShardAndKey(t, await failure(t, opts(d)), shard, /^the member there is "\d{9}\.npy", the index says "\d{9}\.npy"$/);
 });
 
 t.test('label offsets shifted by 512: no tar header there', async (t) => {
@@ -121,7 +137,7 @@ t.test('label offsets shifted by 512: no tar header there', async (t) => {
   editIdx(shard.replace(/\.tar$/, '.idx'), (s) => {
     for (const x of s) member(x, 'cls').offset += 512;
   });
-  namesShardAndKey(t, await failure(opts(d)), shard, /^no valid tar header precedes it \(bad tar header checksum/);
+  namesShardAndKey(t, await failure(t, opts(d)), shard, /^no valid tar header precedes it \(bad tar header checksum/);
 });
 
 t.test('a wrong size in the .idx (one byte more, one byte less)', async (t) => {
@@ -131,7 +147,7 @@ t.test('a wrong size in the .idx (one byte more, one byte less)', async (t) => {
     editIdx(shard.replace(/\.tar$/, '.idx'), (s) => {
       member(s[7]!, 'npy').size += delta;
     });
-    const r = await failure(opts(d, { batchSize: 90 }));
+    const r = await failure(t, opts(d, { batchSize: 90 }));
     namesShardAndKey(t, r, shard, new RegExp(`^its tar header says 896 bytes, the index ${896 + delta}$`));
     t.match(r.err.message, /sample "\d{9}", member \.npy/);
   }
@@ -143,13 +159,13 @@ t.test('an offset into the middle of the data, or past the end of the shard', as
   editIdx(shard.replace(/\.tar$/, '.idx'), (s) => {
     member(s[3]!, 'npy').offset += 512;
   });
-  namesShardAndKey(t, await failure(opts(d, { batchSize: 90 })), shard, /^no valid tar header precedes it/);
+  namesShardAndKey(t, await failure(t, opts(d, { batchSize: 90 })), shard, /^no valid tar header precedes it/);
   const e = copy();
   const last = join(e, 'train-000002.tar');
   editIdx(last.replace(/\.tar$/, '.idx'), (s) => {
     member(s[29]!, 'npy').offset = statSync(last).size + 512;
   });
-  const r = await failure(opts(e, { batchSize: 90 }));
+  const r = await failure(t, opts(e, { batchSize: 90 }));
   t.match(r.err.message, /train-000002\.tar: the index does not match the tar at offset \d+ \(sample "\d{9}", member \.cls\): the shard ends first/);
 });
 
@@ -217,7 +233,7 @@ t.test('a v1.1 .idx (no member names): correct, it reads as v1.2; shifted labels
   toV11(shard.replace(/\.tar$/, '.idx'), (s) => {
     for (let i = 0; i + 1 < s.length; i++) member(s[i]!, 'cls').offset = member(s[i + 1]!, 'cls').offset;
   });
-  const r = await failure(opts(e));
+  const r = await failure(t, opts(e));
   t.match(
     r.err.message,
     new RegExp(
