@@ -80,7 +80,8 @@ for (let e = 1; e <= 2; e++)
 const loaderRate = n / ((performance.now() - t0) / 1000);
 await alone.close();
 
-const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1, frameDtype, inMemory });
+// The same copy of the shards (one load, one copy in memory).
+const feed = await Loader.open({ data, batchSize, mode: 'train', workers, lastEpoch: Number(v.epochs) - 1, frameDtype, inMemory: alone.heldShards ?? false });
 const counter = countWebGpuUploads();
 const atUpdate: number[] = [];
 const summary = await train(

@@ -5,6 +5,7 @@
 import { inMemoryOption } from './in-memory.ts';
 import type { AugmentSettings } from '../pipeline/augment/settings.ts';
 import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
+import type { ShardMemory } from '../pipeline/loader/shard-memory.ts';
 import { readModelConfig } from '../model/checkpoint.ts';
 import { resolveCheckpoint } from '../train/checkpoint.ts';
 import type { DataFeed } from '../shared/data-feed.ts';
@@ -24,8 +25,8 @@ export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, 
     workers: opts.workers,
     verify: opts.verify,
     frameDtype: resolveFrameDtype(opts.frameDtype),
-    inMemory: inMemoryOption(opts.inMemory, log ?? (() => {})),
   };
+  const say = log ?? (() => {});
   const normalize = trainNormalize(opts);
   const train = await Loader.open({
     data: opts.data!,
@@ -36,6 +37,7 @@ export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, 
     lastEpoch: opts.epochs - 1,
     normalize,
     ...common,
+    inMemory: inMemoryOption(opts.inMemory, say),
     ...(res !== undefined ? { res } : {}),
   });
   log?.(train.describe());
@@ -48,6 +50,7 @@ export async function openTrainFeeds(opts: TrainFlags, res: number | undefined, 
       batchSize: opts.evalBatchSize,
       mode: 'eval',
       ...common,
+      inMemory: inMemoryOption(opts.inMemory, say),
       normalize: { mean: n.mean, std: n.std },
       res: train.info.res,
     });
@@ -95,9 +98,15 @@ export interface EvalFeedOptions {
 
 export type OpenEvalFeed = (o: EvalFeedOptions) => Promise<DataFeed>;
 
+// Shards an eval feed held in memory, by data spec: eval opens a second feed on the same data for
+// its test-time views, which shares them while the first copy is alive (a weak reference: once
+// nothing holds it, it is garbage and its memory is the OS's again, so loading anew costs no more).
+const heldForEval = new Map<string, WeakRef<ShardMemory>>();
+
 /** An eval-order feed: centre crops, or (views) test-time augmentation views. */
-export const openEvalFeed: OpenEvalFeed = (o) =>
-  Loader.open({
+export const openEvalFeed: OpenEvalFeed = async (o) => {
+  const held = o.inMemory ? heldForEval.get(o.data)?.deref() : undefined;
+  const loader = await Loader.open({
     data: o.data,
     batchSize: o.batchSize,
     mode: 'eval',
@@ -105,8 +114,11 @@ export const openEvalFeed: OpenEvalFeed = (o) =>
     seed: o.seed,
     workers: o.workers,
     verify: o.verify ?? false,
-    inMemory: inMemoryOption(o.inMemory ?? false, o.log ?? (() => {})),
+    inMemory: held ?? inMemoryOption(o.inMemory ?? false, o.log ?? (() => {})),
     frameDtype: resolveFrameDtype(o.frameDtype),
     ...(o.normalize ? { normalize: o.normalize } : {}),
     ...(o.views ? { transform: 'train' as const, augment: o.views } : { transform: 'eval' as const }),
   });
+  if (loader.heldShards) heldForEval.set(o.data, new WeakRef(loader.heldShards));
+  return loader;
+};

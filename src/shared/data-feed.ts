@@ -69,5 +69,10 @@ export interface DataFeed {
   stepsPerEpoch(): number;
   /** The batches of `epoch` from `startStep` on, in order; exactly what an uninterrupted run yields. */
   epoch(epoch: number, startStep?: number): AsyncIterable<Batch>;
+  /**
+   * A hint that epoch(epoch, startStep) comes next: a feed that produces ahead may start now.
+   * The trainer gives it as soon as it knows where it starts, before it builds its model.
+   */
+  prefetch?(epoch: number, startStep: number): void;
   close(): Promise<void>;
 }

@@ -160,8 +160,11 @@ export function resolveOut(options: TrainConfig): TrainConfig {
   return options.resume && options.out === options.resume ? { ...options, out: runDirFor(options.resume) } : options;
 }
 
-/** Builds the run: model, optimizer, schedule, and the position (0, or the checkpoint's). */
-export function setUpRun(o: TrainConfig, info: DatasetInfo, stepsPerEpoch: number): TrainRun {
+/**
+ * Builds the run: model, optimizer, schedule, and the position (0, or `o.resume`'s checkpoint's).
+ * `onStart` learns the position before the model is built, so a feed can start producing then.
+ */
+export function setUpRun(o: TrainConfig, info: DatasetInfo, stepsPerEpoch: number, onStart?: (epoch: number, step: number) => void): TrainRun {
   const ft = o.finetune;
   const source = ft ? resolvePretrained(ft.checkpoint) : null;
   const config = withInputs(source ? finetuneConfigFor(o, source, info) : modelConfigFor(o, info), info);
@@ -171,6 +174,7 @@ export function setUpRun(o: TrainConfig, info: DatasetInfo, stepsPerEpoch: numbe
     throw new TrainError(o.out, 'already holds a checkpoint: pass --resume to continue it, or choose another --out');
   }
   if (resumed) checkResumable(resumed, o, config, stepsPerEpoch);
+  onStart?.(resumed?.state.epoch ?? 0, resumed?.state.step ?? 0);
 
   // A new fine-tuning run: the checkpoint's body and a new seeded head. A resumed run takes
   // every weight from its own checkpoint below.

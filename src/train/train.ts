@@ -157,7 +157,10 @@ export async function train(options: TrainConfig, feeds: TrainFeeds, runtime: Tr
   const log = runtime.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const o = resolveOut(options);
   if (feeds.val) checkSameShape('validation data', feeds.train.info, feeds.val.info);
-  const run = setUpRun(o, feeds.train.info, feeds.train.stepsPerEpoch());
+  const run = setUpRun(o, feeds.train.info, feeds.train.stepsPerEpoch(), (epoch, step) => {
+    // A run resumed at its end trains nothing: nothing to prefetch.
+    if (epoch < o.epochs) feeds.train.prefetch?.(epoch, step);
+  });
   try {
     mkdirSync(o.out, { recursive: true });
     const metrics = new MetricsLog(join(o.out, 'metrics.jsonl'));

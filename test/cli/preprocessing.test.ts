@@ -96,6 +96,18 @@ t.test('pre-trained: val top-1 during training = eval = PyTorch; config.json rec
   t.equal(hits(ev.top1, 64), hits(summary.lastEval.top1, 64), 'eval = the val top-1 printed during training');
   if (py) t.equal(pythonHits(out, VAL), hits(ev.top1, 64), 'the PyTorch example = eval');
   else t.comment('skip PyTorch comparison: no python3 with torch and numpy');
+
+  // --in-memory: train and val shards each loaded (and reported) once; the same model.
+  const mem = join(root, 'pre-in-memory');
+  const m = captureIo();
+  const memCode = await runTrainCli(
+    ['--data', TRAIN, '--val', VAL, '--epochs', '3', '--lr', '3e-3', '--out', mem, ...COMMON, '--in-memory'],
+    (o) => openTrainFeeds(o, o.res, PRETRAIN_AUGMENT, (line) => m.stderr(`${line}\n`)),
+    m,
+  );
+  t.equal(memCode, 0, m.err.join(''));
+  t.equal(m.err.join('').match(/shards into memory: 100% of/g)?.length, 2, 'the training and the validation shards');
+  t.ok(readFileSync(join(mem, 'model.safetensors')).equals(readFileSync(join(out, 'model.safetensors'))), 'the same weights, bit for bit');
 });
 
 t.test("fine-tuned: the new dataset's statistics, recorded; val top-1 = eval = PyTorch", async (t) => {

@@ -7,13 +7,23 @@ export const SHAPE = { channels: 3, res: 4, numClasses: 5 };
 const TRAIN = syntheticArrays(96, SHAPE.channels, SHAPE.res, SHAPE.numClasses, 1);
 const VAL = syntheticArrays(40, SHAPE.channels, SHAPE.res, SHAPE.numClasses, 2);
 
-export function feedsFor(o: TrainConfig, hooks: { onBatch?: (b: Batch) => void } = {}): { train: DataFeed; val: DataFeed } {
+export interface FeedHooks {
+  onBatch?: (b: Batch) => void;
+  /** Every epoch() and prefetch() call on the training feed, in order. */
+  calls?: string[];
+}
+
+export function feedsFor(o: TrainConfig, hooks: FeedHooks = {}): { train: DataFeed; val: DataFeed } {
   const train = new MemoryFeed({ ...TRAIN, ...SHAPE, batchSize: microBatchSize(o), shuffle: true, seed: o.seed });
   const watched: DataFeed = {
     info: train.info,
     stepsPerEpoch: () => train.stepsPerEpoch(),
     close: () => train.close(),
+    prefetch(e, start) {
+      hooks.calls?.push(`prefetch ${e} ${start}`);
+    },
     epoch(e, start) {
+      hooks.calls?.push(`epoch ${e} ${start ?? 0}`);
       const inner = train.epoch(e, start);
       return {
         async *[Symbol.asyncIterator]() {

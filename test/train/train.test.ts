@@ -147,6 +147,19 @@ t.test('Ctrl-C mid-accumulation: checkpoint at the last update, resume continues
   t.same([eb['train_loss'], eb['train_top1'], eb['val_loss']], [ea['train_loss'], ea['train_top1'], ea['val_loss']], 'epoch metrics survive the interruption');
 });
 
+t.test('the trainer hints where it starts (prefetch) before its first epoch() call, resumed runs too', async (t) => {
+  const out = tempDir(t);
+  const o = smallOptions(out, { optimizer: 'adamw', accum: 2, maxSteps: 5 });
+  const fresh: string[] = [];
+  await train(o, feedsFor(o, { calls: fresh }), quiet);
+  t.same(fresh, ['prefetch 0 0', 'epoch 0 0'], 'a new run starts at epoch 0, step 0');
+  // Stopped after 5 updates of 2 micro-batches: epoch 0, step 10 of 12.
+  const r = smallOptions(out, { optimizer: 'adamw', accum: 2, maxSteps: 8, resume: out });
+  const resumed: string[] = [];
+  await train(r, feedsFor(r, { calls: resumed }), quiet);
+  t.same(resumed.slice(0, 3), ['prefetch 0 10', 'epoch 0 10', 'epoch 1 0'], 'a resumed run, at its checkpoint');
+});
+
 t.test('gradient accumulation: 2 x 8 equals one batch of 16 (SGD, no MixUp)', async (t) => {
   const over = { optimizer: 'sgd' as const, mixup: 0, clip: 0, epochs: 1, maxSteps: 3 };
   const a = tempDir(t);

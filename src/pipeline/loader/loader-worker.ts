@@ -58,13 +58,14 @@ function readSample(i: number): { label: Uint8Array; image: Uint8Array } {
   const end = Math.max(lo + ls, io + is);
   const span = end - start;
   if (start < 0) throw readRangeError(table, i, 'no room for a tar header before it');
+  // Before either way of reading, so that both replace the same samples.
+  if (span > 1 << 26) throw new Error(`sample spans ${span} bytes: label and image members are far apart`);
   const whole = shardMemory?.[table.shard[i]!];
   if (whole !== undefined) {
     if (end > whole.length) throw readRangeError(table, i, `the shard ends first (${whole.length} bytes, the sample ends at ${end})`);
     checkSampleMembers(table, i, whole, 0);
     return { label: whole.subarray(lo, lo + ls), image: whole.subarray(io, io + is) };
   }
-  if (span > 1 << 26) throw new Error(`sample spans ${span} bytes: label and image members are far apart`);
   if (readBuf.length < span) readBuf = Buffer.allocUnsafe(span * 2);
   const n = readSync(fdOf(table.shard[i]!), readBuf, 0, span, start);
   if (n !== span) throw readRangeError(table, i, `the shard ends first (read ${n} of ${span} bytes from offset ${start})`);

@@ -1,6 +1,7 @@
 // The loader: plans batches, has piscina threads fill them in place in a shared-memory ring of
 // msgpack frames, and hands the trainer zero-copy views in order. The main thread only writes
 // frame headers and dispatches tasks; it never touches pixels.
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { Batch, DataFeed, DatasetInfo, FeedNormalization, ReplacedSamples } from '../../shared/data-feed.ts';
@@ -86,18 +87,25 @@ interface Run {
   consumed: number;
   settled: boolean;
   producer: Promise<void>;
+  /** Taken by an epoch() call (a prefetched run waits unclaimed in `ahead`). */
+  claimed: boolean;
+  /** The next epoch's run was started after this one (at most once). */
+  chained: boolean;
 }
 
 export class LoaderError extends Error {
   override name = 'LoaderError';
 }
 
-async function shardMemoryFor(dataset: OpenedDataset, how: LoaderOptions['inMemory']): Promise<ShardMemory | undefined> {
+async function shardMemoryFor(dataset: OpenedDataset, how: LoaderOptions['inMemory'], ringBytes: number): Promise<ShardMemory | undefined> {
   if (!how) return undefined;
   const paths = dataset.table.shardPaths;
-  if (how === true || !('buffers' in how)) return loadShardsIntoMemory(paths, how === true ? {} : how);
-  if (how.paths.length !== paths.length || how.paths.some((p, s) => p !== paths[s])) {
-    throw new LoaderError(`the shards held in memory (${how.paths.length}, from ${how.paths[0]}) are not this dataset's (${paths.length}, from ${paths[0]})`);
+  if (how === true || !('buffers' in how)) return loadShardsIntoMemory(paths, { reserve: ringBytes, ...(how === true ? {} : how) });
+  const sizes = paths.map((p) => statSync(p).size);
+  if (how.paths.length !== paths.length || how.paths.some((p, s) => p !== paths[s] || how.buffers[s]!.byteLength !== sizes[s])) {
+    throw new LoaderError(
+      `the shards held in memory (${how.paths.length}, from ${how.paths[0]}) are not this dataset's (${paths.length}, from ${paths[0]}), or changed since`,
+    );
   }
   return how;
 }
@@ -120,6 +128,51 @@ function normalisationStats(d: OpenedDataset, how: Normalize | { mean: number[];
   if (how === 'imagenet' && c === 3) return { mean: IMAGENET_MEAN, std: IMAGENET_STD, source: 'imagenet' };
   if (d.mean && d.std && d.mean.length === c && d.std.every((s) => s > 0)) return { mean: d.mean, std: d.std, source: 'dataset' };
   return c === 3 ? { mean: IMAGENET_MEAN, std: IMAGENET_STD, source: 'imagenet' } : { mean: [127.5], std: [127.5], source: 'explicit' };
+}
+
+interface LoaderShape {
+  plan: PlanConfig;
+  format: LoaderFormat;
+  info: DatasetInfo;
+  slots: number;
+  slotBytes: number;
+}
+
+/** The plan, the frame format and the ring's size from the options: every check but the data's. */
+function loaderShape(dataset: OpenedDataset, o: LoaderOptions): LoaderShape {
+  const table = dataset.table;
+  const plan: PlanConfig = { numSamples: table.count, batchSize: o.batchSize, seed: o.seed ?? 0, rank: o.rank ?? 0, world: o.world ?? 1, mode: o.mode };
+  checkPlan(plan);
+  const res = o.res ?? dataset.resolution ?? 64;
+  const stats = normalisationStats(dataset, o.normalize ?? 'dataset');
+  const format: LoaderFormat = {
+    res,
+    channels: dataset.channels,
+    mode: o.noAugment ? 'eval' : (o.transform ?? o.mode),
+    augment: checkAugment(o.augment ?? PRETRAIN_AUGMENT),
+    evalCropFraction: o.evalCropFraction ?? 1,
+    seed: plan.seed,
+    mean: stats.mean,
+    std: stats.std,
+    dtype: o.frameDtype ?? 'float32',
+  };
+  const info: DatasetInfo = {
+    numSamples: table.count,
+    numClasses: dataset.numClasses,
+    classes: dataset.classes,
+    channels: dataset.channels,
+    res,
+    normalization: stats,
+  };
+  const slotBytes = maxFrameBytes({
+    n: o.batchSize,
+    channels: dataset.channels,
+    height: res,
+    width: res,
+    maxKeyBytes: table.maxKeyBytes(),
+    dtype: format.dtype,
+  });
+  return { plan, format, info, slots: o.slots ?? 3, slotBytes };
 }
 
 export class Loader implements DataFeed {
@@ -150,41 +203,17 @@ export class Loader implements DataFeed {
   private constructor(
     private readonly dataset: OpenedDataset,
     private readonly o: LoaderOptions,
+    shape: LoaderShape,
     private readonly shardMemory: ShardMemory | undefined,
+    /** The shards are another loader's (LoaderOptions.inMemory given a ShardMemory). */
+    private readonly sharedShards: boolean,
   ) {
     const table = dataset.table;
-    this.plan = { numSamples: table.count, batchSize: o.batchSize, seed: o.seed ?? 0, rank: o.rank ?? 0, world: o.world ?? 1, mode: o.mode };
-    checkPlan(this.plan);
-    const res = o.res ?? dataset.resolution ?? 64;
-    const stats = normalisationStats(dataset, o.normalize ?? 'dataset');
-    this.format = {
-      res,
-      channels: dataset.channels,
-      mode: o.noAugment ? 'eval' : (o.transform ?? o.mode),
-      augment: checkAugment(o.augment ?? PRETRAIN_AUGMENT),
-      evalCropFraction: o.evalCropFraction ?? 1,
-      seed: this.plan.seed,
-      mean: stats.mean,
-      std: stats.std,
-      dtype: o.frameDtype ?? 'float32',
-    };
-    this.info = {
-      numSamples: table.count,
-      numClasses: dataset.numClasses,
-      classes: dataset.classes,
-      channels: dataset.channels,
-      res,
-      normalization: stats,
-    };
-    this.slotBytes = maxFrameBytes({
-      n: o.batchSize,
-      channels: dataset.channels,
-      height: res,
-      width: res,
-      maxKeyBytes: table.maxKeyBytes(),
-      dtype: this.format.dtype,
-    });
-    this.ring = Ring.create({ slots: o.slots ?? 3, slotBytes: this.slotBytes });
+    this.plan = shape.plan;
+    this.format = shape.format;
+    this.info = shape.info;
+    this.slotBytes = shape.slotBytes;
+    this.ring = Ring.create({ slots: shape.slots, slotBytes: this.slotBytes });
     const workers = o.workers ?? availableParallelism();
     this.taskRows = o.taskRows ?? Math.max(256, Math.ceil(o.batchSize / workers));
     this.remaining = new Int32Array(new SharedArrayBuffer(4 * this.ring.slots));
@@ -209,7 +238,10 @@ export class Loader implements DataFeed {
   static async open(o: LoaderOptions): Promise<Loader> {
     const dataset = await openDataset(o.data, { ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}), verify: o.verify ?? false });
     try {
-      return new Loader(dataset, o, await shardMemoryFor(dataset, o.inMemory));
+      // Every option checked (and the ring sized) before a possibly long load of the shards.
+      const shape = loaderShape(dataset, o);
+      const memory = await shardMemoryFor(dataset, o.inMemory, shape.slots * shape.slotBytes);
+      return new Loader(dataset, o, shape, memory, memory !== undefined && typeof o.inMemory === 'object' && 'buffers' in o.inMemory);
     } catch (e) {
       dataset.release();
       throw e;
@@ -226,7 +258,8 @@ export class Loader implements DataFeed {
     return {
       ringBytes: this.ring.bytes,
       tableBytes: this.dataset.table.bytes,
-      shardBytes: this.shardMemory?.bytes ?? 0,
+      // Counted by the loader that loaded them.
+      shardBytes: this.sharedShards ? 0 : (this.shardMemory?.bytes ?? 0),
       slots: this.ring.slots,
       slotBytes: this.slotBytes,
     };
@@ -238,7 +271,7 @@ export class Loader implements DataFeed {
       `loader: ${this.info.numSamples} samples, ${this.plan.mode} batches of ${this.plan.batchSize} at ${this.format.channels}x${this.format.res}x${this.format.res} ${this.format.dtype}, ` +
       `${this.pool.options.maxThreads} workers; shared memory ${m.slots} slots x ${(m.slotBytes / 2 ** 20).toFixed(1)} MiB = ${(m.ringBytes / 2 ** 20).toFixed(1)} MiB ring + ${(m.tableBytes / 2 ** 20).toFixed(1)} MiB sample table` +
       (this.shardMemory
-        ? ` + ${(this.shardMemory.bytes / 2 ** 20).toFixed(1)} MiB shards in memory (loaded in ${this.shardMemory.seconds.toFixed(1)} s)`
+        ? ` + ${(this.shardMemory.bytes / 2 ** 20).toFixed(1)} MiB shards in memory (${this.sharedShards ? 'shared with another loader' : `loaded in ${this.shardMemory.seconds.toFixed(1)} s`})`
         : '') +
       (this.dataset.cache ? `; ${describeCacheStats(this.dataset.cache)}` : '')
     );
@@ -248,19 +281,38 @@ export class Loader implements DataFeed {
     return stepsPerEpoch(this.plan);
   }
 
-  async *epoch(epoch: number, startStep = 0): AsyncGenerator<LoaderBatch> {
-    if (this.closed) throw new LoaderError('loader is closed');
+  /**
+   * Starts producing `epoch` from `startStep` before epoch() asks for it (the trainer calls this
+   * before building its model, so the first batches are made meanwhile). Nothing happens once
+   * production has started; an epoch() call for anything else drops what this produced.
+   */
+  prefetch(epoch: number, startStep = 0): void {
+    this.checkStart(startStep);
+    if (this.closed || this.latest !== null) return;
+    this.ahead = this.startRun(epoch, startStep, false);
+  }
+
+  private checkStart(startStep: number): void {
     const steps = this.stepsPerEpoch();
     if (!Number.isInteger(startStep) || startStep < 0 || startStep > steps)
       throw new LoaderError(`start step ${startStep} out of range: epoch has ${steps} steps`);
+  }
+
+  async *epoch(epoch: number, startStep = 0): AsyncGenerator<LoaderBatch> {
+    if (this.closed) throw new LoaderError('loader is closed');
+    this.checkStart(startStep);
+    const steps = this.stepsPerEpoch();
     const ahead = this.ahead;
     this.ahead = null;
     let run: Run;
     if (ahead && ahead.epoch === epoch && ahead.start === startStep) {
       run = ahead;
+      run.claimed = true;
+      // A prefetched run that finished producing before it was claimed chains the next now.
+      if (run.settled) this.chainNext(run);
     } else {
       if (ahead) await this.drain(ahead);
-      run = this.startRun(epoch, startStep);
+      run = this.startRun(epoch, startStep, true);
     }
     try {
       for (let step = startStep; step < steps; step++) {
@@ -284,28 +336,35 @@ export class Loader implements DataFeed {
    * next epoch's run starts at once (the trainer asks for it next), so no epoch begins with an
    * empty ring; if something else is asked for, that speculative run is drained and dropped.
    */
-  private startRun(epoch: number, start: number): Run {
-    const run: Run = { epoch, start, cancelled: false, produced: 0, consumed: 0, settled: false, producer: Promise.resolve() };
+  private startRun(epoch: number, start: number, claimed: boolean): Run {
+    const run: Run = { epoch, start, cancelled: false, produced: 0, consumed: 0, settled: false, producer: Promise.resolve(), claimed, chained: false };
     this.latest = run;
     run.producer = this.produce(epoch, start, this.stepsPerEpoch(), run).finally(() => {
       run.settled = true;
     });
     run.producer.then(
-      () => {
-        const next = epoch + 1;
-        if (
-          !run.cancelled &&
-          !this.closed &&
-          this.latest === run &&
-          this.plan.mode === 'train' &&
-          (this.o.lastEpoch === undefined || next <= this.o.lastEpoch)
-        ) {
-          this.ahead = this.startRun(next, 0);
-        }
-      },
+      // Unclaimed (prefetched, still in `ahead`), it chains when epoch() claims it.
+      () => run.claimed && this.chainNext(run),
       () => undefined,
     );
     return run;
+  }
+
+  /** Starts the next epoch's run after a claimed train run has dispatched its last batch. */
+  private chainNext(run: Run): void {
+    const next = run.epoch + 1;
+    if (
+      run.chained ||
+      run.cancelled ||
+      this.closed ||
+      this.latest !== run ||
+      this.plan.mode !== 'train' ||
+      (this.o.lastEpoch !== undefined && next > this.o.lastEpoch)
+    ) {
+      return;
+    }
+    run.chained = true;
+    this.ahead = this.startRun(next, 0, false);
   }
 
   /** Stops a run and consumes what it already produced, so the ring's next sequence is clean. */

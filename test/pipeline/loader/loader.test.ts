@@ -318,6 +318,44 @@ t.test('the next epoch produced ahead is exactly what a fresh loader gives; unus
   t.same(again, seq[0]);
 });
 
+t.test('prefetch: the frames are made before epoch() asks, and are exactly its frames; a wrong guess is dropped', async (t) => {
+  const reference = await Loader.open(opts());
+  const expected = (await collect(reference, 2, 1)).map((s) => s.frame.toString('hex'));
+  const other = (await collect(reference, 0)).map((s) => s.frame.toString('hex'));
+  const next = (await collect(reference, 1)).map((s) => s.frame.toString('hex'));
+  await reference.close();
+
+  const loader = await Loader.open(opts());
+  t.teardown(() => loader.close());
+  t.equal(loader.ring.stats().published, 0, 'nothing made at open');
+  loader.prefetch(2, 1);
+  const t0 = Date.now();
+  while (loader.ring.stats().published < loader.ring.slots && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 10));
+  t.equal(loader.ring.stats().published, loader.ring.slots, 'the ring filled before any epoch() call');
+  t.same(
+    (await collect(loader, 2, 1)).map((s) => s.frame.toString('hex')),
+    expected,
+    'the prefetched epoch',
+  );
+
+  const guessed = await Loader.open(opts());
+  t.teardown(() => guessed.close());
+  guessed.prefetch(2, 1);
+  t.same(
+    (await collect(guessed, 0)).map((s) => s.frame.toString('hex')),
+    other,
+    'another epoch asked for: the prefetched frames are dropped',
+  );
+  // Epoch 1 is already being made ahead: a later hint changes nothing.
+  guessed.prefetch(5, 0);
+  t.same(
+    (await collect(guessed, 1)).map((s) => s.frame.toString('hex')),
+    next,
+    'a hint after production has started changes nothing',
+  );
+  t.throws(() => guessed.prefetch(0, 99), /start step 99 out of range: epoch has 4 steps/);
+});
+
 t.test('eval order with train transforms: each epoch is another random view of the same images', async (t) => {
   const tta = await Loader.open(opts({ mode: 'eval', transform: 'train', batchSize: 100 }));
   const plain = await Loader.open(opts({ mode: 'eval', batchSize: 100 }));

@@ -2,7 +2,7 @@
 // workers read samples from the files or view them in memory, for raw, JPEG and PNG members (the
 // last through sharp), float32 and uint8, train and eval; it refuses up front, naming the sizes,
 // when the shards do not fit; and loadShardsIntoMemory holds exactly the files' bytes.
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { Loader, type LoaderOptions } from '../../../src/pipeline/loader/loader.ts';
@@ -108,15 +108,34 @@ t.test("a second loader shares the first one's shards (serve --ranks); another d
     t.same(held.paths, shardsOf(data));
     const b = await Loader.open({ ...o, rank: 1, inMemory: held });
     t.equal(b.heldShards, held, 'the same buffers, not a copy');
+    t.equal(b.memory.shardBytes, 0, 'counted once, by the loader that loaded them');
+    t.match(b.describe(), /MiB shards in memory \(shared with another loader\)/);
     await b.close();
     t.same(await frames({ ...o, rank: 1, inMemory: held }, 2), await frames({ ...o, rank: 1 }, 2), 'the frames of a loader reading the files');
     await t.rejects(Loader.open({ ...o, data: join(dir, 'jpeg'), inMemory: held }), {
       name: 'LoaderError',
-      message: /^the shards held in memory \(3, from .*raw\/train-000000\.tar\) are not this dataset's \(3, from .*jpeg\/train-000000\.tar\)$/,
+      message: /^the shards held in memory \(3, from .*raw\/train-000000\.tar\) are not this dataset's \(3, from .*jpeg\/train-000000\.tar\), or changed since$/,
+    });
+    // The same paths, one shard rewritten with another size since: refused too.
+    const copy = join(dir, 'raw-copy');
+    cpSync(data, copy, { recursive: true });
+    const c = await Loader.open({ ...o, data: copy, inMemory: true });
+    const copyHeld = c.heldShards!;
+    await c.close();
+    const grown = join(copy, 'train-000001.tar');
+    appendFileSync(grown, Buffer.alloc(512));
+    await t.rejects(Loader.open({ ...o, data: grown, inMemory: { ...copyHeld, paths: [grown], buffers: [copyHeld.buffers[1]!] } }), {
+      name: 'LoaderError',
+      message: /or changed since$/,
     });
   } finally {
     await a.close();
   }
+  // A loader keeps working on shards whose first loader has closed.
+  const first = await Loader.open({ ...o, rank: 1, inMemory: true });
+  const held = first.heldShards!;
+  await first.close();
+  t.same(await frames({ ...o, rank: 1, inMemory: held }, 3), await frames({ ...o, rank: 1 }, 3), 'after the loader that loaded them closed');
 });
 
 t.test('shards that do not fit: refused at open, naming what they need and what is available', async (t) => {
@@ -158,5 +177,19 @@ t.test('loadShardsIntoMemory: each buffer is its file, progress reaches the tota
     'progress only grows',
   );
   t.same(seen.at(-1), [m.bytes, m.bytes]);
-  await t.rejects(loadShardsIntoMemory([join(dir, 'missing.tar')]), { code: 'ENOENT' });
+  const missing = join(dir, 'missing.tar');
+  await t.rejects(loadShardsIntoMemory([paths[0]!, missing]), {
+    name: 'ShardMemoryError',
+    file: missing,
+    message: new RegExp(`^${missing}: cannot stat it: ENOENT`),
+  });
+  // A folder where a shard should be: stat works, reading fails; the error names it.
+  const folder = join(dir, 'raw');
+  const stopped: number[] = [];
+  await t.rejects(loadShardsIntoMemory([folder], { onProgress: (l) => stopped.push(l) }), {
+    name: 'ShardMemoryError',
+    file: folder,
+    message: /cannot read it at byte 0: EISDIR/,
+  });
+  t.same(stopped, [], 'no progress reported for it');
 });
