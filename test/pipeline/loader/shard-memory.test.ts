@@ -114,7 +114,8 @@ t.test("a second loader shares the first one's shards (serve --ranks); another d
     t.same(await frames({ ...o, rank: 1, inMemory: held }, 2), await frames({ ...o, rank: 1 }, 2), 'the frames of a loader reading the files');
     await t.rejects(Loader.open({ ...o, data: join(dir, 'jpeg'), inMemory: held }), {
       name: 'LoaderError',
-      message: /^the shards held in memory \(3, from .*raw\/train-000000\.tar\) are not this dataset's \(3, from .*jpeg\/train-000000\.tar\), or changed since$/,
+      message:
+        /^the shards held in memory \(3, from .*raw\/train-000000\.tar\) are not this dataset's \(3, from .*jpeg\/train-000000\.tar\), or changed since$/,
     });
     // The same paths, one shard rewritten with another size since: refused too.
     const copy = join(dir, 'raw-copy');
