@@ -1,7 +1,6 @@
 // The eval command without its data plumbing (the caller passes the feed factory): loads a
 // model, scores it on a dataset with centre crops, optionally with test-time augmentation and
 // ImageNet ReaL labels, and reports on stderr (human) and stdout (one JSON line).
-import { IN_MEMORY_HELP } from './in-memory.ts';
 import { availableParallelism } from 'node:os';
 import { Mlp, type ModelConfig } from '../model/mlp.ts';
 import type { LoaderOptions } from '../pipeline/loader/loader.ts';
@@ -12,6 +11,7 @@ import { blasThreadsFor } from '../train/blas/cblas.ts';
 import { FRAME_DTYPE_CHOICES, FRAME_DTYPE_HELP, type FrameDtypeChoice } from '../train/frame-dtype.ts';
 import { EvalError, predict, predictTta, readRealLabels, scoreReal, type RealScore } from '../train/predict.ts';
 import { loadPretrained, resolvePretrained } from '../train/pretrained.ts';
+import { IN_MEMORY_HELP } from './in-memory.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
 import type { AugmentSettings } from '../pipeline/augment/settings.ts';
 import type { OpenEvalFeed } from './feeds.ts';

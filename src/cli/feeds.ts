@@ -2,7 +2,6 @@
 // Loader.open that fix the order, the transform and the resolution. The loader upscales
 // datasets stored smaller than `res`. Here the layers meet: the pipeline's loader implements the
 // shared DataFeed contract that the trainer consumes.
-import { inMemoryOption } from './in-memory.ts';
 import type { AugmentSettings } from '../pipeline/augment/settings.ts';
 import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
 import type { ShardMemory } from '../pipeline/loader/shard-memory.ts';
@@ -12,6 +11,7 @@ import type { DataFeed } from '../shared/data-feed.ts';
 import { microBatchSize } from '../train/config.ts';
 import { resolveFrameDtype, type FrameDtypeChoice } from '../train/frame-dtype.ts';
 import type { TrainFeeds } from '../train/train.ts';
+import { inMemoryOption } from './in-memory.ts';
 import type { TrainFlags } from './train-flags.ts';
 
 /**

@@ -1,12 +1,12 @@
 // The finetune command without its data plumbing (the caller plugs the feeds in, as for train):
 // options with the paper's fine-tuning defaults, the checkpoint's resolution and architecture,
 // --help, --dry-run, usage errors, then the shared training loop.
-import { IN_MEMORY_HELP } from './in-memory.ts';
 import { parseArch } from '../model/arch.ts';
 import { DEFAULTS, FINETUNE_MODES, type FinetuneSpec } from '../train/config.ts';
 import { FRAME_DTYPE_HELP } from '../train/frame-dtype.ts';
 import { resolvePretrained } from '../train/pretrained.ts';
 import type { TrainFeeds } from '../train/train.ts';
+import { IN_MEMORY_HELP } from './in-memory.ts';
 import { EXIT, runCommand, UsageError } from './command.ts';
 import { FINETUNE_AUGMENT, ratioProblem, scaleProblem, type AugmentSettings } from '../pipeline/augment/settings.ts';
 import { MAX_WORKERS, nonNeg, num, oneOf, pair, str, type OptionSpec, type Raw } from './flags.ts';

@@ -1,11 +1,11 @@
 // npm run loader -- serve ...: publishes batch frames over ZeroMQ (see "Serving frames" in the
 // README for the protocol). One loader per rank served; Ctrl-C stops cleanly.
-import { IN_MEMORY_HELP, inMemoryOption } from './in-memory.ts';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
 import { FrameServer } from '../pipeline/serve/server.ts';
 import { parseRanks, resolveRank } from '../shared/launcher-env.ts';
+import { IN_MEMORY_HELP, inMemoryOption } from './in-memory.ts';
 import { UsageError } from './command.ts';
 
 export const SERVE_HELP = `Usage: npm run loader -- serve --data <index.json|dir|shard urls> --bind <endpoint> [options]

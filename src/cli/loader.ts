@@ -1,11 +1,11 @@
 // npm run loader -- dump ...: writes the first K batch frames of epoch 0 back to back into one
 // file, exactly as they sit in the ring (each a complete msgpack document).
-import { IN_MEMORY_HELP, inMemoryOption } from './in-memory.ts';
 import { open, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { Loader, type LoaderOptions } from '../pipeline/loader/loader.ts';
 import { resolvePretrained } from '../train/pretrained.ts';
 import { LauncherEnvError, resolveRank } from '../shared/launcher-env.ts';
+import { IN_MEMORY_HELP, inMemoryOption } from './in-memory.ts';
 import { defaultIo, EXIT, runCommand, UsageError, withInterrupt } from './command.ts';
 import { MAX_WORKERS, nonNegInt, num, oneOf, optionalNum, parseFlags, positiveInt, str, workerCount, type OptionSpec, type Raw } from './flags.ts';
 import { serveMain } from './loader-serve.ts';

@@ -1,6 +1,5 @@
 // The train command's flags: the training configuration (src/train/config.ts) plus what only a
 // command line has (data paths, backend, worker threads, --dry-run, --quiet), with --help.
-import { IN_MEMORY_HELP } from './in-memory.ts';
 import { availableParallelism } from 'node:os';
 import { parseArch } from '../model/arch.ts';
 import { BACKEND_ORDER, type BackendChoice } from '../train/backend.ts';
@@ -9,6 +8,7 @@ import { FRAME_DTYPE_CHOICES, FRAME_DTYPE_HELP, type FrameDtypeChoice } from '..
 import { MIXUP_PARTNERS } from '../train/mixup.ts';
 import { OPTIMIZER_NAMES } from '../train/optim/index.ts';
 import { SCHEDULE_NAMES } from '../train/schedule.ts';
+import { IN_MEMORY_HELP } from './in-memory.ts';
 import { UsageError } from './command.ts';
 import {
   MAX_WORKERS,

@@ -3,10 +3,11 @@
 // last through sharp), float32 and uint8, train and eval; it refuses up front, naming the sizes,
 // when the shards do not fit; and loadShardsIntoMemory holds exactly the files' bytes.
 import { appendFileSync, cpSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Loader, type LoaderOptions } from '../../../src/pipeline/loader/loader.ts';
-import { loadShardsIntoMemory, ShardMemoryError } from '../../../src/pipeline/loader/shard-memory.ts';
+import { availableMemory, loadShardsIntoMemory, ShardMemoryError } from '../../../src/pipeline/loader/shard-memory.ts';
 import type { Encoding } from '../../../src/pipeline/shard/task.ts';
 import { runShardJob } from '../../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
@@ -193,4 +194,24 @@ t.test('loadShardsIntoMemory: each buffer is its file, progress reaches the tota
     message: /cannot read it at byte 0: EISDIR/,
   });
   t.same(stopped, [], 'no progress reported for it');
+});
+
+t.test('under a memory limit (a container, a Slurm job), the limit less what the process uses is what is available', async (t) => {
+  const original = process.constrainedMemory;
+  t.teardown(() => {
+    process.constrainedMemory = original;
+  });
+  t.ok(availableMemory() > 0, 'unconstrained here: what the OS reports');
+  t.ok(availableMemory() <= totalmem());
+  // A limit below what this process already holds: nothing is available.
+  process.constrainedMemory = () => 1 << 20;
+  t.equal(availableMemory(), 0);
+  const data = join(dir, 'raw');
+  await t.rejects(loadShardsIntoMemory(shardsOf(data)), {
+    name: 'ShardMemoryError',
+    message: /holding the 3 shards in memory needs [\d.]+ MiB, and 0\.0 MiB is available/,
+  });
+  // A limit above the machine's memory is no limit.
+  process.constrainedMemory = () => totalmem() * 2;
+  t.equal(availableMemory() > 0, true);
 });
