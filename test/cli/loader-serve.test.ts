@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
@@ -34,6 +34,26 @@ function loaderCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): { code:
   const r = spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8', cwd: root, env, timeout: 120_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+/** A `loader serve` process, once it has printed its first line (what it serves). */
+async function startServe(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ p: ChildProcessWithoutNullStreams; line: string; stderr: () => string; exited: Promise<number | null> }> {
+  const p = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', ...args], { cwd: root, env, stdio: 'pipe' });
+  let stderr = '';
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => p.on('exit', (code) => resolve(code)));
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(out.split('\n')[0]!);
+    });
+    p.on('exit', () => reject(new Error(`serve exited: ${stderr}`)));
+  });
+  return { p, line, stderr: () => stderr, exited };
+}
+
 function frames(file: string): ReturnType<typeof readFrame>[] {
   const bytes = readFileSync(file);
   const out = [];
@@ -113,31 +133,17 @@ t.test('serve: frames as dump writes them, rank from the environment, Ctrl-C sto
   ]);
   t.equal(dumped.code, 0, dumped.stderr);
   const expected = readFileSync(join(dir, 'd.bin'));
-  const p = spawn(
-    process.execPath,
-    ['--import', 'tsx', cli, 'serve', '--data', data, '--bind', 'tcp://127.0.0.1:*', '--batch-size', '5', '--seed', '3', '--workers', '1', '--epochs', '1'],
-    {
-      cwd: root,
-      env: { ...cleanEnv(), SLURM_PROCID: '1', SLURM_NTASKS: '2' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let stderr = '';
-  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => p.on('exit', (code) => resolve(code)));
-  const line = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('\n')) resolve(out.split('\n')[0]!);
-    });
-    p.on('exit', () => reject(new Error(`serve exited: ${stderr}`)));
+  const serve = await startServe(['--data', data, '--bind', 'tcp://127.0.0.1:*', '--batch-size', '5', '--seed', '3', '--workers', '1', '--epochs', '1'], {
+    ...cleanEnv(),
+    SLURM_PROCID: '1',
+    SLURM_NTASKS: '2',
   });
+  const { p, line, exited } = serve;
   const info = JSON.parse(line) as { serving: string[]; ranks: number[]; world: number; steps_per_epoch: number };
   t.same(info.ranks, [1]);
   t.equal(info.world, 2);
   t.equal(info.steps_per_epoch, 10);
-  t.match(stderr, /ranks 1 of 2 \(SLURM_PROCID=1 SLURM_NTASKS=2\)/);
+  t.match(serve.stderr(), /ranks 1 of 2 \(SLURM_PROCID=1 SLURM_NTASKS=2\)/);
   const c = new ServeClient(info.serving[0]!, { receiveTimeoutMs: 20_000 });
   const ready = await c.hello({ world: 2 });
   t.equal(ready.rank, 1);
@@ -148,8 +154,8 @@ t.test('serve: frames as dump writes them, rank from the environment, Ctrl-C sto
   t.ok(Buffer.concat(got.slice(0, 3)).equals(expected), "the first three frames are byte-identical to dump's file");
   p.kill('SIGINT');
   t.equal(await exited, 0);
-  t.match(stderr, /SIGINT: stopping/);
-  t.match(stderr, /stopped after 10 frames/);
+  t.match(serve.stderr(), /SIGINT: stopping/);
+  t.match(serve.stderr(), /stopped after 10 frames/);
 });
 
 t.test('serve --ranks all --in-memory: one copy of the shards for both ranks, the frames dump writes', async (t) => {
@@ -174,13 +180,8 @@ t.test('serve --ranks all --in-memory: one copy of the shards for both ranks, th
     '1',
   ]);
   t.equal(dumped.code, 0, dumped.stderr);
-  const p = spawn(
-    process.execPath,
+  const serve = await startServe(
     [
-      '--import',
-      'tsx',
-      cli,
-      'serve',
       '--data',
       data,
       '--bind',
@@ -193,25 +194,20 @@ t.test('serve --ranks all --in-memory: one copy of the shards for both ranks, th
       '2',
       '--epochs',
       '1',
-    ].concat(['--world', '2', '--ranks', 'all', '--in-memory']),
-    { cwd: root, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
+      '--world',
+      '2',
+      '--ranks',
+      'all',
+      '--in-memory',
+    ],
+    cleanEnv(),
   );
-  let stderr = '';
-  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => p.on('exit', (code) => resolve(code)));
-  const line = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('\n')) resolve(out.split('\n')[0]!);
-    });
-    p.on('exit', () => reject(new Error(`serve exited: ${stderr}`)));
-  });
+  const { p, line, exited } = serve;
   const info = JSON.parse(line) as { serving: string[]; ranks: number[] };
   t.same(info.ranks, [0, 1]);
-  t.equal(stderr.match(/shards into memory: 100% of/g)?.length, 1, 'loaded once');
-  t.match(stderr, /rank 0: loader: .* MiB shards in memory/);
-  t.match(stderr, /rank 1: loader: .* MiB shards in memory/);
+  t.equal(serve.stderr().match(/shards into memory: 100% of/g)?.length, 1, 'loaded once');
+  t.match(serve.stderr(), /rank 0: loader: .* MiB shards in memory/);
+  t.match(serve.stderr(), /rank 1: loader: .* MiB shards in memory/);
   const c = new ServeClient(info.serving[0]!, { receiveTimeoutMs: 20_000 });
   await c.hello({ rank: 1, world: 2 });
   const got: Buffer[] = [];

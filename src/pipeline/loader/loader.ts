@@ -198,6 +198,8 @@ export class Loader implements DataFeed {
   private latest: Run | null = null;
   /** What the producer wrote into each in-flight frame, so the consumer never re-parses it. */
   private readonly taskRows: number;
+  /** The shards are another loader's (LoaderOptions.inMemory was a ShardMemory). */
+  private readonly sharedShards: boolean;
   private readonly written = new Map<number, { epoch: number; step: number; n: number; keys: string[]; layout: FrameLayout }>();
 
   private constructor(
@@ -205,14 +207,13 @@ export class Loader implements DataFeed {
     private readonly o: LoaderOptions,
     shape: LoaderShape,
     private readonly shardMemory: ShardMemory | undefined,
-    /** The shards are another loader's (LoaderOptions.inMemory given a ShardMemory). */
-    private readonly sharedShards: boolean,
   ) {
     const table = dataset.table;
     this.plan = shape.plan;
     this.format = shape.format;
     this.info = shape.info;
     this.slotBytes = shape.slotBytes;
+    this.sharedShards = shardMemory !== undefined && shardMemory === o.inMemory;
     this.ring = Ring.create({ slots: shape.slots, slotBytes: this.slotBytes });
     const workers = o.workers ?? availableParallelism();
     this.taskRows = o.taskRows ?? Math.max(256, Math.ceil(o.batchSize / workers));
@@ -241,7 +242,7 @@ export class Loader implements DataFeed {
       // Every option checked (and the ring sized) before a possibly long load of the shards.
       const shape = loaderShape(dataset, o);
       const memory = await shardMemoryFor(dataset, o.inMemory, shape.slots * shape.slotBytes);
-      return new Loader(dataset, o, shape, memory, memory !== undefined && typeof o.inMemory === 'object' && 'buffers' in o.inMemory);
+      return new Loader(dataset, o, shape, memory);
     } catch (e) {
       dataset.release();
       throw e;

@@ -20,6 +20,7 @@ import { encodeDaliIndex } from '../../../src/pipeline/webdataset/dali-index.ts'
 import { groupMemberInfos } from '../../../src/pipeline/webdataset/samples.ts';
 import { scanTarFile } from '../../../src/pipeline/webdataset/tar-reader.ts';
 import { tempDir } from '../../helpers/tmp.ts';
+import { epochFrames } from '../../helpers/loader-frames.ts';
 
 const RES = 16;
 const dir = tempDir(t);
@@ -53,18 +54,9 @@ const opts = (data: string, o: Partial<LoaderOptions> = {}): LoaderOptions => ({
 });
 
 async function frames(t: Test, o: LoaderOptions, epoch = 0): Promise<Buffer[]> {
-  const loader = await Loader.open(o);
-  try {
-    const out: Buffer[] = [];
-    for await (const b of loader.epoch(epoch)) {
-      out.push(Buffer.from(b.frame));
-      b.release();
-    }
-    t.equal(loader.replaced().count, 0, 'nothing replaced');
-    return out;
-  } finally {
-    await loader.close();
-  }
+  const r = await epochFrames(o, epoch);
+  t.equal(r.replaced, 0, 'nothing replaced');
+  return r.frames;
 }
 
 /** Runs epoch 0 and returns the error it fails with (and the loader's replacement count). */

@@ -9,6 +9,7 @@ import { runShardJob } from '../../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
 import { readIndex } from '../../helpers/read-shards.ts';
 import { tempDir } from '../../helpers/tmp.ts';
+import { epochFrames } from '../../helpers/loader-frames.ts';
 
 const dir = tempDir(t);
 const data = join(dir, 'ds');
@@ -37,19 +38,7 @@ const opts = (o: Partial<LoaderOptions> = {}): LoaderOptions => ({
   ...o,
 });
 
-async function frames(o: LoaderOptions, epoch: number): Promise<Buffer[]> {
-  const loader = await Loader.open(o);
-  try {
-    const out: Buffer[] = [];
-    for await (const b of loader.epoch(epoch)) {
-      out.push(Buffer.from(b.frame));
-      b.release();
-    }
-    return out;
-  } finally {
-    await loader.close();
-  }
-}
+const frames = async (o: LoaderOptions, epoch: number): Promise<Buffer[]> => (await epochFrames(o, epoch)).frames;
 
 t.test('uint8 frames: dtype, statistics, one byte a pixel, same samples and labels as float32', async (t) => {
   const u = await frames(opts(), 1);

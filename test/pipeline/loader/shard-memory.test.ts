@@ -13,6 +13,7 @@ import { runShardJob } from '../../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
 import { colourImage, rawTar } from '../../helpers/fixtures.ts';
 import { tempDir } from '../../helpers/tmp.ts';
+import { epochFrames } from '../../helpers/loader-frames.ts';
 
 const dir = tempDir(t);
 
@@ -39,19 +40,7 @@ const shardsOf = (d: string): string[] =>
     .sort()
     .map((f) => join(d, f));
 
-async function frames(o: LoaderOptions, epoch: number): Promise<Buffer[]> {
-  const loader = await Loader.open(o);
-  try {
-    const out: Buffer[] = [];
-    for await (const b of loader.epoch(epoch)) {
-      out.push(Buffer.from(b.frame));
-      b.release();
-    }
-    return out;
-  } finally {
-    await loader.close();
-  }
-}
+const frames = async (o: LoaderOptions, epoch: number): Promise<Buffer[]> => (await epochFrames(o, epoch)).frames;
 
 t.test('the same frames, byte for byte, from the files and from memory', async (t) => {
   const sets: [string, string][] = [

@@ -10,6 +10,7 @@ import { FrameServer, ServeError } from '../../../src/pipeline/serve/server.ts';
 import { runShardJob } from '../../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../../src/pipeline/sources/synthetic.ts';
 import { tempDir } from '../../helpers/tmp.ts';
+import { epochFrames } from '../../helpers/loader-frames.ts';
 
 const root = new URL('../../../', import.meta.url).pathname;
 const dir = tempDir(t, 'smlp-serve-');
@@ -46,17 +47,7 @@ const STEPS = 7;
 
 /** The frames an in-process loader gives for (rank, epoch): the reference bytes. */
 async function reference(rank: number, epoch: number, o: Partial<LoaderOptions> = {}): Promise<Buffer[]> {
-  const loader = await Loader.open(opts(rank, o));
-  try {
-    const out: Buffer[] = [];
-    for await (const b of loader.epoch(epoch)) {
-      out.push(Buffer.from(b.frame));
-      b.release();
-    }
-    return out;
-  } finally {
-    await loader.close();
-  }
+  return (await epochFrames(opts(rank, o), epoch)).frames;
 }
 const ref = new Map<string, Buffer[]>();
 for (const r of [0, 1]) for (const e of [0, 1]) ref.set(`${r}:${e}`, await reference(r, e));
