@@ -7,17 +7,16 @@
 // own seconds (its summaries, the merge included): the job-only ratio says what tasks cost beyond
 // listing. Each round also times a run of one image: the fixed cost of any run (worker pool
 // start, last shard's close), which each extra task pays once. Inputs are generated (no download).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import sharp from 'sharp';
 import { mergeShardJob } from '../src/pipeline/shard/merge.ts';
 import { LocalOutputStore } from '../src/pipeline/shard/output-store.ts';
 import { planRange, planSource, readPlan, writePlan } from '../src/pipeline/shard/plan.ts';
 import { runShardJob, type ShardJobOptions } from '../src/pipeline/shard/shard-job.ts';
 import { openSource } from '../src/pipeline/sources/open-source.ts';
-import { Rng } from '../src/shared/random.ts';
+import { makePhotos } from './synthetic-photos.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -39,33 +38,6 @@ const workers = Number(v.workers);
 const S = Number(v['samples-per-shard']);
 const tmp = mkdtempSync(join(tmpdir(), 'bench-shard-tasks-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
-
-/** ~500x375 photo-like JPEGs (gradients + noise) in 10 class folders. */
-async function makePhotos(dir: string, n: number): Promise<void> {
-  const w = 500;
-  const h = 375;
-  const raw = Buffer.alloc(w * h * 3);
-  for (let i = 0; i < n; i++) {
-    const rng = new Rng(42, i);
-    const fx = 0.01 + rng.next() * 0.05;
-    let p = 0;
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        const n0 = rng.nextUint32();
-        raw[p++] = Math.max(0, Math.min(255, 128 + 90 * Math.sin(x * fx + y * fx) + ((n0 & 63) - 32)));
-        raw[p++] = Math.max(0, Math.min(255, (x * 255) / w + (((n0 >>> 6) & 63) - 32)));
-        raw[p++] = Math.max(0, Math.min(255, (y * 255) / h + (((n0 >>> 12) & 63) - 32)));
-      }
-    }
-    mkdirSync(join(dir, `c${i % 10}`), { recursive: true });
-    writeFileSync(
-      join(dir, `c${i % 10}`, `${i}.jpg`),
-      await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
-        .jpeg({ quality: 90 })
-        .toBuffer(),
-    );
-  }
-}
 
 const input = join(tmp, 'photos');
 process.stderr.write(`generating ${photos} photos ...\n`);

@@ -7,10 +7,10 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import sharp from 'sharp';
 import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
 import { openSource } from '../src/pipeline/sources/open-source.ts';
 import { Rng } from '../src/shared/random.ts';
+import { makePhotos } from './synthetic-photos.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -30,36 +30,6 @@ const cores = availableParallelism();
 const workerCounts = (v.workers ?? [...new Set([1, cores])].join(',')).split(',').map(Number);
 const tmp = mkdtempSync(join(tmpdir(), 'bench-shard-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
-
-/** Photo-like content (gradients + texture + noise) so JPEG sizes resemble real photos. */
-async function makePhotos(dir: string, n: number): Promise<void> {
-  const w = 500;
-  const h = 375;
-  const raw = Buffer.alloc(w * h * 3);
-  for (let i = 0; i < n; i++) {
-    const rng = new Rng(42, i);
-    const fx = 0.01 + rng.next() * 0.05;
-    const fy = 0.01 + rng.next() * 0.05;
-    let p = 0;
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        const base = 128 + 90 * Math.sin(x * fx + y * fy);
-        const n0 = rng.nextUint32();
-        raw[p++] = Math.max(0, Math.min(255, base + ((n0 & 63) - 32)));
-        raw[p++] = Math.max(0, Math.min(255, (x * 255) / w + (((n0 >>> 6) & 63) - 32)));
-        raw[p++] = Math.max(0, Math.min(255, (y * 255) / h + (((n0 >>> 12) & 63) - 32)));
-      }
-    }
-    const cls = `c${i % 10}`;
-    mkdirSync(join(dir, cls), { recursive: true });
-    writeFileSync(
-      join(dir, cls, `${i}.jpg`),
-      await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
-        .jpeg({ quality: 90 })
-        .toBuffer(),
-    );
-  }
-}
 
 function idxFile(dims: number[], data: Uint8Array): Buffer {
   const header = Buffer.alloc(4 + 4 * dims.length);

@@ -108,7 +108,8 @@ function sdk(): Promise<Sdk> {
 // One client per configuration seen in the environment: tests and tools that switch endpoints or
 // credentials in-process get a client that matches, and everyone else shares one connection pool.
 const clients = new Map<string, Promise<S3Client>>();
-const CONFIG_VARS = [
+/** The environment variables that configure the S3 client (endpoint, region, credentials). */
+export const S3_CONFIG_VARS: readonly string[] = [
   'AWS_ENDPOINT_URL_S3',
   'AWS_ENDPOINT_URL',
   'AWS_REGION',
@@ -142,7 +143,7 @@ async function makeClient(): Promise<S3Client> {
 
 /** The SDK client for the current environment (for requests this module does not wrap). */
 export function s3Client(): Promise<S3Client> {
-  const key = JSON.stringify(CONFIG_VARS.map((v) => process.env[v] ?? null));
+  const key = JSON.stringify(S3_CONFIG_VARS.map((v) => process.env[v] ?? null));
   let c = clients.get(key);
   if (!c) {
     c = makeClient();

@@ -9,6 +9,23 @@ import type { TrainIo } from '../../src/cli/train-main.ts';
 
 export type CapturedIo = TrainIo & { out: string[]; err: string[]; signals: EventEmitter & Pick<NodeJS.Process, 'on' | 'off'> };
 
+/** The flags of a tiny, quiet training run: B_1-Wi_16 on wasm, float32 frames, no intermediate checkpoints. */
+export const tinyRunFlags = (batchSize: number): string[] => [
+  '--arch',
+  'B_1-Wi_16',
+  '--batch-size',
+  String(batchSize),
+  '--workers',
+  '1',
+  '--backend',
+  'wasm',
+  '--frame-dtype',
+  'float32',
+  '--checkpoint-every',
+  '0',
+  '--quiet',
+];
+
 export function captureIo(): CapturedIo {
   const out: string[] = [];
   const err: string[] = [];

@@ -21,7 +21,7 @@ import { predict } from '../../src/train/predict.ts';
 import { findPython } from '../helpers/python.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { useBackend } from '../model/setup.ts';
-import { captureIo, makeShards } from './helpers.ts';
+import { captureIo, tinyRunFlags, makeShards } from './helpers.ts';
 
 await useBackend('wasm');
 const root = tempDir(t);
@@ -30,21 +30,7 @@ const VAL = await makeShards(join(root, 'val'), { count: 64, numClasses: 4, res:
 const FT = await makeShards(join(root, 'ft'), { count: 96, numClasses: 3, res: 8, seed: 4 });
 const py = findPython(['torch', 'numpy']);
 const EXAMPLE = new URL('../../examples/pytorch/evaluate.py', import.meta.url).pathname;
-const COMMON = [
-  '--arch',
-  'B_1-Wi_16',
-  '--batch-size',
-  '32',
-  '--workers',
-  '1',
-  '--backend',
-  'wasm',
-  '--frame-dtype',
-  'float32',
-  '--checkpoint-every',
-  '0',
-  '--quiet',
-];
+const COMMON = tinyRunFlags(32);
 
 async function evalTop1(model: string, data: string): Promise<{ top1: number; samples: number }> {
   const c = captureIo();

@@ -16,7 +16,7 @@ import { childEnv, startS3Server, useS3Env } from '../helpers/s3-server.ts';
 import { outputFiles } from '../helpers/output-files.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { useBackend } from '../model/setup.ts';
-import { captureIo } from './helpers.ts';
+import { captureIo, tinyRunFlags } from './helpers.ts';
 import { dumpArgs } from './s3-fixture.ts';
 
 const repo = new URL('../../', import.meta.url).pathname;
@@ -143,31 +143,7 @@ t.test('loader dump and train read the s3:// output as they read the local one',
   const train = async (data: string, val: string, dir: string): Promise<{ lastTrainLoss: number; globalStep: number; lastEval: { loss: number } }> => {
     const c = captureIo();
     const code = await runTrainCli(
-      [
-        '--data',
-        data,
-        '--val',
-        val,
-        '--epochs',
-        '1',
-        '--lr',
-        '3e-3',
-        '--out',
-        dir,
-        '--arch',
-        'B_1-Wi_16',
-        '--batch-size',
-        '48',
-        '--workers',
-        '1',
-        '--backend',
-        'wasm',
-        '--frame-dtype',
-        'float32',
-        '--checkpoint-every',
-        '0',
-        '--quiet',
-      ],
+      ['--data', data, '--val', val, '--epochs', '1', '--lr', '3e-3', '--out', dir, ...tinyRunFlags(48)],
       (o) => openTrainFeeds(o, o.res, PRETRAIN_AUGMENT),
       c,
     );

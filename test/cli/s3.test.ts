@@ -16,7 +16,7 @@ import { runTrainCli } from '../../src/cli/train-main.ts';
 import { runShardJob } from '../../src/pipeline/shard/shard-job.ts';
 import { openWebDataset } from '../../src/pipeline/sources/webdataset-source.ts';
 import { useBackend } from '../model/setup.ts';
-import { captureIo } from './helpers.ts';
+import { captureIo, tinyRunFlags } from './helpers.ts';
 import { dumpArgs, s3Dataset } from './s3-fixture.ts';
 
 await useBackend('wasm');
@@ -40,21 +40,7 @@ t.test('loader dump from s3:// gives the same frames as from the local folder; a
   t.same(readdirSync(join(cache, '.inuse')), [], 'no in-use marks left behind');
 });
 
-const COMMON = [
-  '--arch',
-  'B_1-Wi_16',
-  '--batch-size',
-  '16',
-  '--workers',
-  '1',
-  '--backend',
-  'wasm',
-  '--frame-dtype',
-  'float32',
-  '--checkpoint-every',
-  '0',
-  '--quiet',
-];
+const COMMON = tinyRunFlags(16);
 type Summary = { lastTrainLoss: number; lastEval: { top1: number; loss: number }; globalStep: number };
 
 t.test('train, finetune and eval from s3:// match the same runs on the local folder', async (t) => {

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
+import { S3_CONFIG_VARS } from '../../src/shared/s3.ts';
 
 export interface S3Request {
   method: string;
@@ -27,20 +28,7 @@ export interface S3TestServer {
 }
 
 /** Variables a child process or this one should not inherit from the host when talking to the test server. */
-export const AWS_VARS = [
-  'AWS_ENDPOINT_URL',
-  'AWS_ENDPOINT_URL_S3',
-  'AWS_REGION',
-  'AWS_DEFAULT_REGION',
-  'AWS_PROFILE',
-  'AWS_ACCESS_KEY_ID',
-  'AWS_SECRET_ACCESS_KEY',
-  'AWS_SESSION_TOKEN',
-  'AWS_CONFIG_FILE',
-  'AWS_SHARED_CREDENTIALS_FILE',
-  'AWS_EC2_METADATA_DISABLED',
-  'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED',
-];
+export const AWS_VARS = [...S3_CONFIG_VARS, 'AWS_EC2_METADATA_DISABLED', 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'];
 
 export async function startS3Server(t: { teardown(fn: () => unknown): void }, buckets: string[] = ['bkt']): Promise<S3TestServer> {
   const directory = mkdtempSync(join(tmpdir(), 'smlp-s3-'));
