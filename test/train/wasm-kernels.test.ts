@@ -1,7 +1,7 @@
 // The wasm kernel overrides: transposed matMuls (plain and fused, rank 2 and 3) give the stock
 // kernels' results up to float32 rounding (XNNPACK sums in a different order than the stock
-// naive loop, so not bit for bit), transposes are exact, and the backward-pass product runs many
-// times faster (logged, not asserted beyond "faster": the machines are shared). Stock
+// naive loop, so not bit for bit) and transposes are exact; how much faster they are is measured
+// by `npm run bench -- train` against `--stock`, not timed here (the machines are shared). Stock
 // _FusedMatMul with a bias and a transposed operand is simply wrong on wasm 4.22 (the bias is
 // misapplied); through the override it matches the cpu backend. This file covers the XNNPACK
 // route (what runs without a BLAS library); blas.test.ts covers the BLAS route.
@@ -74,23 +74,4 @@ t.test('same results as the stock kernels and as the cpu backend', async (t) => 
   // The explicitly-transposed product is the plain product of the same operands, bit for bit.
   t.same(Array.from(fixed[1]!), Array.from(fixed[0]!));
   t.same(Array.from(fixed[3]!), Array.from(fixed[0]!));
-});
-
-t.test('speed-up of a backward-pass matMul (dW = X^T dY), logged', async (t) => {
-  const x = tf.randomNormal([256, 384]);
-  const dy = tf.randomNormal([256, 512]);
-  const time = (): number => {
-    tf.matMul(x, dy, true, false).dispose();
-    const t0 = performance.now();
-    for (let i = 0; i < 3; i++) tf.matMul(x, dy, true, false).dataSync();
-    return (performance.now() - t0) / 3;
-  };
-  installWasmKernels();
-  const fast = time();
-  uninstallWasmKernels();
-  const slow = time();
-  installWasmKernels();
-  t.comment(`256x384^T x 256x512: stock ${slow.toFixed(1)} ms, with overrides ${fast.toFixed(1)} ms (${(slow / fast).toFixed(1)}x)`);
-  t.ok(fast < slow, 'faster');
-  tf.dispose([x, dy]);
 });
