@@ -130,8 +130,9 @@ t.test('the progress line of each epoch counts its rate from the epoch start', a
   const stream = { isTTY: true, write: (s: string) => events.push(s) } as unknown as NodeJS.WriteStream;
   const print = progressPrinter(stream, false)!;
   print({ kind: 'epoch-start', epoch: 0 });
-  // A timer may fire up to a millisecond early by performance.now(): 60 ms leaves room.
-  await new Promise((r) => setTimeout(r, 60));
+  // A timer can fire early by performance.now() (libuv's loop time is cached): wait by the clock.
+  const started = performance.now();
+  while (performance.now() - started < 50) await new Promise((r) => setTimeout(r, 10));
   print({ kind: 'update', epoch: 0, epochs: 1, done: 10, total: 100, loss: 1, lr: 1e-3, stallPct: 0 });
   print({ kind: 'epoch-end', epoch: 0 });
   // 10 images in >= 50 ms: at most 200 images/s (a line created at the update would say millions).
