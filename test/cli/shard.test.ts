@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -105,34 +105,45 @@ t.test('one writer per output folder: a second shard run into it is refused with
 // Root writes through permission bits, so as root the check runs as "nobody" through setpriv.
 const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 const asRoot = process.getuid?.() === 0;
-/** Whether "nobody" can read the checkout (a clone inside a private 0700 folder cannot be). */
-function nobodyReads(): boolean {
-  const probe = join(root, 'node_modules', 'tsx', 'package.json');
-  return spawnSync(setpriv!, ['--reuid=65534', '--regid=65534', '--clear-groups', '/bin/sh', '-c', 'test -r "$0"', probe]).status === 0;
+const cliArgs = ['--import', 'tsx', join(root, 'src/cli/shard.ts')];
+/**
+ * Without tap's NODE_OPTIONS (its process-info hook writes into .tap/, which that user cannot),
+ * and with HOME and TMPDIR (tsx's cache) where any user can write.
+ */
+function childEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, HOME: '/tmp', TMPDIR: '/tmp' };
+  delete env['NODE_OPTIONS'];
+  return env;
 }
-const noDrop = !asRoot
-  ? false
-  : !setpriv
-    ? 'running as root without setpriv: cannot drop privileges for a permission test'
-    : !nobodyReads()
-      ? 'running as root in a checkout that an unprivileged user cannot read (a private parent folder): cannot drop privileges for a permission test'
-      : false;
+function runCli(args: string[]): SpawnSyncReturns<string> {
+  const opts = { encoding: 'utf8' as const, cwd: root, env: childEnv() };
+  return asRoot
+    ? spawnSync(setpriv!, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...cliArgs, ...args], opts)
+    : spawnSync(process.execPath, [...cliArgs, ...args], opts);
+}
+/** Why the unprivileged run cannot happen here (false: it can): tried for real with --help. */
+function noDropReason(): string | false {
+  if (!asRoot) return false;
+  if (!setpriv) return 'running as root without setpriv: cannot drop privileges for a permission test';
+  const probe = runCli(['--help']);
+  if (probe.status === 0) return false;
+  // A clone inside a private 0700 folder, say: the unprivileged user cannot load the CLI at all.
+  const why = `${probe.stderr ?? ''}`.split('\n').find((l) => /Error|denied|EACCES/.test(l)) ?? `exit ${probe.status}`;
+  return `running as root, and the shard CLI does not start as an unprivileged user in this checkout (${why.trim().slice(0, 160)}): cannot drop privileges for a permission test`;
+}
+const noDrop = noDropReason();
 
 t.test('a read-only output folder is an error naming it (run as an unprivileged user)', { skip: noDrop }, async (t) => {
-  const dir = tempDir(t);
+  // Under /tmp itself (world-traversable), not TMPDIR, which may be a private folder.
+  const dir = mkdtempSync('/tmp/smlp-ro-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   chmodSync(dir, 0o755);
   const ro = join(dir, 'ro');
   mkdirSync(ro);
   chmodSync(ro, 0o555);
   t.teardown(() => chmodSync(ro, 0o755));
-  const args = ['--import', 'tsx', join(root, 'src/cli/shard.ts'), 'synthetic', '--count', '5', '--res', '8', '--out', join(ro, 'ds'), '--quiet'];
-  const r = asRoot
-    ? spawnSync(setpriv!, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args], {
-        encoding: 'utf8',
-        cwd: root,
-        env: { ...process.env, HOME: '/tmp' },
-      })
-    : spawnSync(process.execPath, args, { encoding: 'utf8', cwd: root });
+  const r = runCli(['synthetic', '--count', '5', '--res', '8', '--out', join(ro, 'ds'), '--quiet']);
   t.equal(r.status, 1, r.stderr);
   t.match(r.stderr, /ro\/ds: cannot create the output folder's lock file .*EACCES: not writable/);
+  t.notOk(existsSync(join(ro, 'ds')), 'nothing written');
 });
