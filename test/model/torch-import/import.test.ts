@@ -358,13 +358,13 @@ t.test('the real entry point: npm run import', async (t) => {
   const out = execFileSync(
     process.execPath,
     ['--import', 'tsx', CLI, `${FIXTURES}checkpoint.pt`, '--out', join(dir, 'm'), '--arch', 'B_1-Wi_8', '--res', '4'],
-    { encoding: 'utf8', timeout: 60_000 },
+    { encoding: 'utf8', timeout: 180_000 },
   );
   t.match(out, 'state dict at "model"');
   t.ok(existsSync(join(dir, 'm', 'model.safetensors')));
   let code = 0;
   try {
-    execFileSync(process.execPath, ['--import', 'tsx', CLI, '--res', 'x'], { stdio: 'pipe', timeout: 60_000 });
+    execFileSync(process.execPath, ['--import', 'tsx', CLI, '--res', 'x'], { stdio: 'pipe', timeout: 180_000 });
   } catch (e) {
     code = (e as { status: number }).status;
   }

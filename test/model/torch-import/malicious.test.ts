@@ -107,7 +107,7 @@ t.test('the real CLI entry point refuses a malicious file (exit 1), marker absen
   let code = 0;
   let stderr = '';
   try {
-    execFileSync(process.execPath, ['--import', 'tsx', CLI, `${FIXTURES}${file}`, '--out', join(dir, 'o')], { stdio: 'pipe', timeout: 60_000 });
+    execFileSync(process.execPath, ['--import', 'tsx', CLI, `${FIXTURES}${file}`, '--out', join(dir, 'o')], { stdio: 'pipe', timeout: 180_000 });
   } catch (e) {
     const err = e as { status: number; stderr: Buffer };
     code = err.status;

@@ -93,7 +93,7 @@ const PRODUCER = `
     // Uneven work so that the two producers finish their batches out of order.
     let x = 0;
     for (let k = (seq * 7919) % 20000; k > 0; k--) x += k;
-    writeBatch(ring.acquireSync(seq, 15000), writeFrameHeader, scratch);
+    writeBatch(ring.acquireSync(seq, 120_000), writeFrameHeader, scratch);
   }
   parentPort.postMessage({ done: workerData.first });
 `;
@@ -144,7 +144,7 @@ t.test('main-thread producer, blocking consumer in a worker', async (t) => {
     const seqs = [];
     const problems = [];
     for (let k = 0; k < workerData.count; k++) {
-      const v = ring.nextSync(15000);
+      const v = ring.nextSync(120_000);
       seqs.push(v.seq);
       const problem = checkBatch(v.seq, readFrame(v.bytes));
       if (problem) problems.push(v.seq + ': ' + problem);
