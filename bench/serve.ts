@@ -12,9 +12,8 @@ import { Loader } from '../src/pipeline/loader/loader.ts';
 import { maxFrameBytes, writeFrameHeader } from '../src/pipeline/ring/frame.ts';
 import { ServeClient } from '../src/pipeline/serve/client.ts';
 import { FrameServer, type FrameSource } from '../src/pipeline/serve/server.ts';
-import { runShardJob } from '../src/pipeline/shard/shard-job.ts';
-import { openSynthetic } from '../src/pipeline/sources/synthetic.ts';
 import { resolveRank } from '../src/shared/launcher-env.ts';
+import { syntheticShards } from './synthetic-shards.ts';
 
 const { values: v } = parseArgs({
   options: {
@@ -145,19 +144,7 @@ process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 let data = v.data;
 if (!data) {
   data = join(tmp, 'ds');
-  process.stderr.write(`generating ${v.images} synthetic 64x64 images as raw shards ...\n`);
-  await runShardJob(openSynthetic({ count: Number(v.images), numClasses: 100, width: 64, height: 64, seed: 0 }), {
-    out: data,
-    res: 64,
-    resize: 'max-side',
-    encoding: 'raw',
-    quality: 90,
-    samplesPerShard: 5000,
-    seed: 0,
-    split: 'train',
-    valFraction: 0,
-    command: 'bench',
-  });
+  await syntheticShards(data, Number(v.images), 'raw');
 }
 
 async function ring(): Promise<Measure> {
