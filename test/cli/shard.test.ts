@@ -1,5 +1,5 @@
 import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -135,8 +135,7 @@ const noDrop = noDropReason();
 
 t.test('a read-only output folder is an error naming it (run as an unprivileged user)', { skip: noDrop }, async (t) => {
   // Under /tmp itself (world-traversable), not TMPDIR, which may be a private folder.
-  const dir = mkdtempSync('/tmp/smlp-ro-');
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'smlp-ro-', '/tmp');
   chmodSync(dir, 0o755);
   const ro = join(dir, 'ro');
   mkdirSync(ro);
