@@ -105,21 +105,15 @@ t.test('one writer per output folder: a second shard run into it is refused with
 // Root writes through permission bits, so as root the check runs as "nobody" through setpriv.
 const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 const asRoot = process.getuid?.() === 0;
-const cliArgs = ['--import', 'tsx', join(root, 'src/cli/shard.ts')];
-/**
- * Without tap's NODE_OPTIONS (its process-info hook writes into .tap/, which that user cannot),
- * and with HOME and TMPDIR (tsx's cache) where any user can write.
- */
-function childEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, HOME: '/tmp', TMPDIR: '/tmp' };
-  delete env['NODE_OPTIONS'];
-  return env;
-}
+// tap's process-info hook wraps spawn to put itself into every child's NODE_OPTIONS, and it
+// writes into .tap/, which "nobody" cannot: `env -u` drops it where the CLI starts. HOME and
+// TMPDIR (tsx's cache) go where any user can write.
+const cli = ['env', '-u', 'NODE_OPTIONS', process.execPath, '--import', 'tsx', join(root, 'src/cli/shard.ts')];
 function runCli(args: string[]): SpawnSyncReturns<string> {
-  const opts = { encoding: 'utf8' as const, cwd: root, env: childEnv() };
+  const opts = { encoding: 'utf8' as const, cwd: root, env: { ...process.env, HOME: '/tmp', TMPDIR: '/tmp' } };
   return asRoot
-    ? spawnSync(setpriv!, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...cliArgs, ...args], opts)
-    : spawnSync(process.execPath, [...cliArgs, ...args], opts);
+    ? spawnSync(setpriv!, ['--reuid=65534', '--regid=65534', '--clear-groups', ...cli, ...args], opts)
+    : spawnSync(cli[0]!, [...cli.slice(1), ...args], opts);
 }
 /** Why the unprivileged run cannot happen here (false: it can): tried for real with --help. */
 function noDropReason(): string | false {
