@@ -54,6 +54,12 @@ async function startServe(
   return { p, line, stderr: () => stderr, exited };
 }
 
+/** What the serve tests compare with: `loader dump` of rank 1 of 2 (seed 3, batches of 5). */
+function dumpRankOne(batches: number, out: string): ReturnType<typeof loaderCli> {
+  const args = ['dump', '--data', data, '--batches', String(batches), '--batch-size', '5', '--rank', '1', '--world', '2'];
+  return loaderCli([...args, '--seed', '3', '--out', out, '--workers', '1']);
+}
+
 function frames(file: string): ReturnType<typeof readFrame>[] {
   const bytes = readFileSync(file);
   const out = [];
@@ -112,25 +118,7 @@ t.test('dump --rank/--world: disjoint ranks whose union is the world-size-1 batc
 });
 
 t.test('serve: frames as dump writes them, rank from the environment, Ctrl-C stops cleanly', async (t) => {
-  const dumped = loaderCli([
-    'dump',
-    '--data',
-    data,
-    '--batches',
-    '3',
-    '--batch-size',
-    '5',
-    '--rank',
-    '1',
-    '--world',
-    '2',
-    '--seed',
-    '3',
-    '--out',
-    join(dir, 'd.bin'),
-    '--workers',
-    '1',
-  ]);
+  const dumped = dumpRankOne(3, join(dir, 'd.bin'));
   t.equal(dumped.code, 0, dumped.stderr);
   const expected = readFileSync(join(dir, 'd.bin'));
   const serve = await startServe(['--data', data, '--bind', 'tcp://127.0.0.1:*', '--batch-size', '5', '--seed', '3', '--workers', '1', '--epochs', '1'], {
@@ -161,25 +149,7 @@ t.test('serve: frames as dump writes them, rank from the environment, Ctrl-C sto
 
 t.test('serve --ranks all --in-memory: one copy of the shards for both ranks, the frames dump writes', async (t) => {
   const expected = join(dir, 'mem-expected.bin');
-  const dumped = loaderCli([
-    'dump',
-    '--data',
-    data,
-    '--batches',
-    '10',
-    '--batch-size',
-    '5',
-    '--rank',
-    '1',
-    '--world',
-    '2',
-    '--seed',
-    '3',
-    '--out',
-    expected,
-    '--workers',
-    '1',
-  ]);
+  const dumped = dumpRankOne(10, expected);
   t.equal(dumped.code, 0, dumped.stderr);
   const serve = await startServe(
     [

@@ -46,7 +46,7 @@ t.test("another machine's lock: waited on while refreshed, taken over once not r
   }, 30);
   let waits = 0;
   const takeovers: string[] = [];
-  // A lease 30 refreshes long: only a stall of this process over a second (a loaded CI machine)
+  // A lease about 30 refreshes long: only a stall of this process over a second (a loaded CI machine)
   // could let its own poll see the refreshed lock as expired.
   const acquiring = acquireTaskLock(file, 'cmd', { what: 'w', leaseMs: 1000, pollMs: 20, onWait: () => waits++, onTakeover: (_h, why) => takeovers.push(why) });
   const first = await Promise.race([acquiring.then(() => 'acquired'), sleep(2500).then(() => 'waiting')]);
