@@ -1,9 +1,11 @@
 // uint8 batches normalised on the device: every upload path gives the float32 frame's values, bit
-// for bit where the loader did not resample, within half a pixel step where it did.
+// for bit where the loader did not resample, within half a pixel step (plus the uint8 kernel's
+// fixed-point error) where it did.
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import t from 'tap';
 import { normalisation } from '../../src/pipeline/augment/normalisation.ts';
+import { uint8StepBound } from '../helpers/uint8-bound.ts';
 import { Loader, type LoaderOptions } from '../../src/pipeline/loader/loader.ts';
 import { runShardJob } from '../../src/pipeline/shard/shard-job.ts';
 import { openSynthetic } from '../../src/pipeline/sources/synthetic.ts';
@@ -175,7 +177,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
     }
   });
 
-  t.test(`${backend}: resampled train crops and TTA views - within 0.5/std of float32 (float32 frames normalise unrounded values)`, async (t) => {
+  t.test(`${backend}: resampled train crops and TTA views - within ~0.54/std of float32 (float32 frames normalise unrounded values)`, async (t) => {
     await useBackend(backend);
     for (const [o, fa, fb] of resampled) {
       const std = fb[0]!.pixelStats!.std;
@@ -195,7 +197,9 @@ for (const backend of ['cpu', 'wasm'] as const) {
         }),
       );
       const what = `${o.mode}/${o.transform ?? o.mode} res ${o.res}`;
-      t.ok(worst <= 0.5 + 1e-3, `${what}: at most ${worst.toFixed(5)} pixel steps apart (bound 0.5 + 1e-3)`);
+      // These crops take at most 3 taps an axis (stored sides 14-20 onto res 12-24).
+      const bound = uint8StepBound(3, 3);
+      t.ok(worst <= bound, `${what}: at most ${worst.toFixed(5)} pixel steps apart (bound ${bound.toFixed(5)})`);
       t.ok(differing > 0, `${what}: ${differing} values differ (resampled values are rounded in uint8 frames)`);
     }
   });

@@ -3,18 +3,19 @@
 // into the horizontal pass, written as C,H,W straight into the batch slot. Everything it touches
 // is preallocated; nothing allocates per image.
 //
-// One implementation for both frame types; the target array's type picks the output:
-//   Float32Array       v * scale[c] + bias[c] (normalised values, float32 frames);
-//   Uint8ClampedArray  the pixel v, rounded to nearest, ties to even, and clamped to 0..255
-//                      (uint8 frames): exactly what a Uint8ClampedArray store does to a number
-//                      (ECMAScript's ToUint8Clamp), and what the kernel's f32x4.nearest and
-//                      saturating narrowing do.
+// The target array's type picks the output:
+//   Float32Array       v * scale[c] + bias[c] (normalised values, float32 frames), computed in
+//                      float32;
+//   Uint8ClampedArray  pixels (uint8 frames), resampled in 16-bit fixed point as 8-bit image
+//                      resizers do (Pillow, OpenCV): the same tables, their weights as Q14
+//                      integers (quantise), rounded half up. Within one step of the float32
+//                      resample rounded, and at most ~0.52 steps from it unrounded.
 //
-// It is the reference and fallback of the WebAssembly kernel (wasm/resample.c) and repeats the
-// kernel's float32 operations one by one: every product and sum goes through Math.fround (the
-// final one through the Float32Array store). A double result of one operation on float32
-// operands, rounded to float32, is the float32 operation's own result (double has more than
-// 2 x 24 + 2 bits), so both give the same bits, not merely close values.
+// It is the reference and fallback of the WebAssembly kernel (wasm/resample.c) and gives its
+// bits. Float32: every product and sum goes through Math.fround in the kernel's order (the final
+// one through the Float32Array store); a double result of one operation on float32 operands,
+// rounded to float32, is the float32 operation's own result (double has more than 2 x 24 + 2
+// bits). uint8: integer operations, exact in doubles.
 import { AxisTable } from '../image/axis-table.ts';
 import type { CropBox } from './crop-box.ts';
 import type { Normalisation } from './normalisation.ts';
@@ -42,11 +43,37 @@ export function checkTarget(out: ResampleTarget, norm: Normalisation | undefined
 
 const f = Math.fround;
 
+/** Fixed point of the uint8 path (resample.c): weights in Q14, horizontal results in Q7. */
+const ONE = 1 << 14;
+/** Rounds the horizontal result to Q7 and adds half a pixel that the vertical shift rounds with. */
+const H_BIAS = 64 + (64 << 7);
+
+/**
+ * One output's `n` float32 weights (w[base..]) as Q14 integers summing to exactly ONE
+ * (q[qBase..], zero-padded to `stride`): cumulative rounding, the last weight takes the rest.
+ * The kernel's double operations in its order.
+ */
+export function quantise(w: Float32Array, base: number, n: number, q: Int32Array, qBase: number, stride: number): void {
+  let cum = 0;
+  let prev = 0;
+  for (let k = 0; k < n; k++) {
+    cum += w[base + k]!;
+    const qc = k === n - 1 ? ONE : Math.floor(cum * ONE + 0.5);
+    q[qBase + k] = qc - prev;
+    prev = qc;
+  }
+  for (let k = Math.max(0, n); k < stride; k++) q[qBase + k] = 0;
+}
+
 export class Resampler implements ImageResampler {
   private readonly xs: AxisTable;
   private readonly ys: AxisTable;
   /** Horizontal pass output, planar: [c][row - ys.lo][x]. */
   private tmp: Float32Array;
+  /** The uint8 path's: Q7 integers, and its Q14 weights (one output's x, every row's y). */
+  private tmpQ = new Int32Array(0);
+  private xq = new Int32Array(0);
+  private yq = new Int32Array(0);
 
   constructor(
     readonly res: number,
@@ -65,6 +92,10 @@ export class Resampler implements ImageResampler {
     const ys = this.ys.fill(height, box.y, box.height);
     const rows = ys.hi - ys.lo;
     const plane = rows * res;
+    if (out instanceof Uint8ClampedArray) {
+      this.runFixed(src, width, rows, box.flip, out, offset);
+      return;
+    }
     if (this.tmp.length < C * plane) this.tmp = new Float32Array(C * plane);
     if (xs.twoTaps && C === 3) this.horizontal3(src, width, ys.lo, rows, box.flip);
     else this.horizontalAny(src, width, ys.lo, rows, box.flip);
@@ -148,6 +179,48 @@ export class Resampler implements ImageResampler {
             for (let k = 0; k < n; k++) acc = f(acc + f(weights[wb + k]! * tmp[a + k * res + x]!));
             out[o + x] = f(acc * scale) + bias;
           }
+        }
+      }
+    }
+  }
+
+  /** uint8 targets: the kernel's fixed-point passes (resample.c run_u8), integer for integer. */
+  private runFixed(src: Uint8Array, width: number, rows: number, flip: boolean, out: Uint8ClampedArray, offset: number): void {
+    const res = this.res;
+    const C = this.channels;
+    const xs = this.xs;
+    const ys = this.ys;
+    const plane = rows * res;
+    if (this.tmpQ.length < C * plane) this.tmpQ = new Int32Array(C * plane);
+    if (this.xq.length < xs.stride) this.xq = new Int32Array(xs.stride);
+    if (this.yq.length < res * ys.stride) this.yq = new Int32Array(res * ys.stride);
+    const tmp = this.tmpQ;
+    const xq = this.xq;
+    for (let x = 0; x < res; x++) {
+      const n = xs.count[x]!;
+      quantise(xs.weights, x * xs.stride, n, xq, 0, xs.stride);
+      const ox = flip ? res - 1 - x : x;
+      for (let r = 0; r < rows; r++) {
+        const s = ((ys.lo + r) * width + xs.start[x]!) * C;
+        for (let c = 0; c < C; c++) {
+          let acc = 0;
+          for (let k = 0; k < n; k++) acc += src[s + k * C + c]! * xq[k]!;
+          tmp[c * plane + r * res + ox] = (acc + H_BIAS) >> 7;
+        }
+      }
+    }
+    const yq = this.yq;
+    const sy = ys.stride;
+    for (let y = 0; y < res; y++) quantise(ys.weights, y * sy, ys.count[y]!, yq, y * sy, sy);
+    for (let c = 0; c < C; c++) {
+      for (let y = 0; y < res; y++) {
+        const a = c * plane + (ys.start[y]! - ys.lo) * res;
+        const n = ys.count[y]!;
+        const o = offset + c * res * res + y * res;
+        for (let x = 0; x < res; x++) {
+          let acc = 0;
+          for (let k = 0; k < n; k++) acc += tmp[a + k * res + x]! * yq[y * sy + k]!;
+          out[o + x] = acc >> 21;
         }
       }
     }

@@ -56,9 +56,9 @@ for (const [name, make] of KERNELS) {
   t.test(`${name}: a uint8 target holds the rounded pixels and takes no normalisation`, async (t) => {
     const k = make(4, 1);
     const out = new Uint8ClampedArray(18).fill(0xee);
-    // Bilinear 2 -> 4 on [0, 10]: 0, 2.5 -> 2 (ties to even), 7.5 -> 8, 10.
+    // Bilinear 2 -> 4 on [0, 10]: 0, 2.5 -> 3 (ties half up), 7.5 -> 8, 10.
     k.run(Uint8Array.from([0, 10, 0, 10]), 2, 2, box(0, 0, 2, 2), out, 1);
-    t.same([...out.subarray(1, 5)], [0, 2, 8, 10]);
+    t.same([...out.subarray(1, 5)], [0, 3, 8, 10]);
     t.equal(out[0], 0xee, 'nothing written before the offset');
     t.equal(out[17], 0xee, 'nothing written after the sample');
     t.throws(() => k.run(Uint8Array.from([0, 10, 0, 10]), 2, 2, box(0, 0, 2, 2), out, 1, normalisation([0], [1])), RangeError);

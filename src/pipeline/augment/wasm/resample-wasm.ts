@@ -44,11 +44,24 @@ interface Exports {
     out: number,
     scratch: number,
     scratchCap: number,
+    cache: number,
+    cacheCap: number,
   ): number;
 }
 
 const WASM_URL = new URL('./resample.wasm', import.meta.url);
 const PAGE = 65536;
+/**
+ * The uint8 kernel's table cache (resample.c): room for every two-tap crop table of 64x64 images
+ * at res 64 (~1,200 vertical and ~2,500 horizontal keys) with two-way sets to spare. Per
+ * resampler, so per loader worker.
+ */
+export const TABLE_CACHE_BYTES = 8 << 20;
+
+export interface WasmResamplerOptions {
+  /** Bytes of the uint8 kernel's table cache (default TABLE_CACHE_BYTES; 0: none). */
+  tableCacheBytes?: number;
+}
 /** Channels the kernel is compiled for. */
 export const WASM_MAX_CHANNELS = 4;
 
@@ -73,6 +86,8 @@ export class WasmResampler implements ImageResampler {
   private readonly ex: Exports;
   private readonly outPtr: number;
   private readonly normPtr: number;
+  private readonly cachePtr: number;
+  private readonly cacheBytes: number;
   private readonly scratchPtr: number;
   private scratchCap: number;
   private srcPtr = 0;
@@ -85,6 +100,7 @@ export class WasmResampler implements ImageResampler {
   constructor(
     readonly res: number,
     readonly channels: number,
+    options: WasmResamplerOptions = {},
   ) {
     if (!Number.isInteger(res) || res < 1) throw new RangeError(`res must be a positive integer, got ${res}`);
     if (!Number.isInteger(channels) || channels < 1 || channels > WASM_MAX_CHANNELS) {
@@ -96,7 +112,13 @@ export class WasmResampler implements ImageResampler {
     const rowB = align16(res * 4);
     this.outPtr = align16(this.ex.__heap_base.value);
     this.normPtr = this.outPtr + align16(channels * res * res * 4 + 64);
-    this.scratchPtr = this.normPtr + 64;
+    this.cachePtr = this.normPtr + 64;
+    const cacheBytes = options.tableCacheBytes ?? TABLE_CACHE_BYTES;
+    if (!Number.isInteger(cacheBytes) || cacheBytes < 0 || cacheBytes > 2 ** 30) {
+      throw new RangeError(`tableCacheBytes must be an integer in [0, 2^30], got ${cacheBytes}`);
+    }
+    this.cacheBytes = align16(cacheBytes);
+    this.scratchPtr = this.cachePtr + this.cacheBytes;
     // Room for tables and an enlarged crop's horizontal pass; grown on demand for big shrinks.
     this.scratchCap = align16(channels * (res + 2) * rowB + 64 * res + 4 * 16 * (res + 8) + 4096);
     this.srcCap = align16(channels * res * res * 2 + 4096);
@@ -164,6 +186,8 @@ export class WasmResampler implements ImageResampler {
         this.outPtr,
         this.scratchPtr,
         this.scratchCap,
+        this.cachePtr,
+        this.cacheBytes,
       );
       if (rc === 0) return;
       if (rc > 0) {

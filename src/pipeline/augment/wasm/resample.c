@@ -1,8 +1,8 @@
-// WebAssembly SIMD (simd128, f32x4) version of Resampler.run (../resample.ts) and AxisTable
+// WebAssembly SIMD (simd128) version of Resampler.run (../resample.ts) and AxisTable
 // (../../image/axis-table.ts): crop box -> separable res x res resample (area weights when shrinking,
 // 2-tap bilinear when enlarging), optional horizontal flip, then either per-channel v * scale + bias
-// as float32 planar C,H,W, or (no normalisation given) the values rounded (ties to even) and
-// clamped to uint8 C,H,W: uint8 frames, whose consumer normalises on its device.
+// as float32 planar C,H,W (in float32), or (no normalisation given) uint8 C,H,W pixels resampled in
+// 16-bit fixed point (run_u8, at the end): uint8 frames, whose consumer normalises on its device.
 //
 // README
 //   Build (Debian bookworm: apt-get install -y clang lld; clang 14 is enough):
@@ -17,8 +17,8 @@
 //
 // Numerics: the axis tables are computed in double exactly as AxisTable does (same operations in
 // the same order, stored to float32), so start/count/weights are bit-identical to the JS ones.
-// The passes use float32 arithmetic, and Resampler repeats each operation in the same order, so
-// both give the same bits for both output types.
+// The float32 passes use float32 arithmetic, and Resampler repeats each operation in the same
+// order; the uint8 passes use integers, which Resampler repeats too. Both give the same bits.
 //
 // Horizontal pass (first, on uint8 source rows): output columns go in groups of four (one f32x4).
 // For a group whose four source spans fit in one 16-byte window (always true when enlarging, and
@@ -36,6 +36,8 @@ typedef struct {
   int32_t *start;
   int32_t *count;
   float *w;
+  /** uint8 kernel: the weights in Q14 (quantise). */
+  int16_t *q;
   int stride, lo, hi, two;
 } Axis;
 
@@ -176,57 +178,208 @@ static inline __attribute__((always_inline)) void hpass(const int C, const int K
   }
 }
 
-// Float32 -> int32, rounded to nearest, ties to even (IEEE's default rounding, numpy's rint):
-// adding 1.5 * 2^23 leaves the rounded integer in the low mantissa bits for |v| < 2^22, and an
-// integer subtraction of the constant's bit pattern reads it out. Exact for every value a
-// resampled byte can take (byte x weights summing to 1, a few hundred at most); NaN cannot occur.
-// Two instructions instead of f32x4.nearest + i32x4.trunc_sat_f32x4, which lower to a long
-// sequence on x86 (measured by the loader-stages bench: uint8 kernel 8.4-8.7 -> 7.3-7.5 CPU
-// us/image).
-static inline v128_t round_i32x4(v128_t v) {
-  const v128_t magic = wasm_f32x4_splat(12582912.0f);
-  return wasm_i32x4_sub(wasm_f32x4_add(v, magic), magic);
+// ---- Table cache (uint8 kernel) ----
+// An image's axis tables and the horizontal pass's group records depend only on the crop's
+// position and size on each axis (and the image's size, res, channels, flip), not on its pixels.
+// Random-resized crops of same-sized images repeat them: a 64x64 source has ~1,200 (x, width)
+// pairs. Building them, Q14 weights included, was a third of the uint8 kernel's time (bench
+// augment, rgb64x64: 2.1 of 6.3 us an image), so two-tap tables (crops no larger than res, the
+// loader's case) are kept in a caller-given region: two-way set-associative, keyed on every input
+// they depend on. A hit gives the bytes a rebuild would give (the same code built them), so
+// results never depend on what the cache holds. The float32 kernel builds its tables every time:
+// the cache made it no faster (1.00-1.03x its time in paired runs), its tables being cheaper and
+// its passes' memory traffic larger.
+typedef struct {
+  double c0, len;
+  int32_t in, res, C, flip, kind, valid, pad[2];
+} Key;
+#define KEY_BYTES 48
+#define Y_HEAD (KEY_BYTES + 16)
+
+typedef struct {
+  uint8_t *base;
+  int sets, esize;
+} Region;
+
+static inline int key_eq(const Key *a, const Key *b) {
+  return a->c0 == b->c0 && a->len == b->len && a->in == b->in && a->res == b->res && a->C == b->C && a->flip == b->flip &&
+         a->kind == b->kind && b->valid;
 }
 
-// Four float32 values -> four bytes: rounded as above, then saturated to 0..255 through the
-// narrowing conversions. The TypeScript reference (a Uint8ClampedArray store in resample.ts)
-// rounds and clamps exactly the same way.
-static inline void store_u8x4(uint8_t *o, v128_t v) {
-  v128_t i = round_i32x4(v);
-  v128_t s = wasm_i16x8_narrow_i32x4(i, i);
-  wasm_v128_store32_lane(o, wasm_u8x16_narrow_i16x8(s, s), 0);
+static uint32_t key_hash(const Key *k) {
+  const uint32_t *w = (const uint32_t *)k;
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < 9; i++) h = (h ^ w[i]) * 16777619u;
+  return h ^ (h >> 15);
 }
 
-// Sixteen at once: the same rounding, one store.
-static inline void store_u8x16(uint8_t *o, v128_t a, v128_t b, v128_t c, v128_t d) {
-  v128_t ab = wasm_i16x8_narrow_i32x4(round_i32x4(a), round_i32x4(b));
-  v128_t cd = wasm_i16x8_narrow_i32x4(round_i32x4(c), round_i32x4(d));
-  wasm_v128_store(o, wasm_u8x16_narrow_i16x8(ab, cd));
+// The entry for `k`: *hit = 1 when it holds k's tables; else the way to rebuild, its key already
+// written and marked invalid until the caller sets valid once it is complete.
+static uint8_t *lookup(const Region *r, const Key *k, int *hit) {
+  const uint32_t h = key_hash(k);
+  uint8_t *set = r->base + (uint32_t)(h % (uint32_t)r->sets) * 2 * r->esize;
+  for (int way = 0; way < 2; way++) {
+    uint8_t *e = set + way * r->esize;
+    if (key_eq(k, (const Key *)e)) {
+      *hit = 1;
+      return e;
+    }
+  }
+  uint8_t *e = set + ((h >> 20) & 1) * r->esize;
+  Key *ek = (Key *)e;
+  *ek = *k;
+  ek->valid = 0;
+  *hit = 0;
+  return e;
+}
+
+// Region sizes for this call's res and channels: a quarter of the bytes for y tables, the rest
+// for x group records. 0 when there is no room (or no region): every call builds its tables.
+static int cache_layout(Region *y, Region *x, uint8_t *mem, int cap, int res, int C, int recSize) {
+  y->esize = Y_HEAD + 3 * ALIGN16(res * 4) + ALIGN16(res * 8);
+  x->esize = KEY_BYTES + ((res + 3) / 4) * recSize;
+  y->sets = cap / 4 / (2 * y->esize);
+  x->sets = (cap - y->sets * 2 * y->esize) / (2 * x->esize);
+  if (!mem || y->sets < 1 || x->sets < 1) return 0;
+  y->base = mem;
+  x->base = mem + y->sets * 2 * y->esize;
+  return 1;
+}
+
+static int axis_ok(const Axis *t, int out, int inSize) {
+  // AxisTable never produces taps outside [0, inSize); checked anyway since a wasm read past the
+  // copied rows would be garbage (or a trap) rather than JS's undefined.
+  for (int i = 0; i < out; i++)
+    if (t->count[i] > 0 && (t->start[i] < 0 || t->start[i] + t->count[i] > inSize)) return 0;
+  return 1;
+}
+
+static void quantise(const float *w, int n, int16_t *q, int stride);
+
+// The vertical axis's table: from the cache (two-tap tables) or built into ys's own arrays. The
+// Q14 weights (ys->q) are built for cache entries, which serve both kernels, and where `wantQ`.
+static int y_table(Axis *ys, const Region *cache, int res, int H, double by, double bh, int sy, int wantQ) {
+  if (cache && sy == 2) {
+    const Key k = {by, bh, H, res, 0, 0, 0, 1, {0, 0}};
+    int hit;
+    uint8_t *e = lookup(cache, &k, &hit);
+    int32_t *head = (int32_t *)(e + KEY_BYTES);
+    ys->start = (int32_t *)(e + Y_HEAD);
+    ys->count = ys->start + ALIGN16(res * 4) / 4;
+    ys->w = (float *)(ys->count + ALIGN16(res * 4) / 4);
+    ys->q = (int16_t *)(ys->w + ALIGN16(res * 8) / 4);
+    ys->stride = 2;
+    if (hit) {
+      ys->lo = head[0];
+      ys->hi = head[1];
+      ys->two = head[2];
+      return 1;
+    }
+    wantQ = 1;
+  }
+  fill(ys, res, H, by, bh);
+  if (!axis_ok(ys, res, H)) return 0;
+  if (wantQ)
+    for (int y = 0; y < res; y++) quantise(ys->w + y * sy, ys->count[y], ys->q + y * sy, sy);
+  if (cache && sy == 2) {
+    int32_t *head = (int32_t *)((uint8_t *)ys->start - Y_HEAD + KEY_BYTES);
+    head[0] = ys->lo;
+    head[1] = ys->hi;
+    head[2] = ys->two;
+    ((Key *)((uint8_t *)ys->start - Y_HEAD))->valid = 1;
+  }
+  return 1;
+}
+
+// Group tables for the horizontal pass (flip folded in), float32 kernel layout.
+static void build_groups(const Axis *xs, int res, int C, int flip, int sx, uint8_t *groups, int recSize) {
+  const int G = (res + 3) / 4;
+  for (int g = 0; g < G; g++) {
+    uint8_t *rec = groups + g * recSize;
+    int j[4], s[4];
+    int mn = 0x7fffffff, mx = -0x7fffffff;
+    for (int i = 0; i < 4; i++) {
+      int x = 4 * g + i;
+      j[i] = x < res ? (flip ? res - 1 - x : x) : -1;
+      // Lanes past res, and columns with no taps (a box beyond the image edge), read nothing.
+      if (j[i] >= 0 && xs->count[j[i]] <= 0) j[i] = -1;
+      if (j[i] >= 0) {
+        s[i] = xs->start[j[i]];
+        if (s[i] < mn) mn = s[i];
+        if (s[i] > mx) mx = s[i];
+      }
+    }
+    if (mn > mx) mn = mx = 0;
+    for (int i = 0; i < 4; i++)
+      if (j[i] < 0) s[i] = mn;
+    int fits = (mx - mn) * C + C - 1 <= 15;
+    int32_t *head = (int32_t *)rec;
+    head[0] = mn * C;
+    head[1] = fits;
+    head[2] = head[3] = 0;
+    int32_t *offs = (int32_t *)(rec + 16);
+    for (int i = 0; i < 4; i++) offs[i] = s[i] * C;
+    uint8_t *m = rec + REC_HEAD;
+    for (int c = 0; c < C; c++)
+      for (int i = 0; i < 4; i++) {
+        m[16 * c + 4 * i] = fits ? (uint8_t)((s[i] - mn) * C + c) : 0x80;
+        m[16 * c + 4 * i + 1] = m[16 * c + 4 * i + 2] = m[16 * c + 4 * i + 3] = 0x80;
+      }
+    float *w = (float *)(rec + REC_HEAD + 16 * C);
+    for (int k = 0; k < sx; k++)
+      for (int i = 0; i < 4; i++) w[4 * k + i] = j[i] >= 0 && k < xs->count[j[i]] ? xs->w[j[i] * sx + k] : 0;
+  }
+}
+
+static void build_groups_u8(const Axis *xs, int res, int C, int flip, int sx, uint8_t *groups, int recSize);
+
+// The horizontal pass's group records (kind 1: float32 kernel's, 2: uint8 kernel's): from the
+// cache (two-tap tables) or built into `own` (xs: scratch for the axis table).
+static const uint8_t *x_groups(Axis *xs, const Region *cache, int kind, int res, int C, int W, double bx, double bw, int flip,
+                               int sx, int recSize, uint8_t *own) {
+  uint8_t *e = 0;
+  if (cache && sx == 2) {
+    const Key k = {bx, bw, W, res, C, flip, kind, 1, {0, 0}};
+    int hit;
+    e = lookup(cache, &k, &hit);
+    if (hit) return e + KEY_BYTES;
+    own = e + KEY_BYTES;
+  }
+  fill(xs, res, W, bx, bw);
+  if (!axis_ok(xs, res, W)) return 0;
+  if (kind == 1) build_groups(xs, res, C, flip, sx, own, recSize);
+  else build_groups_u8(xs, res, C, flip, sx, own, recSize);
+  if (e) ((Key *)e)->valid = 1;
+  return own;
 }
 
 static inline __attribute__((always_inline)) int run_impl(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
                                                           double bx, double by, double bw, double bh, int flip, const float *norm,
-                                                          void *outp, uint8_t *scratch, int scratchCap, const int u8);
+                                                          float *out, uint8_t *scratch, int scratchCap, uint8_t *cacheMem,
+                                                          int cacheCap);
+static int run_u8(int res, int C, const uint8_t *src, int W, int H, int r0, int r1, double bx, double by, double bw, double bh,
+                  int flip, uint8_t *out, uint8_t *scratch, int scratchCap, uint8_t *cacheMem, int cacheCap);
 
 /**
  * One image. `src` points at row r0 of the HWC uint8 image (rows r0..r1 are present, followed by
  * at least (stride + 2) * C + 32 readable bytes). With norm = scale[C], bias[C]: writes C*res*res
  * normalised floats to `out` (plus up to 3 floats of slack after them); with norm = 0 (NULL):
  * C*res*res uint8 pixels (plus up to 3 bytes of slack), the resampled values rounded and clamped.
- * Returns 0 when done; > 0: scratch needs that many bytes (nothing written); -1: the rows read
- * fall outside [r0, r1); -2: the crop reads outside the image.
+ * `cache` (cacheCap bytes, zeroed before first use, kept between calls; 0: none) holds two-tap
+ * tables across calls. Returns 0 when done; > 0: scratch needs that many bytes (nothing
+ * written); -1: the rows read fall outside [r0, r1); -2: the crop reads outside the image.
  */
 __attribute__((export_name("resample"))) int resample(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
                                                       double bx, double by, double bw, double bh, int flip, const float *norm,
-                                                      void *out, uint8_t *scratch, int scratchCap) {
-  // Two inlined copies, each with its output stage fixed at compile time.
-  if (norm) return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, norm, out, scratch, scratchCap, 0);
-  return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, 0, out, scratch, scratchCap, 1);
+                                                      void *out, uint8_t *scratch, int scratchCap, uint8_t *cache, int cacheCap) {
+  if (norm) return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, norm, (float *)out, scratch, scratchCap, cache, cacheCap);
+  return run_u8(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, (uint8_t *)out, scratch, scratchCap, cache, cacheCap);
 }
 
 static inline __attribute__((always_inline)) int run_impl(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
                                                           double bx, double by, double bw, double bh, int flip, const float *norm,
-                                                          void *outp, uint8_t *scratch, int scratchCap, const int u8) {
+                                                          float *out, uint8_t *scratch, int scratchCap, uint8_t *cacheMem,
+                                                          int cacheCap) {
   const int G = (res + 3) / 4;
   const int resP = 4 * G;
   const int sx = axis_stride(res, bw);
@@ -243,61 +396,19 @@ static inline __attribute__((always_inline)) int run_impl(int res, int C, const 
   ys.start = (int32_t *)p; p += ALIGN16(res * 4);
   ys.count = (int32_t *)p; p += ALIGN16(res * 4);
   ys.w = (float *)p; p += ALIGN16(res * sy * 4);
-  uint8_t *groups = p; p += G * recSize;
+  uint8_t *own = p; p += G * recSize;
   float *tmp = (float *)p;
   xs.stride = sx;
   ys.stride = sy;
-  fill(&xs, res, W, bx, bw);
-  fill(&ys, res, H, by, bh);
-  // AxisTable never produces taps outside [0, inSize); checked anyway since a wasm read past the
-  // copied rows would be garbage (or a trap) rather than JS's undefined.
-  for (int i = 0; i < res; i++) {
-    if (xs.count[i] > 0 && (xs.start[i] < 0 || xs.start[i] + xs.count[i] > W)) return -2;
-    if (ys.count[i] > 0 && (ys.start[i] < 0 || ys.start[i] + ys.count[i] > H)) return -2;
-  }
+  // No table cache here (see Table cache).
+  (void)cacheMem;
+  (void)cacheCap;
+  if (!y_table(&ys, 0, res, H, by, bh, sy, 0)) return -2;
+  const uint8_t *groups = x_groups(&xs, 0, 1, res, C, W, bx, bw, flip, sx, recSize, own);
+  if (!groups) return -2;
   if (ys.lo < r0 || ys.hi > r1) return -1;
   const int rows = ys.hi - ys.lo;
   const int plane = rows * resP;
-
-  // Group tables for the horizontal pass (flip folded in).
-  int allFit = 1;
-  for (int g = 0; g < G; g++) {
-    uint8_t *rec = groups + g * recSize;
-    int j[4], s[4];
-    int mn = 0x7fffffff, mx = -0x7fffffff;
-    for (int i = 0; i < 4; i++) {
-      int x = 4 * g + i;
-      j[i] = x < res ? (flip ? res - 1 - x : x) : -1;
-      // Lanes past res, and columns with no taps (a box beyond the image edge), read nothing.
-      if (j[i] >= 0 && xs.count[j[i]] <= 0) j[i] = -1;
-      if (j[i] >= 0) {
-        s[i] = xs.start[j[i]];
-        if (s[i] < mn) mn = s[i];
-        if (s[i] > mx) mx = s[i];
-      }
-    }
-    if (mn > mx) mn = mx = 0;
-    for (int i = 0; i < 4; i++)
-      if (j[i] < 0) s[i] = mn;
-    int fits = (mx - mn) * C + C - 1 <= 15;
-    allFit &= fits;
-    int32_t *head = (int32_t *)rec;
-    head[0] = mn * C;
-    head[1] = fits;
-    head[2] = head[3] = 0;
-    int32_t *offs = (int32_t *)(rec + 16);
-    for (int i = 0; i < 4; i++) offs[i] = s[i] * C;
-    uint8_t *m = rec + REC_HEAD;
-    for (int c = 0; c < C; c++)
-      for (int i = 0; i < 4; i++) {
-        m[16 * c + 4 * i] = fits ? (uint8_t)((s[i] - mn) * C + c) : 0x80;
-        m[16 * c + 4 * i + 1] = m[16 * c + 4 * i + 2] = m[16 * c + 4 * i + 3] = 0x80;
-      }
-    float *w = (float *)(rec + REC_HEAD + 16 * C);
-    for (int k = 0; k < sx; k++)
-      for (int i = 0; i < 4; i++) w[4 * k + i] = j[i] >= 0 && k < xs.count[j[i]] ? xs.w[j[i] * sx + k] : 0;
-  }
-  (void)allFit;
 
   const int rowBytes = W * C;
   const uint8_t *s0 = src + (ys.lo - r0) * rowBytes;
@@ -317,41 +428,7 @@ static inline __attribute__((always_inline)) int run_impl(int res, int C, const 
 #undef HP
 
   const int resSq = res * res;
-  if (u8) {
-    // Vertical pass without normalisation: the normalised pass's float32 operations with scale 1
-    // and bias 0, then rounded to bytes.
-    for (int c = 0; c < C; c++) {
-      const float *tb = tmp + c * plane;
-      uint8_t *ob = (uint8_t *)outp + c * resSq;
-      for (int y = 0; y < res; y++) {
-        const float *a = tb + (ys.start[y] - ys.lo) * resP;
-        uint8_t *o = ob + y * res;
-        if (ys.two) {
-          const v128_t w0 = wasm_f32x4_splat(ys.w[2 * y]);
-          const v128_t w1 = wasm_f32x4_splat(ys.w[2 * y + 1]);
-          const float *b = a + resP;
-#define V2(g) wasm_f32x4_add(wasm_f32x4_mul(w0, wasm_v128_load(a + 4 * (g))), wasm_f32x4_mul(w1, wasm_v128_load(b + 4 * (g))))
-          int g = 0;
-          for (; g + 4 <= G; g += 4) store_u8x16(o + 4 * g, V2(g), V2(g + 1), V2(g + 2), V2(g + 3));
-          for (; g < G; g++) store_u8x4(o + 4 * g, V2(g));
-#undef V2
-        } else {
-          const int n = ys.count[y];
-          const float *wy = ys.w + y * sy;
-          for (int g = 0; g < G; g++) {
-            v128_t acc = wasm_f32x4_splat(0);
-            for (int k = 0; k < n; k++)
-              acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_splat(wy[k]), wasm_v128_load(a + k * resP + 4 * g)));
-            store_u8x4(o + 4 * g, acc);
-          }
-        }
-      }
-    }
-    return 0;
-  }
-
   // Vertical pass, normalised on the way out (two taps: scale folded into the weights, as JS).
-  float *out = (float *)outp;
   for (int c = 0; c < C; c++) {
     const float sc = norm[c];
     const v128_t vb = wasm_f32x4_splat(norm[C + c]);
@@ -381,5 +458,222 @@ static inline __attribute__((always_inline)) int run_impl(int res, int C, const 
       }
     }
   }
+  return 0;
+}
+
+// ---- uint8 frames: 16-bit fixed point ----
+// The uint8 kernel resamples in integers, as Pillow and OpenCV do for 8-bit images: each output's
+// float32 weights (the same tables as the float32 kernel) become Q14 integers summing to exactly
+// 16384 (quantise), so a flat image stays flat. Horizontal: acc = sum(pixel * q), kept as
+// t = (acc + 8256) >> 7: Q7, rounded to nearest, plus 64 (half a pixel) that the vertical pass
+// carries through its weights (which sum to one) into its final shift. Vertical:
+// out = sum(t * q) >> 21, the Q7 value rounded half up to a whole pixel. t <= 32704 and out <= 255
+// by construction: nothing saturates or overflows. i32x4.dot_i16x8_s does two taps of four outputs
+// in one instruction on both passes. Against the float32 passes rounded to bytes (the previous
+// uint8 kernel) it is ~10% faster (bench augment, rgb64x64: 7.07 -> 6.33 us an image; with the
+// table cache, 0.78-0.82x the time in paired runs). The price: a pixel differs from the exactly
+// rounded resample by one where the exact value lies within a few hundredths of a half; it is at
+// most 0.5 + 1/256 + (taps - 1) * 255/32768 per axis steps from the unrounded value (0.52 for
+// two-tap crops; test/helpers/uint8-bound.ts).
+#define QW 14
+#define H_BIAS 8256
+
+// Q14 weights of one output from its float32 weights: cumulative rounding, the last one takes
+// the rest. Double operations in this order; the TypeScript reference repeats them.
+static void quantise(const float *w, int n, int16_t *q, int stride) {
+  double cum = 0;
+  int prev = 0;
+  for (int k = 0; k < n; k++) {
+    cum += (double)w[k];
+    int qc = k == n - 1 ? 1 << QW : (int)__builtin_floor(cum * (1 << QW) + 0.5);
+    q[k] = (int16_t)(qc - prev);
+    prev = qc;
+  }
+  for (int k = n < 0 ? 0 : n; k < stride; k++) q[k] = 0;
+}
+
+// Per group of four output columns: [base:i32, fits:i32, pad:8][lane byte offsets: i32x4]
+// [dot mask per channel: C x v128][Q14 weight pairs: P x (4 lanes of (q[2p], q[2p+1]))], P = ceil(sx / 2).
+// A mask puts tap 2p of lane i in i16 lane 2i and tap 2p + 1 in lane 2i + 1, zero-extended, from
+// a 16-byte window at base + 2p * C.
+static void build_groups_u8(const Axis *xs, int res, int C, int flip, int sx, uint8_t *groups, int recSize) {
+  const int G = (res + 3) / 4;
+  const int P = (sx + 1) / 2;
+  int16_t xq[sx];
+  for (int g = 0; g < G; g++) {
+    uint8_t *rec = groups + g * recSize;
+    int j[4], s[4];
+    int mn = 0x7fffffff, mx = -0x7fffffff;
+    for (int i = 0; i < 4; i++) {
+      int x = 4 * g + i;
+      j[i] = x < res ? (flip ? res - 1 - x : x) : -1;
+      if (j[i] >= 0 && xs->count[j[i]] <= 0) j[i] = -1;
+      if (j[i] >= 0) {
+        s[i] = xs->start[j[i]];
+        if (s[i] < mn) mn = s[i];
+        if (s[i] > mx) mx = s[i];
+      }
+    }
+    if (mn > mx) mn = mx = 0;
+    for (int i = 0; i < 4; i++)
+      if (j[i] < 0) s[i] = mn;
+    // The window must hold every pair: tap 2p + 1 of the last lane ends 2 * C - 1 bytes after the start.
+    int fits = (mx - mn) * C + 2 * C - 1 <= 15;
+    int32_t *head = (int32_t *)rec;
+    head[0] = mn * C;
+    head[1] = fits;
+    head[2] = head[3] = 0;
+    int32_t *offs = (int32_t *)(rec + 16);
+    for (int i = 0; i < 4; i++) offs[i] = s[i] * C;
+    uint8_t *m = rec + REC_HEAD;
+    for (int c = 0; c < C; c++)
+      for (int i = 0; i < 4; i++) {
+        uint8_t *b = m + 16 * c + 4 * i;
+        b[0] = fits ? (uint8_t)((s[i] - mn) * C + c) : 0x80;
+        b[2] = fits ? (uint8_t)((s[i] - mn) * C + C + c) : 0x80;
+        b[1] = b[3] = 0x80;
+      }
+    int16_t *w = (int16_t *)(rec + REC_HEAD + 16 * C);
+    for (int i = 0; i < 4; i++) {
+      if (j[i] >= 0) quantise(xs->w + j[i] * sx, xs->count[j[i]], xq, sx);
+      for (int k = 0; k < 2 * P; k++) w[(k >> 1) * 8 + 2 * i + (k & 1)] = j[i] >= 0 && k < sx ? xq[k] : 0;
+    }
+  }
+}
+
+static inline v128_t h_round(v128_t acc) { return wasm_i32x4_shr(wasm_i32x4_add(acc, wasm_i32x4_splat(H_BIAS)), 7); }
+
+// Four Q7 values (i32 lanes) to four i16 at t.
+static inline void store_t4(int16_t *t, v128_t v) { wasm_v128_store64_lane(t, wasm_i16x8_narrow_i32x4(v, v), 0); }
+
+static void hpass_u8(int C, int P, const uint8_t *s0, int rowBytes, int rows, const uint8_t *groups, int G, int recSize,
+                     int16_t *tmp, int resP, int plane) {
+  for (int g = 0; g < G; g++) {
+    const uint8_t *rec = groups + g * recSize;
+    const int32_t *head = (const int32_t *)rec;
+    const v128_t *mp = (const v128_t *)(rec + REC_HEAD);
+    const v128_t *wk = (const v128_t *)(rec + REC_HEAD + 16 * C);
+    int16_t *t = tmp + 4 * g;
+    const uint8_t *q = s0 + head[0];
+    if (head[1] && P == 1 && C == 3) {
+      // The loader's case: RGB, two taps, one window a row.
+      const v128_t w0 = wk[0], m0 = mp[0], m1 = mp[1], m2 = mp[2];
+      for (int r = 0; r < rows; r++, q += rowBytes, t += resP) {
+        v128_t L = wasm_v128_load(q);
+        store_t4(t, h_round(wasm_i32x4_dot_i16x8(wasm_i8x16_swizzle(L, m0), w0)));
+        store_t4(t + plane, h_round(wasm_i32x4_dot_i16x8(wasm_i8x16_swizzle(L, m1), w0)));
+        store_t4(t + 2 * plane, h_round(wasm_i32x4_dot_i16x8(wasm_i8x16_swizzle(L, m2), w0)));
+      }
+    } else if (head[1]) {
+      for (int r = 0; r < rows; r++, q += rowBytes, t += resP)
+        for (int c = 0; c < C; c++) {
+          v128_t acc = wasm_i32x4_splat(0);
+          for (int k = 0; k < P; k++)
+            acc = wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(wasm_i8x16_swizzle(wasm_v128_load(q + 2 * k * C), mp[c]), wk[k]));
+          store_t4(t + c * plane, h_round(acc));
+        }
+    } else {
+      // Spans too far apart for one window (strong shrinking): gathered lane by lane.
+      const int32_t *offs = (const int32_t *)(rec + 16);
+      const uint8_t *q0 = s0 + offs[0], *q1 = s0 + offs[1], *q2 = s0 + offs[2], *q3 = s0 + offs[3];
+      for (int r = 0; r < rows; r++, t += resP)
+        for (int c = 0; c < C; c++) {
+          v128_t acc = wasm_i32x4_splat(0);
+          for (int k = 0; k < P; k++) {
+            const int o = r * rowBytes + 2 * k * C + c;
+            v128_t v = wasm_i16x8_make(q0[o], q0[o + C], q1[o], q1[o + C], q2[o], q2[o + C], q3[o], q3[o + C]);
+            acc = wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(v, wk[k]));
+          }
+          store_t4(t + c * plane, h_round(acc));
+        }
+    }
+  }
+}
+
+// Eight outputs of a two-tap row: rows a and b interleaved into (a, b) pairs, dotted with (q0, q1).
+static inline void v8(const int16_t *a, const int16_t *b, v128_t wp, v128_t *lo, v128_t *hi) {
+  v128_t va = wasm_v128_load(a), vb = wasm_v128_load(b);
+  *lo = wasm_i32x4_shr(wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(va, vb, 0, 8, 1, 9, 2, 10, 3, 11), wp), 21);
+  *hi = wasm_i32x4_shr(wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(va, vb, 4, 12, 5, 13, 6, 14, 7, 15), wp), 21);
+}
+
+static void vpass_u8(int C, int res, int resP, const Axis *ys, const int16_t *tmp, int plane, uint8_t *out) {
+  const int sy = ys->stride;
+  const int resSq = res * res;
+  for (int c = 0; c < C; c++) {
+    const int16_t *tb = tmp + c * plane;
+    uint8_t *ob = out + c * resSq;
+    for (int y = 0; y < res; y++) {
+      const int16_t *a = tb + (ys->start[y] - ys->lo) * resP;
+      uint8_t *o = ob + y * res;
+      const int16_t *wy = ys->q + y * sy;
+      if (ys->two) {
+        const v128_t wp = wasm_i32x4_splat((int32_t)(uint16_t)wy[0] | ((int32_t)wy[1] << 16));
+        const int16_t *b = a + resP;
+        int x = 0;
+        for (; x + 16 <= resP; x += 16) {
+          v128_t l0, h0, l1, h1;
+          v8(a + x, b + x, wp, &l0, &h0);
+          v8(a + x + 8, b + x + 8, wp, &l1, &h1);
+          wasm_v128_store(o + x, wasm_u8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(l0, h0), wasm_i16x8_narrow_i32x4(l1, h1)));
+        }
+        // resP is a multiple of 4; an 8-wide load past the row reads the next row or tmp's slack.
+        for (; x < resP; x += 8) {
+          v128_t l0, h0;
+          v8(a + x, b + x, wp, &l0, &h0);
+          v128_t s = wasm_i16x8_narrow_i32x4(l0, h0);
+          s = wasm_u8x16_narrow_i16x8(s, s);
+          if (x + 8 <= resP) wasm_v128_store64_lane(o + x, s, 0);
+          else wasm_v128_store32_lane(o + x, s, 0);
+        }
+      } else {
+        const int n = ys->count[y];
+        for (int x = 0; x < resP; x += 4) {
+          v128_t acc = wasm_i32x4_splat(0);
+          for (int k = 0; k < n; k++)
+            acc = wasm_i32x4_add(acc, wasm_i32x4_mul(wasm_i32x4_load16x4(a + k * resP + x), wasm_i32x4_splat(wy[k])));
+          acc = wasm_i32x4_shr(acc, 21);
+          v128_t s = wasm_i16x8_narrow_i32x4(acc, acc);
+          wasm_v128_store32_lane(o + x, wasm_u8x16_narrow_i16x8(s, s), 0);
+        }
+      }
+    }
+  }
+}
+
+static int run_u8(int res, int C, const uint8_t *src, int W, int H, int r0, int r1, double bx, double by, double bw, double bh,
+                  int flip, uint8_t *out, uint8_t *scratch, int scratchCap, uint8_t *cacheMem, int cacheCap) {
+  const int G = (res + 3) / 4;
+  const int resP = 4 * G;
+  const int sx = axis_stride(res, bw);
+  const int sy = axis_stride(res, bh);
+  const int recSize = REC_HEAD + 16 * C + 16 * ((sx + 1) / 2);
+  const int tables = 4 * ALIGN16(res * 4) + ALIGN16(res * sx * 4) + ALIGN16(res * sy * 4) + ALIGN16(res * sy * 2) + G * recSize;
+  // tmp: C planes of int16 rows, and 16 bytes of slack for the vertical pass's last 8-wide load.
+  if (tables + C * (r1 - r0) * resP * 2 + 16 > scratchCap) return tables + C * (r1 - r0 + 1) * resP * 2 + 16;
+
+  uint8_t *p = scratch;
+  Axis xs, ys;
+  xs.start = (int32_t *)p; p += ALIGN16(res * 4);
+  xs.count = (int32_t *)p; p += ALIGN16(res * 4);
+  xs.w = (float *)p; p += ALIGN16(res * sx * 4);
+  ys.start = (int32_t *)p; p += ALIGN16(res * 4);
+  ys.count = (int32_t *)p; p += ALIGN16(res * 4);
+  ys.w = (float *)p; p += ALIGN16(res * sy * 4);
+  ys.q = (int16_t *)p; p += ALIGN16(res * sy * 2);
+  uint8_t *own = p; p += G * recSize;
+  int16_t *tmp = (int16_t *)p;
+  xs.stride = sx;
+  ys.stride = sy;
+  Region yc, xc;
+  const int cached = cache_layout(&yc, &xc, cacheMem, cacheCap, res, C, REC_HEAD + 16 * C + 16);
+  if (!y_table(&ys, cached ? &yc : 0, res, H, by, bh, sy, 1)) return -2;
+  const uint8_t *groups = x_groups(&xs, cached ? &xc : 0, 2, res, C, W, bx, bw, flip, sx, recSize, own);
+  if (!groups) return -2;
+  if (ys.lo < r0 || ys.hi > r1) return -1;
+  const int rows = ys.hi - ys.lo;
+  const int plane = rows * resP;
+  hpass_u8(C, (sx + 1) / 2, src + (ys.lo - r0) * W * C, W * C, rows, groups, G, recSize, tmp, resP, plane);
+  vpass_u8(C, res, resP, &ys, tmp, plane, out);
   return 0;
 }
