@@ -192,35 +192,85 @@ export class Resampler implements ImageResampler {
     const ys = this.ys;
     const plane = rows * res;
     if (this.tmpQ.length < C * plane) this.tmpQ = new Int32Array(C * plane);
-    if (this.xq.length < xs.stride) this.xq = new Int32Array(xs.stride);
+    if (this.xq.length < res * xs.stride) this.xq = new Int32Array(res * xs.stride);
     if (this.yq.length < res * ys.stride) this.yq = new Int32Array(res * ys.stride);
+    for (let x = 0; x < res; x++) quantise(xs.weights, x * xs.stride, xs.count[x]!, this.xq, x * xs.stride, xs.stride);
+    for (let y = 0; y < res; y++) quantise(ys.weights, y * ys.stride, ys.count[y]!, this.yq, y * ys.stride, ys.stride);
+    if (xs.twoTaps && C === 3) this.horizontalFixed3(src, width, ys.lo, rows, flip);
+    else this.horizontalFixedAny(src, width, ys.lo, rows, flip);
+    this.verticalFixed(out, offset, plane);
+  }
+
+  /** RGB, two taps: acc = a * q0 + b * q1 per channel, kept as (acc + H_BIAS) >> 7. */
+  private horizontalFixed3(src: Uint8Array, width: number, lo: number, rows: number, flip: boolean): void {
+    const res = this.res;
     const tmp = this.tmpQ;
-    const xq = this.xq;
-    for (let x = 0; x < res; x++) {
-      const n = xs.count[x]!;
-      quantise(xs.weights, x * xs.stride, n, xq, 0, xs.stride);
-      const ox = flip ? res - 1 - x : x;
-      for (let r = 0; r < rows; r++) {
-        const s = ((ys.lo + r) * width + xs.start[x]!) * C;
+    const start = this.xs.start;
+    const q = this.xq;
+    const p1 = rows * res;
+    const p2 = 2 * p1;
+    for (let r = 0; r < rows; r++) {
+      const rowBase = (lo + r) * width * 3;
+      const tRow = r * res;
+      for (let x = 0; x < res; x++) {
+        const ox = flip ? tRow + res - 1 - x : tRow + x;
+        const s = rowBase + start[x]! * 3;
+        const q0 = q[2 * x]!;
+        const q1 = q[2 * x + 1]!;
+        tmp[ox] = (src[s]! * q0 + src[s + 3]! * q1 + H_BIAS) >> 7;
+        tmp[p1 + ox] = (src[s + 1]! * q0 + src[s + 4]! * q1 + H_BIAS) >> 7;
+        tmp[p2 + ox] = (src[s + 2]! * q0 + src[s + 5]! * q1 + H_BIAS) >> 7;
+      }
+    }
+  }
+
+  private horizontalFixedAny(src: Uint8Array, width: number, lo: number, rows: number, flip: boolean): void {
+    const res = this.res;
+    const C = this.channels;
+    const tmp = this.tmpQ;
+    const { start, count, stride } = this.xs;
+    const q = this.xq;
+    const plane = rows * res;
+    for (let r = 0; r < rows; r++) {
+      const rowBase = (lo + r) * width * C;
+      const tRow = r * res;
+      for (let x = 0; x < res; x++) {
+        const ox = flip ? tRow + res - 1 - x : tRow + x;
+        const s = rowBase + start[x]! * C;
+        const qb = x * stride;
+        const n = count[x]!;
         for (let c = 0; c < C; c++) {
           let acc = 0;
-          for (let k = 0; k < n; k++) acc += src[s + k * C + c]! * xq[k]!;
-          tmp[c * plane + r * res + ox] = (acc + H_BIAS) >> 7;
+          for (let k = 0; k < n; k++) acc += src[s + k * C + c]! * q[qb + k]!;
+          tmp[c * plane + ox] = (acc + H_BIAS) >> 7;
         }
       }
     }
-    const yq = this.yq;
-    const sy = ys.stride;
-    for (let y = 0; y < res; y++) quantise(ys.weights, y * sy, ys.count[y]!, yq, y * sy, sy);
-    for (let c = 0; c < C; c++) {
+  }
+
+  /** out = sum(t * q) >> 21: the Q7 value (carrying half a pixel) rounded down to a byte. */
+  private verticalFixed(out: Uint8ClampedArray, offset: number, plane: number): void {
+    const res = this.res;
+    const tmp = this.tmpQ;
+    const { start, count, stride, lo, twoTaps } = this.ys;
+    const q = this.yq;
+    for (let c = 0; c < this.channels; c++) {
       for (let y = 0; y < res; y++) {
-        const a = c * plane + (ys.start[y]! - ys.lo) * res;
-        const n = ys.count[y]!;
+        const a = c * plane + (start[y]! - lo) * res;
         const o = offset + c * res * res + y * res;
-        for (let x = 0; x < res; x++) {
-          let acc = 0;
-          for (let k = 0; k < n; k++) acc += tmp[a + k * res + x]! * yq[y * sy + k]!;
-          out[o + x] = acc >> 21;
+        const qb = y * stride;
+        if (twoTaps) {
+          const q0 = q[qb]!;
+          const q1 = q[qb + 1]!;
+          const b = a + res;
+          for (let x = 0; x < res; x++) out[o + x] = (tmp[a + x]! * q0 + tmp[b + x]! * q1) >> 21;
+        } else {
+          const n = count[y]!;
+          for (let x = 0; x < res; x++) {
+            let acc = 0;
+            for (let k = 0; k < n; k++) acc += tmp[a + k * res + x]! * q[qb + k]!;
+            out[o + x] = acc >> 21;
+          }
         }
       }
     }
