@@ -1,6 +1,8 @@
 // Micro-benchmark of the per-image resampling kernel, TypeScript Resampler vs WasmResampler, one JSON line
 // per (case, impl):
-//   node --import tsx bench/augment.ts [--seconds S] [--repeats N] [--case NAME]
+//   node --import tsx bench/augment.ts [--seconds S] [--repeats N] [--case NAME] [--compare FILE]
+// --compare runs another build of resample.c (say the previous commit's resample.wasm) as
+// wasm-compare rows, interleaved with the others, and reports each wasm row against it.
 // Random-resized crops (torchvision defaults, flip on) of random images into a batch in a
 // SharedArrayBuffer, as the loader does. Each case is timed `repeats` times, the implementations
 // interleaved so that they see the same machine load; the best repeat is reported (shared,
@@ -19,11 +21,14 @@ const { values: opts } = parseArgs({
     seconds: { type: 'string', default: process.env.BENCH_SECONDS ?? '0.5' },
     repeats: { type: 'string', default: '5' },
     case: { type: 'string' },
+    compare: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (opts.help) {
-  process.stdout.write('Usage: node --import tsx bench/augment.ts [--seconds S per repeat] [--repeats N] [--case rgb64x48|rgb64x64|gray28|rgb500x375]\n');
+  process.stdout.write(
+    'Usage: node --import tsx bench/augment.ts [--seconds S per repeat] [--repeats N] [--case rgb64x48|rgb64x64|gray28|rgb500x375] [--compare other-build.wasm]\n',
+  );
   process.exit(0);
 }
 const SECONDS = Number(opts.seconds);
@@ -94,6 +99,13 @@ for (const k of CASES) {
     ['js-uint8', new Resampler(k.res, k.channels)],
   ];
   if (wasmResampleModule()) impls.push(['wasm', new WasmResampler(k.res, k.channels)], ['wasm-uint8', new WasmResampler(k.res, k.channels)]);
+  if (opts.compare) {
+    const wasmFile = opts.compare;
+    impls.push(
+      ['wasm-compare', new WasmResampler(k.res, k.channels, { wasmFile })],
+      ['wasm-compare-uint8', new WasmResampler(k.res, k.channels, { wasmFile })],
+    );
+  }
   const best = new Map<string, { rate: number; n: number }>();
   for (let r = 0; r < REPEATS; r++) {
     for (const [name, aug] of impls) {
@@ -115,6 +127,9 @@ for (const k of CASES) {
     };
     if (name !== 'js') line.speedup_vs_js = Number((b.rate / js).toFixed(2));
     if (name === 'wasm-uint8') line.speedup_vs_wasm_float32 = Number((b.rate / best.get('wasm')!.rate).toFixed(2));
+    // This build's time over the other build's, same frame dtype.
+    const other = best.get(name === 'wasm' ? 'wasm-compare' : name === 'wasm-uint8' ? 'wasm-compare-uint8' : '');
+    if (other) line.time_vs_compare = Number((other.rate / b.rate).toFixed(3));
     process.stdout.write(JSON.stringify(line) + '\n');
   }
 }

@@ -61,6 +61,8 @@ export const TABLE_CACHE_BYTES = 8 << 20;
 export interface WasmResamplerOptions {
   /** Bytes of the uint8 kernel's table cache (default TABLE_CACHE_BYTES; 0: none). */
   tableCacheBytes?: number;
+  /** Another build of resample.c to run instead of the committed one (bench augment --compare). */
+  wasmFile?: string;
 }
 /** Channels the kernel is compiled for. */
 export const WASM_MAX_CHANNELS = 4;
@@ -106,7 +108,7 @@ export class WasmResampler implements ImageResampler {
     if (!Number.isInteger(channels) || channels < 1 || channels > WASM_MAX_CHANNELS) {
       throw new RangeError(`WasmResampler supports 1..${WASM_MAX_CHANNELS} channels, got ${channels}`);
     }
-    const mod = wasmResampleModule();
+    const mod = options.wasmFile ? new WebAssembly.Module(readFileSync(options.wasmFile)) : wasmResampleModule();
     if (!mod) throw new Error('WebAssembly SIMD is not available in this runtime');
     this.ex = new WebAssembly.Instance(mod, {}).exports as unknown as Exports;
     const rowB = align16(res * 4);

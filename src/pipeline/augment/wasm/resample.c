@@ -256,8 +256,8 @@ static int axis_ok(const Axis *t, int out, int inSize) {
 
 static void quantise(const float *w, int n, int16_t *q, int stride);
 
-// The vertical axis's table: from the cache (two-tap tables) or built into ys's own arrays. The
-// Q14 weights (ys->q) are built for cache entries, which serve both kernels, and where `wantQ`.
+// The vertical axis's table: from the cache (two-tap tables) or built into ys's own arrays, its
+// Q14 weights (ys->q) too where `wantQ` (the uint8 kernel, the only one that passes a cache).
 static int y_table(Axis *ys, const Region *cache, int res, int H, double by, double bh, int sy, int wantQ) {
   if (cache && sy == 2) {
     const Key k = {by, bh, H, res, 0, 0, 0, 1, {0, 0}};
@@ -275,7 +275,6 @@ static int y_table(Axis *ys, const Region *cache, int res, int H, double by, dou
       ys->two = head[2];
       return 1;
     }
-    wantQ = 1;
   }
   fill(ys, res, H, by, bh);
   if (!axis_ok(ys, res, H)) return 0;
@@ -355,8 +354,7 @@ static const uint8_t *x_groups(Axis *xs, const Region *cache, int kind, int res,
 
 static inline __attribute__((always_inline)) int run_impl(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
                                                           double bx, double by, double bw, double bh, int flip, const float *norm,
-                                                          float *out, uint8_t *scratch, int scratchCap, uint8_t *cacheMem,
-                                                          int cacheCap);
+                                                          float *out, uint8_t *scratch, int scratchCap);
 static int run_u8(int res, int C, const uint8_t *src, int W, int H, int r0, int r1, double bx, double by, double bw, double bh,
                   int flip, uint8_t *out, uint8_t *scratch, int scratchCap, uint8_t *cacheMem, int cacheCap);
 
@@ -364,22 +362,21 @@ static int run_u8(int res, int C, const uint8_t *src, int W, int H, int r0, int 
  * One image. `src` points at row r0 of the HWC uint8 image (rows r0..r1 are present, followed by
  * at least (stride + 2) * C + 32 readable bytes). With norm = scale[C], bias[C]: writes C*res*res
  * normalised floats to `out` (plus up to 3 floats of slack after them); with norm = 0 (NULL):
- * C*res*res uint8 pixels (plus up to 3 bytes of slack), the resampled values rounded and clamped.
- * `cache` (cacheCap bytes, zeroed before first use, kept between calls; 0: none) holds two-tap
- * tables across calls. Returns 0 when done; > 0: scratch needs that many bytes (nothing
+ * C*res*res uint8 pixels (plus up to 3 bytes of slack), resampled in fixed point (run_u8).
+ * `cache` (cacheCap bytes, zeroed before first use, kept between calls; 0: none) holds the uint8
+ * kernel's two-tap tables across calls. Returns 0 when done; > 0: scratch needs that many bytes (nothing
  * written); -1: the rows read fall outside [r0, r1); -2: the crop reads outside the image.
  */
 __attribute__((export_name("resample"))) int resample(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
                                                       double bx, double by, double bw, double bh, int flip, const float *norm,
                                                       void *out, uint8_t *scratch, int scratchCap, uint8_t *cache, int cacheCap) {
-  if (norm) return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, norm, (float *)out, scratch, scratchCap, cache, cacheCap);
+  if (norm) return run_impl(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, norm, (float *)out, scratch, scratchCap);
   return run_u8(res, C, src, W, H, r0, r1, bx, by, bw, bh, flip, (uint8_t *)out, scratch, scratchCap, cache, cacheCap);
 }
 
 static inline __attribute__((always_inline)) int run_impl(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
                                                           double bx, double by, double bw, double bh, int flip, const float *norm,
-                                                          float *out, uint8_t *scratch, int scratchCap, uint8_t *cacheMem,
-                                                          int cacheCap) {
+                                                          float *out, uint8_t *scratch, int scratchCap) {
   const int G = (res + 3) / 4;
   const int resP = 4 * G;
   const int sx = axis_stride(res, bw);
@@ -401,8 +398,6 @@ static inline __attribute__((always_inline)) int run_impl(int res, int C, const 
   xs.stride = sx;
   ys.stride = sy;
   // No table cache here (see Table cache).
-  (void)cacheMem;
-  (void)cacheCap;
   if (!y_table(&ys, 0, res, H, by, bh, sy, 0)) return -2;
   const uint8_t *groups = x_groups(&xs, 0, 1, res, C, W, bx, bw, flip, sx, recSize, own);
   if (!groups) return -2;
