@@ -543,6 +543,17 @@ static inline void store_t4(int16_t *t, v128_t v) { wasm_v128_store64_lane(t, wa
 
 static void hpass_u8(int C, int P, const uint8_t *s0, int rowBytes, int rows, const uint8_t *groups, int G, int recSize,
                      int16_t *tmp, int resP, int plane) {
+  // Per lane i and channel c: a window's bytes c and C + c (one pixel's tap pair) into i16 lanes
+  // 2i and 2i + 1, zero elsewhere (for groups that need a window per lane).
+  v128_t lane[4][4];
+  for (int i = 0; i < 4; i++)
+    for (int c = 0; c < C; c++) {
+      uint8_t m[16];
+      for (int b = 0; b < 16; b++) m[b] = 0x80;
+      m[4 * i] = (uint8_t)c;
+      m[4 * i + 2] = (uint8_t)(C + c);
+      lane[i][c] = wasm_v128_load(m);
+    }
   for (int g = 0; g < G; g++) {
     const uint8_t *rec = groups + g * recSize;
     const int32_t *head = (const int32_t *)rec;
@@ -568,28 +579,35 @@ static void hpass_u8(int C, int P, const uint8_t *s0, int rowBytes, int rows, co
           store_t4(t + c * plane, h_round(acc));
         }
     } else {
-      // Spans too far apart for one window (strong shrinking): gathered lane by lane.
+      // Spans too far apart for one window (strong shrinking): a window per lane at its own
+      // start, each lane's pair of taps swizzled into its own two i16 lanes, the four merged.
       const int32_t *offs = (const int32_t *)(rec + 16);
-      const uint8_t *q0 = s0 + offs[0], *q1 = s0 + offs[1], *q2 = s0 + offs[2], *q3 = s0 + offs[3];
-      for (int r = 0; r < rows; r++, t += resP)
-        for (int c = 0; c < C; c++) {
-          v128_t acc = wasm_i32x4_splat(0);
-          for (int k = 0; k < P; k++) {
-            const int o = r * rowBytes + 2 * k * C + c;
-            v128_t v = wasm_i16x8_make(q0[o], q0[o + C], q1[o], q1[o + C], q2[o], q2[o + C], q3[o], q3[o + C]);
-            acc = wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(v, wk[k]));
+      for (int r = 0; r < rows; r++, t += resP) {
+        const uint8_t *row = s0 + r * rowBytes;
+        v128_t acc[4];
+        for (int c = 0; c < C; c++) acc[c] = wasm_i32x4_splat(0);
+        for (int k = 0; k < P; k++) {
+          const int o = 2 * k * C;
+          const v128_t L0 = wasm_v128_load(row + offs[0] + o), L1 = wasm_v128_load(row + offs[1] + o);
+          const v128_t L2 = wasm_v128_load(row + offs[2] + o), L3 = wasm_v128_load(row + offs[3] + o);
+          for (int c = 0; c < C; c++) {
+            v128_t v = wasm_v128_or(wasm_v128_or(wasm_i8x16_swizzle(L0, lane[0][c]), wasm_i8x16_swizzle(L1, lane[1][c])),
+                                    wasm_v128_or(wasm_i8x16_swizzle(L2, lane[2][c]), wasm_i8x16_swizzle(L3, lane[3][c])));
+            acc[c] = wasm_i32x4_add(acc[c], wasm_i32x4_dot_i16x8(v, wk[k]));
           }
-          store_t4(t + c * plane, h_round(acc));
         }
+        for (int c = 0; c < C; c++) store_t4(t + c * plane, h_round(acc[c]));
+      }
     }
   }
 }
 
-// Eight outputs of a two-tap row: rows a and b interleaved into (a, b) pairs, dotted with (q0, q1).
-static inline void v8(const int16_t *a, const int16_t *b, v128_t wp, v128_t *lo, v128_t *hi) {
+// Eight outputs of a tap pair: rows a and b interleaved into (a, b) pairs, dotted with (q0, q1),
+// shifted by `shift`.
+static inline void v8(const int16_t *a, const int16_t *b, v128_t wp, v128_t *lo, v128_t *hi, int shift) {
   v128_t va = wasm_v128_load(a), vb = wasm_v128_load(b);
-  *lo = wasm_i32x4_shr(wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(va, vb, 0, 8, 1, 9, 2, 10, 3, 11), wp), 21);
-  *hi = wasm_i32x4_shr(wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(va, vb, 4, 12, 5, 13, 6, 14, 7, 15), wp), 21);
+  *lo = wasm_i32x4_shr(wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(va, vb, 0, 8, 1, 9, 2, 10, 3, 11), wp), shift);
+  *hi = wasm_i32x4_shr(wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(va, vb, 4, 12, 5, 13, 6, 14, 7, 15), wp), shift);
 }
 
 static void vpass_u8(int C, int res, int resP, const Axis *ys, const int16_t *tmp, int plane, uint8_t *out) {
@@ -608,28 +626,37 @@ static void vpass_u8(int C, int res, int resP, const Axis *ys, const int16_t *tm
         int x = 0;
         for (; x + 16 <= resP; x += 16) {
           v128_t l0, h0, l1, h1;
-          v8(a + x, b + x, wp, &l0, &h0);
-          v8(a + x + 8, b + x + 8, wp, &l1, &h1);
+          v8(a + x, b + x, wp, &l0, &h0, 21);
+          v8(a + x + 8, b + x + 8, wp, &l1, &h1, 21);
           wasm_v128_store(o + x, wasm_u8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(l0, h0), wasm_i16x8_narrow_i32x4(l1, h1)));
         }
         // resP is a multiple of 4; an 8-wide load past the row reads the next row or tmp's slack.
         for (; x < resP; x += 8) {
           v128_t l0, h0;
-          v8(a + x, b + x, wp, &l0, &h0);
+          v8(a + x, b + x, wp, &l0, &h0, 21);
           v128_t s = wasm_i16x8_narrow_i32x4(l0, h0);
           s = wasm_u8x16_narrow_i16x8(s, s);
           if (x + 8 <= resP) wasm_v128_store64_lane(o + x, s, 0);
           else wasm_v128_store32_lane(o + x, s, 0);
         }
       } else {
+        // Taps in pairs, as the two-tap rows; an odd last tap pairs with itself at weight 0.
         const int n = ys->count[y];
-        for (int x = 0; x < resP; x += 4) {
-          v128_t acc = wasm_i32x4_splat(0);
-          for (int k = 0; k < n; k++)
-            acc = wasm_i32x4_add(acc, wasm_i32x4_mul(wasm_i32x4_load16x4(a + k * resP + x), wasm_i32x4_splat(wy[k])));
-          acc = wasm_i32x4_shr(acc, 21);
-          v128_t s = wasm_i16x8_narrow_i32x4(acc, acc);
-          wasm_v128_store32_lane(o + x, wasm_u8x16_narrow_i16x8(s, s), 0);
+        for (int x = 0; x < resP; x += 8) {
+          v128_t lo = wasm_i32x4_splat(0), hi = lo;
+          for (int k = 0; k < n; k += 2) {
+            const int16_t *ra = a + k * resP + x;
+            const int two = k + 1 < n;
+            const v128_t wp = wasm_i32x4_splat((int32_t)(uint16_t)wy[k] | ((int32_t)(two ? wy[k + 1] : 0) << 16));
+            v128_t l, h;
+            v8(ra, two ? ra + resP : ra, wp, &l, &h, 0);
+            lo = wasm_i32x4_add(lo, l);
+            hi = wasm_i32x4_add(hi, h);
+          }
+          v128_t s = wasm_i16x8_narrow_i32x4(wasm_i32x4_shr(lo, 21), wasm_i32x4_shr(hi, 21));
+          s = wasm_u8x16_narrow_i16x8(s, s);
+          if (x + 8 <= resP) wasm_v128_store64_lane(o + x, s, 0);
+          else wasm_v128_store32_lane(o + x, s, 0);
         }
       }
     }
