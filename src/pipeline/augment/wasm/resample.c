@@ -290,34 +290,44 @@ static int y_table(Axis *ys, const Region *cache, int res, int H, double by, dou
   return 1;
 }
 
+// Group g's lanes (output columns 4g..4g+3, flip folded in): j[i] the table column a lane takes
+// (-1: past res, or no taps where a box hangs off the image: it reads nothing), s[i] its first
+// source pixel (the group's lowest, *mn, for lanes that read nothing); and the record's head
+// ([base = mn * C, fits]) and lane byte offsets. Returns fits: every lane's bytes, `span` past
+// its first, lie in one 16-byte window from the lowest.
+static int group_head(const Axis *xs, int res, int C, int flip, int g, int span, uint8_t *rec, int j[4], int s[4], int *mn) {
+  int lo = 0x7fffffff, hi = -0x7fffffff;
+  for (int i = 0; i < 4; i++) {
+    int x = 4 * g + i;
+    j[i] = x < res ? (flip ? res - 1 - x : x) : -1;
+    if (j[i] >= 0 && xs->count[j[i]] <= 0) j[i] = -1;
+    if (j[i] >= 0) {
+      s[i] = xs->start[j[i]];
+      if (s[i] < lo) lo = s[i];
+      if (s[i] > hi) hi = s[i];
+    }
+  }
+  if (lo > hi) lo = hi = 0;
+  for (int i = 0; i < 4; i++)
+    if (j[i] < 0) s[i] = lo;
+  const int fits = (hi - lo) * C + span <= 15;
+  int32_t *head = (int32_t *)rec;
+  head[0] = lo * C;
+  head[1] = fits;
+  head[2] = head[3] = 0;
+  int32_t *offs = (int32_t *)(rec + 16);
+  for (int i = 0; i < 4; i++) offs[i] = s[i] * C;
+  *mn = lo;
+  return fits;
+}
+
 // Group tables for the horizontal pass (flip folded in), float32 kernel layout.
 static void build_groups(const Axis *xs, int res, int C, int flip, int sx, uint8_t *groups, int recSize) {
   const int G = (res + 3) / 4;
   for (int g = 0; g < G; g++) {
     uint8_t *rec = groups + g * recSize;
-    int j[4], s[4];
-    int mn = 0x7fffffff, mx = -0x7fffffff;
-    for (int i = 0; i < 4; i++) {
-      int x = 4 * g + i;
-      j[i] = x < res ? (flip ? res - 1 - x : x) : -1;
-      // Lanes past res, and columns with no taps (a box beyond the image edge), read nothing.
-      if (j[i] >= 0 && xs->count[j[i]] <= 0) j[i] = -1;
-      if (j[i] >= 0) {
-        s[i] = xs->start[j[i]];
-        if (s[i] < mn) mn = s[i];
-        if (s[i] > mx) mx = s[i];
-      }
-    }
-    if (mn > mx) mn = mx = 0;
-    for (int i = 0; i < 4; i++)
-      if (j[i] < 0) s[i] = mn;
-    int fits = (mx - mn) * C + C - 1 <= 15;
-    int32_t *head = (int32_t *)rec;
-    head[0] = mn * C;
-    head[1] = fits;
-    head[2] = head[3] = 0;
-    int32_t *offs = (int32_t *)(rec + 16);
-    for (int i = 0; i < 4; i++) offs[i] = s[i] * C;
+    int j[4], s[4], mn;
+    const int fits = group_head(xs, res, C, flip, g, C - 1, rec, j, s, &mn);
     uint8_t *m = rec + REC_HEAD;
     for (int c = 0; c < C; c++)
       for (int i = 0; i < 4; i++) {
@@ -497,29 +507,9 @@ static void build_groups_u8(const Axis *xs, int res, int C, int flip, int sx, ui
   int16_t xq[sx];
   for (int g = 0; g < G; g++) {
     uint8_t *rec = groups + g * recSize;
-    int j[4], s[4];
-    int mn = 0x7fffffff, mx = -0x7fffffff;
-    for (int i = 0; i < 4; i++) {
-      int x = 4 * g + i;
-      j[i] = x < res ? (flip ? res - 1 - x : x) : -1;
-      if (j[i] >= 0 && xs->count[j[i]] <= 0) j[i] = -1;
-      if (j[i] >= 0) {
-        s[i] = xs->start[j[i]];
-        if (s[i] < mn) mn = s[i];
-        if (s[i] > mx) mx = s[i];
-      }
-    }
-    if (mn > mx) mn = mx = 0;
-    for (int i = 0; i < 4; i++)
-      if (j[i] < 0) s[i] = mn;
-    // The window must hold every pair: tap 2p + 1 of the last lane ends 2 * C - 1 bytes after the start.
-    int fits = (mx - mn) * C + 2 * C - 1 <= 15;
-    int32_t *head = (int32_t *)rec;
-    head[0] = mn * C;
-    head[1] = fits;
-    head[2] = head[3] = 0;
-    int32_t *offs = (int32_t *)(rec + 16);
-    for (int i = 0; i < 4; i++) offs[i] = s[i] * C;
+    int j[4], s[4], mn;
+    // A lane reads a tap pair: 2 * C - 1 bytes past its first.
+    const int fits = group_head(xs, res, C, flip, g, 2 * C - 1, rec, j, s, &mn);
     uint8_t *m = rec + REC_HEAD;
     for (int c = 0; c < C; c++)
       for (int i = 0; i < 4; i++) {
