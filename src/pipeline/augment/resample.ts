@@ -9,7 +9,8 @@
 //   Uint8ClampedArray  pixels (uint8 frames), resampled in 16-bit fixed point as 8-bit image
 //                      resizers do (Pillow, OpenCV): the same tables, their weights as Q14
 //                      integers (quantise), rounded half up. Within one step of the float32
-//                      resample rounded, and at most ~0.52 steps from it unrounded.
+//                      resample rounded; from it unrounded, at most 0.5 + 1/256 +
+//                      (taps - 1) * 255/32768 per axis steps (0.52 for two-tap crops).
 //
 // It is the reference and fallback of the WebAssembly kernel (wasm/resample.c) and gives its
 // bits. Float32: every product and sum goes through Math.fround in the kernel's order (the final
@@ -70,7 +71,7 @@ export class Resampler implements ImageResampler {
   private readonly ys: AxisTable;
   /** Horizontal pass output, planar: [c][row - ys.lo][x]. */
   private tmp: Float32Array;
-  /** The uint8 path's: Q7 integers, and its Q14 weights (one output's x, every row's y). */
+  /** The uint8 path's: Q7 integers, and its Q14 weights (every column's, every row's). */
   private tmpQ = new Int32Array(0);
   private xq = new Int32Array(0);
   private yq = new Int32Array(0);
