@@ -259,11 +259,12 @@ static void quantise(const float *w, int n, int16_t *q, int stride);
 // The vertical axis's table: from the cache (two-tap tables) or built into ys's own arrays, its
 // Q14 weights (ys->q) too where `wantQ` (the uint8 kernel, the only one that passes a cache).
 static int y_table(Axis *ys, const Region *cache, int res, int H, double by, double bh, int sy, int wantQ) {
+  uint8_t *e = 0;
   if (cache && sy == 2) {
     const Key k = {by, bh, H, res, 0, 0, 0, 1, {0, 0}};
     int hit;
-    uint8_t *e = lookup(cache, &k, &hit);
-    int32_t *head = (int32_t *)(e + KEY_BYTES);
+    e = lookup(cache, &k, &hit);
+    const int32_t *head = (const int32_t *)(e + KEY_BYTES);
     ys->start = (int32_t *)(e + Y_HEAD);
     ys->count = ys->start + ALIGN16(res * 4) / 4;
     ys->w = (float *)(ys->count + ALIGN16(res * 4) / 4);
@@ -280,12 +281,12 @@ static int y_table(Axis *ys, const Region *cache, int res, int H, double by, dou
   if (!axis_ok(ys, res, H)) return 0;
   if (wantQ)
     for (int y = 0; y < res; y++) quantise(ys->w + y * sy, ys->count[y], ys->q + y * sy, sy);
-  if (cache && sy == 2) {
-    int32_t *head = (int32_t *)((uint8_t *)ys->start - Y_HEAD + KEY_BYTES);
+  if (e) {
+    int32_t *head = (int32_t *)(e + KEY_BYTES);
     head[0] = ys->lo;
     head[1] = ys->hi;
     head[2] = ys->two;
-    ((Key *)((uint8_t *)ys->start - Y_HEAD))->valid = 1;
+    ((Key *)e)->valid = 1;
   }
   return 1;
 }
@@ -362,6 +363,27 @@ static const uint8_t *x_groups(Axis *xs, const Region *cache, int kind, int res,
   return own;
 }
 
+// Scratch for the axis tables (and, withQ, the vertical Q14 weights): its size, and carving it
+// from p (returns what follows).
+static int axes_bytes(int res, int sx, int sy, int withQ) {
+  return 4 * ALIGN16(res * 4) + ALIGN16(res * sx * 4) + ALIGN16(res * sy * 4) + (withQ ? ALIGN16(res * sy * 2) : 0);
+}
+
+static uint8_t *carve_axes(Axis *xs, Axis *ys, uint8_t *p, int res, int sx, int sy, int withQ) {
+  xs->start = (int32_t *)p; p += ALIGN16(res * 4);
+  xs->count = (int32_t *)p; p += ALIGN16(res * 4);
+  xs->w = (float *)p; p += ALIGN16(res * sx * 4);
+  ys->start = (int32_t *)p; p += ALIGN16(res * 4);
+  ys->count = (int32_t *)p; p += ALIGN16(res * 4);
+  ys->w = (float *)p; p += ALIGN16(res * sy * 4);
+  if (withQ) {
+    ys->q = (int16_t *)p; p += ALIGN16(res * sy * 2);
+  }
+  xs->stride = sx;
+  ys->stride = sy;
+  return p;
+}
+
 static inline __attribute__((always_inline)) int run_impl(int res, int C, const uint8_t *src, int W, int H, int r0, int r1,
                                                           double bx, double by, double bw, double bh, int flip, const float *norm,
                                                           float *out, uint8_t *scratch, int scratchCap);
@@ -392,21 +414,12 @@ static inline __attribute__((always_inline)) int run_impl(int res, int C, const 
   const int sx = axis_stride(res, bw);
   const int sy = axis_stride(res, bh);
   const int recSize = REC_HEAD + 16 * C + 16 * sx;
-  const int tables = 4 * ALIGN16(res * 4) + ALIGN16(res * sx * 4) + ALIGN16(res * sy * 4) + G * recSize;
+  const int tables = axes_bytes(res, sx, sy, 0) + G * recSize;
   if (tables + C * (r1 - r0) * resP * 4 > scratchCap) return tables + C * (r1 - r0 + 1) * resP * 4;
 
-  uint8_t *p = scratch;
   Axis xs, ys;
-  xs.start = (int32_t *)p; p += ALIGN16(res * 4);
-  xs.count = (int32_t *)p; p += ALIGN16(res * 4);
-  xs.w = (float *)p; p += ALIGN16(res * sx * 4);
-  ys.start = (int32_t *)p; p += ALIGN16(res * 4);
-  ys.count = (int32_t *)p; p += ALIGN16(res * 4);
-  ys.w = (float *)p; p += ALIGN16(res * sy * 4);
-  uint8_t *own = p; p += G * recSize;
-  float *tmp = (float *)p;
-  xs.stride = sx;
-  ys.stride = sy;
+  uint8_t *own = carve_axes(&xs, &ys, scratch, res, sx, sy, 0);
+  float *tmp = (float *)(own + G * recSize);
   // No table cache here (see Table cache).
   if (!y_table(&ys, 0, res, H, by, bh, sy, 0)) return -2;
   const uint8_t *groups = x_groups(&xs, 0, 1, res, C, W, bx, bw, flip, sx, recSize, own);
@@ -660,23 +673,13 @@ static int run_u8(int res, int C, const uint8_t *src, int W, int H, int r0, int 
   const int sx = axis_stride(res, bw);
   const int sy = axis_stride(res, bh);
   const int recSize = REC_HEAD + 16 * C + 16 * ((sx + 1) / 2);
-  const int tables = 4 * ALIGN16(res * 4) + ALIGN16(res * sx * 4) + ALIGN16(res * sy * 4) + ALIGN16(res * sy * 2) + G * recSize;
+  const int tables = axes_bytes(res, sx, sy, 1) + G * recSize;
   // tmp: C planes of int16 rows, and 16 bytes of slack for the vertical pass's last 8-wide load.
   if (tables + C * (r1 - r0) * resP * 2 + 16 > scratchCap) return tables + C * (r1 - r0 + 1) * resP * 2 + 16;
 
-  uint8_t *p = scratch;
   Axis xs, ys;
-  xs.start = (int32_t *)p; p += ALIGN16(res * 4);
-  xs.count = (int32_t *)p; p += ALIGN16(res * 4);
-  xs.w = (float *)p; p += ALIGN16(res * sx * 4);
-  ys.start = (int32_t *)p; p += ALIGN16(res * 4);
-  ys.count = (int32_t *)p; p += ALIGN16(res * 4);
-  ys.w = (float *)p; p += ALIGN16(res * sy * 4);
-  ys.q = (int16_t *)p; p += ALIGN16(res * sy * 2);
-  uint8_t *own = p; p += G * recSize;
-  int16_t *tmp = (int16_t *)p;
-  xs.stride = sx;
-  ys.stride = sy;
+  uint8_t *own = carve_axes(&xs, &ys, scratch, res, sx, sy, 1);
+  int16_t *tmp = (int16_t *)(own + G * recSize);
   Region yc, xc;
   const int cached = cache_layout(&yc, &xc, cacheMem, cacheCap, res, C, REC_HEAD + 16 * C + 16);
   if (!y_table(&ys, cached ? &yc : 0, res, H, by, bh, sy, 1)) return -2;
